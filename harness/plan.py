@@ -1,0 +1,121 @@
+"""Expand an experiment into units of work with content-hash ids.
+
+Units:
+- ``stage``: one fine-tuning stage of one (model, method grid point, train task, seed) chain; depends on the
+  previous stage of its chain.
+- ``eval``: one (trained artefact or base model, eval task) evaluation; depends on the chain's last stage.
+
+A unit's id hashes its resolved config and the ids it depends on, so an unchanged unit keeps its id and its
+result file, and a changed upstream stage changes every id downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from promptintern.methods import RATE_METHODS, SCHEDULED_METHODS, MethodSpec, plan_method
+
+
+@dataclass
+class Unit:
+    id: str
+    kind: str  # "stage" | "eval"
+    config: dict
+    deps: list[str] = field(default_factory=list)
+    resources: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        if self.kind == "stage":
+            return f"{c['method']['label']} {c['train_task']} stage {c['stage'] + 1}/{c['n_stages']}"
+        return f"{c['method']['label']} {c['train_task'] or '-'}→{c['eval_task']}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def content_id(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def method_specs(cfg: dict) -> list[MethodSpec]:
+    """Each methods entry expands over its schedules and rates."""
+    out = []
+    k = cfg["prompt"]["k_examples"]
+    for m in cfg["methods"]:
+        schedules = (m.get("schedules") or [None]) if m["name"] in SCHEDULED_METHODS else [None]
+        rates = (m.get("rates") or [1.0]) if m["name"] in RATE_METHODS else [1.0]
+        for sched in schedules:
+            for rate in rates:
+                out.append(
+                    MethodSpec(
+                        name=m["name"],
+                        schedule=sched,
+                        rate=float(rate),
+                        stages=int(m.get("stages", 1)) if sched else 1,
+                        lam=float(m.get("lam", 3.0)),
+                        k_examples=int(m.get("k_examples", k)),
+                        options=dict(m.get("options") or {}),
+                    )
+                )
+    return out
+
+
+def build_plan(cfg: dict) -> list[Unit]:
+    units: list[Unit] = []
+    shared = {
+        "prompt": cfg["prompt"],
+        "train_limit": cfg["tasks"]["train_limit"],
+        "test_limit": cfg["tasks"]["test_limit"],
+    }
+    resources = dict(cfg["resources"])
+    for model in cfg["models"]:
+        for seed in cfg["seeds"]:
+            for spec in method_specs(cfg):
+                plan = plan_method(spec)
+                method = {**spec.to_dict(), "label": spec.label}
+                train_tasks = cfg["tasks"]["train"]
+                for train_task in train_tasks:
+                    prev: str | None = None
+                    for t, rule in enumerate(plan.train):
+                        c = {
+                            "model": model,
+                            "seed": seed,
+                            "method": method,
+                            "train_task": train_task,
+                            "stage": t,
+                            "n_stages": len(plan.train),
+                            "rule": asdict(rule),
+                            "train": cfg["train"],
+                            **shared,
+                        }
+                        uid = "stage-" + content_id({"c": c, "prev": prev})
+                        units.append(Unit(uid, "stage", c, [prev] if prev else [], resources))
+                        prev = uid
+                    ev = cfg["tasks"]["eval"]
+                    eval_tasks = [train_task] if ev == "same" else list(ev)
+                    for eval_task in eval_tasks:
+                        c = {
+                            "model": model,
+                            "seed": seed,
+                            "method": method,
+                            "train_task": train_task if plan.train else None,
+                            "eval_task": eval_task,
+                            "rule": asdict(plan.test),
+                            "test_compressed": plan.test_compressed,
+                            "generation": cfg["generation"],
+                            **shared,
+                        }
+                        uid = "eval-" + content_id({"c": c, "prev": prev})
+                        units.append(Unit(uid, "eval", c, [prev] if prev else [], resources))
+    # Untrained methods evaluate the same base model whatever the train task: keep one unit per id.
+    seen, unique = set(), []
+    for u in units:
+        if u.id not in seen:
+            seen.add(u.id)
+            unique.append(u)
+    return unique

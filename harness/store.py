@@ -1,0 +1,79 @@
+"""Result store: one JSON per unit under <results>/<experiment>/runs/, written atomically.
+
+A result is valid when it parses, names its unit id, has status "ok", and (for stages) its adapter folder is
+complete. Anything else — a truncated file, a crashed write, a missing adapter — is treated as absent, so the
+unit runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class ResultStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.runs = self.root / "runs"
+        self.adapters = self.root / "adapters"
+
+    def path(self, unit_id: str) -> Path:
+        return self.runs / f"{unit_id}.json"
+
+    def adapter_dir(self, unit_id: str) -> Path:
+        return self.adapters / unit_id
+
+    def write(self, unit_id: str, record: dict) -> Path:
+        record = {"schema_version": SCHEMA_VERSION, "unit_id": unit_id, **record}
+        return atomic_write_json(self.path(unit_id), record)
+
+    def read(self, unit_id: str) -> dict | None:
+        """The unit's record if present and valid, else None."""
+        return load_valid(self.path(unit_id), unit_id)
+
+    def done(self, unit_id: str) -> bool:
+        return self.read(unit_id) is not None
+
+    def records(self, kind: str | None = None) -> list[dict]:
+        out = []
+        for p in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
+            rec = load_valid(p, p.stem)
+            if rec is not None and (kind is None or rec.get("kind") == kind):
+                out.append(rec)
+        return out
+
+
+def atomic_write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_valid(path: Path, unit_id: str) -> dict | None:
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("unit_id") != unit_id or rec.get("status") != "ok":
+        return None
+    if rec.get("schema_version") != SCHEMA_VERSION:
+        return None
+    if rec.get("kind") == "stage":
+        adapter = Path(path).parent.parent / rec.get("adapter_dir", "")  # relative to the experiment folder
+        if not all((adapter / f).is_file() for f in ADAPTER_FILES):
+            return None
+    return rec

@@ -1,0 +1,71 @@
+"""Build the prompts of one stage or one evaluation from a task, a rule, a retriever and a compressor.
+
+- The template is compressed once per rate (it is the same for every query) and cached.
+- Examples are the top-⌊K·S_t⌋ of the K retrieved from the task's training pool (never the query itself;
+  test items are never in the pool).
+- ``compress_context=True`` (compression at inference) compresses template + examples of each query, as an
+  LLMLingua-style deployment would, and records the compressor's time and input tokens per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.base import Example, Task
+
+from .methods import PromptRule
+from .prompts import EXAMPLES_HEADER, Prompt
+
+
+@dataclass
+class BuiltPrompt:
+    prompt: Prompt
+    example: Example
+    template_rate_achieved: float | None = None
+    compressor_seconds: float = 0.0
+    compressor_input_tokens: int = 0
+    demo_ids: list[str] = field(default_factory=list)
+
+
+class PromptBuilder:
+    def __init__(self, task: Task, pool: list[Example], *, k: int, retriever=None, compressor=None):
+        self.task, self.pool, self.k = task, pool, k
+        self.retriever = retriever
+        self.compressor = compressor
+        self._templates: dict[float, tuple[str, float | None]] = {}
+        self.protect = getattr(task, "protect", None)
+
+    def template_at(self, rate: float) -> tuple[str, float | None]:
+        """The template kept at `rate` and the achieved rate (None when not compressed)."""
+        if rate <= 0:
+            return "", 0.0
+        if rate >= 1:
+            return self.task.template, None
+        if rate not in self._templates:
+            if self.compressor is None:
+                raise ValueError("a template rate below 1 needs a compressor")
+            res = self.compressor.compress(self.task.template, rate, protect=self.protect)
+            self._templates[rate] = (res.text, res.achieved_rate)
+        return self._templates[rate]
+
+    def demos(self, ex: Example, n: int) -> list[Example]:
+        if n <= 0 or self.retriever is None or not self.pool:
+            return []
+        return list(self.retriever.top_k(ex.query, n, exclude_ids=(ex.id,)))
+
+    def build(self, ex: Example, rule: PromptRule, *, with_answer: bool, compress_context: bool = False) -> BuiltPrompt:
+        demos = self.demos(ex, rule.n_examples)
+        demo_texts = tuple(self.task.format_demo(d) for d in demos)
+        answer = self.task.format_target(ex) if with_answer else None
+        query = self.task.format_query(ex)
+        ids = [d.id for d in demos]
+        if compress_context and 0 < rule.template_rate < 1:
+            context = self.task.template
+            if demo_texts:
+                context += "\n\n" + EXAMPLES_HEADER + "\n\n" + "\n\n".join(demo_texts)
+            res = self.compressor.compress(context, rule.template_rate, protect=self.protect)
+            prompt = Prompt(template=res.text, examples=(), query=query, answer=answer)
+            return BuiltPrompt(prompt, ex, res.achieved_rate, res.seconds, res.original_tokens, ids)
+        template, achieved = self.template_at(rule.template_rate)
+        prompt = Prompt(template=template, examples=demo_texts, query=query, answer=answer)
+        return BuiltPrompt(prompt, ex, achieved, 0.0, 0, ids)

@@ -1,0 +1,86 @@
+"""A prompt is template + few-shot examples + query (+ the reference answer when training).
+
+It is sent as one user turn, rendered through the model's chat template (or as plain text for base models),
+so the token count of every part, and of the chat overhead, is known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EXAMPLES_HEADER = "### Examples"
+QUERY_HEADER = "### Task"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    template: str = ""
+    examples: tuple[str, ...] = ()
+    query: str = ""
+    answer: str | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def user_text(self) -> str:
+        """The user turn: what an API would be sent (without chat markup)."""
+        parts = []
+        if self.template.strip():
+            parts.append(self.template.strip())
+        if self.examples:
+            parts.append(EXAMPLES_HEADER + "\n\n" + "\n\n".join(e.strip() for e in self.examples))
+        if parts:
+            parts.append(QUERY_HEADER + "\n" + self.query.strip())
+        else:
+            parts.append(self.query.strip())
+        return "\n\n".join(parts)
+
+    def parts(self) -> dict[str, str]:
+        return {"template": self.template, "examples": "\n\n".join(self.examples), "query": self.query}
+
+
+def render(prompt: Prompt, tokenizer=None, chat: bool = True) -> str:
+    """The exact text the model is conditioned on (chat template with the generation prompt when available)."""
+    text = prompt.user_text()
+    if chat and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+    return text + "\n"
+
+
+def end_of_turn(tokenizer, chat: bool = True) -> str:
+    """What the model must emit after the answer so that generation stops."""
+    if chat and getattr(tokenizer, "chat_template", None) and "<|im_end|>" in tokenizer.get_vocab():
+        return "<|im_end|>"
+    return tokenizer.eos_token or ""
+
+
+def part_token_counts(prompt: Prompt, counter, tokenizer=None, chat: bool = True) -> dict[str, int]:
+    """Tokens of each part, of the whole rendered prompt, and the chat/markup overhead."""
+    counts = {name: counter.count(text) if text else 0 for name, text in prompt.parts().items()}
+    counts["total"] = counter.count(render(prompt, tokenizer, chat))
+    counts["overhead"] = counts["total"] - counts["template"] - counts["examples"] - counts["query"]
+    return counts
+
+
+def encode_for_training(prompt: Prompt, tokenizer, max_length: int, chat: bool = True) -> dict:
+    """input_ids and labels with the loss on the completion only (prompt positions are -100).
+
+    Prompt and completion are tokenized separately so the boundary is exact. When too long, the prompt is cut
+    from the left (the query sits at its end) and the completion keeps at least half the budget.
+    """
+    if prompt.answer is None:
+        raise ValueError("encode_for_training needs a prompt with an answer")
+    prompt_ids = tokenizer(render(prompt, tokenizer, chat), add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(prompt.answer + end_of_turn(tokenizer, chat), add_special_tokens=False)["input_ids"]
+    truncated = 0
+    if len(prompt_ids) + len(target_ids) > max_length:
+        target_ids = target_ids[: max(max_length // 2, max_length - len(prompt_ids))]
+        keep = max_length - len(target_ids)
+        truncated = len(prompt_ids) - keep
+        prompt_ids = prompt_ids[len(prompt_ids) - keep :]
+    return {
+        "input_ids": prompt_ids + target_ids,
+        "labels": [-100] * len(prompt_ids) + target_ids,
+        "prompt_tokens": len(prompt_ids),
+        "truncated_tokens": truncated,
+    }

@@ -1,0 +1,56 @@
+"""Small name -> function registries for loaders, metrics and formatters.
+
+A task YAML names its loader, its metric and (optionally) a formatter; each is a plain function registered
+here with a decorator. Registries are dictionaries, nothing deeper:
+
+    @register_loader("mbpp")
+    def load_mbpp(data_dir, split, **args) -> list[Example]: ...
+
+    @register_metric("exact_match")
+    def exact_match(predictions, examples, **args) -> list[dict]: ...
+
+A metric may also register an ``aggregate`` function (per-sample dicts -> summary dict); the default
+aggregate averages every numeric field over the samples that have it and adds ``n``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+LOADERS: dict[str, Callable] = {}
+METRICS: dict[str, MetricSpec] = {}
+SPLIT_SIZES: dict[str, Callable] = {}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    score: Callable  # (predictions, examples, **args) -> list[dict]
+    aggregate: Callable | None = None  # (per_sample, **args) -> dict
+
+
+def register_loader(name: str):
+    def deco(fn):
+        if name in LOADERS and LOADERS[name] is not fn:
+            raise ValueError(f"loader {name!r} registered twice")
+        LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def register_metric(name: str, aggregate: Callable | None = None):
+    def deco(fn):
+        if name in METRICS and METRICS[name].score is not fn:
+            raise ValueError(f"metric {name!r} registered twice")
+        METRICS[name] = MetricSpec(name, fn, aggregate)
+        return fn
+
+    return deco
+
+
+def ensure_builtins_registered() -> None:
+    """Import the built-in loader and metric modules (each registers itself on import)."""
+    from . import loaders as _loaders  # noqa: F401
+    from . import metrics as _metrics  # noqa: F401

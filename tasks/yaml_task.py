@@ -1,0 +1,274 @@
+"""The generic, YAML-driven task: one class serves every task; the YAML names a loader, a template, formats,
+a metric and generation settings. See ``tasks/README.md`` for the schema and ``tasks/configs/*.yaml``."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from promptintern.errors import ConfigError
+from promptintern.paths import data_dir as resolve_data_dir
+
+from .base import Example
+from .metrics.common import mean_aggregate
+from .registry import LOADERS, METRICS, ensure_builtins_registered
+
+TASKS_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = TASKS_DIR / "configs"
+
+# key -> (required, type(s))
+_SCHEMA: dict[str, tuple[bool, type | tuple]] = {
+    "name": (True, str),
+    "description": (False, str),
+    "loader": (True, dict),
+    "splits": (True, list),
+    "train_split": (True, (str, type(None))),
+    "test_split": (True, str),
+    "template": (False, str),
+    "template_file": (False, str),
+    "query_format": (False, str),
+    "target_format": (False, str),
+    "demo_format": (False, str),
+    "demo_separator": (False, str),
+    "metric": (True, dict),
+    "primary_metric": (True, str),
+    "generation": (True, dict),
+    "lm_eval": (False, dict),
+    "notes": (False, str),
+}
+_FORMAT_FIELDS = {"query", "reference", "target", "id", "meta"}
+
+
+@dataclass
+class TaskConfig:
+    name: str
+    loader: str
+    loader_args: dict
+    splits: list[str]
+    train_split: str | None
+    test_split: str
+    template: str
+    query_format: str
+    target_format: str
+    demo_format: str
+    demo_separator: str
+    metric: str
+    metric_args: dict
+    primary_metric: str
+    max_new_tokens: int
+    stop: list[str]
+    temperature: float
+    description: str = ""
+    lm_eval: dict = field(default_factory=dict)
+    source: str = ""
+
+
+def _type_name(t) -> str:
+    if isinstance(t, tuple):
+        return " or ".join("null" if x is type(None) else x.__name__ for x in t)
+    return t.__name__
+
+
+def _check_format(fmt: str, key: str, src: str) -> None:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None}
+    except ValueError as exc:
+        raise ConfigError(key, f"invalid format string ({exc}); write literal braces as {{{{ and }}}}", src) from None
+    for f in fields:
+        root = f.split(".")[0].split("[")[0]
+        if root not in _FORMAT_FIELDS:
+            raise ConfigError(key, f"unknown placeholder {{{f}}}; use {sorted(_FORMAT_FIELDS)}", src)
+
+
+def parse_config(raw: dict, source: str) -> TaskConfig:
+    """Validate a task YAML's content; every error names the file and the field."""
+    ensure_builtins_registered()
+    if not isinstance(raw, dict):
+        raise ConfigError("<top level>", "a task YAML must be a mapping", source)
+    unknown = set(raw) - set(_SCHEMA)
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], f"unknown key; allowed keys: {sorted(_SCHEMA)}", source)
+    for key, (required, typ) in _SCHEMA.items():
+        if key not in raw:
+            if required:
+                raise ConfigError(key, "missing required key", source)
+            continue
+        if not isinstance(raw[key], typ):
+            raise ConfigError(key, f"should be {_type_name(typ)}, got {type(raw[key]).__name__}", source)
+
+    loader = raw["loader"]
+    if not isinstance(loader.get("name"), str):
+        raise ConfigError("loader.name", "missing or not a string", source)
+    if loader["name"] not in LOADERS:
+        raise ConfigError("loader.name", f"unknown loader {loader['name']!r}; registered: {sorted(LOADERS)}", source)
+    loader_args = loader.get("args") or {}
+    if not isinstance(loader_args, dict):
+        raise ConfigError("loader.args", "should be a mapping", source)
+
+    splits = raw["splits"]
+    if not splits or not all(isinstance(s, str) for s in splits):
+        raise ConfigError("splits", "should be a non-empty list of split names", source)
+    for key in ("train_split", "test_split"):
+        if raw[key] is not None and raw[key] not in splits:
+            raise ConfigError(key, f"{raw[key]!r} is not one of splits {splits}", source)
+
+    has_t, has_f = "template" in raw, "template_file" in raw
+    if has_t == has_f:
+        raise ConfigError("template", "give exactly one of template (text) or template_file (path)", source)
+    if has_f:
+        path = (Path(source).parent / raw["template_file"]).resolve() if source else Path(raw["template_file"])
+        if not path.is_file():
+            alt = (TASKS_DIR / raw["template_file"]).resolve()
+            if not alt.is_file():
+                raise ConfigError("template_file", f"file not found: {path}", source)
+            path = alt
+        template = path.read_text(encoding="utf-8").strip("\n")
+    else:
+        template = raw["template"].strip("\n")
+    if not template.strip():
+        raise ConfigError("template", "is empty", source)
+
+    formats = {
+        "query_format": raw.get("query_format", "{query}"),
+        "target_format": raw.get("target_format", "{reference}"),
+        "demo_format": raw.get("demo_format", "{query}\n{target}"),
+    }
+    for key, fmt in formats.items():
+        _check_format(fmt, key, source)
+
+    metric = raw["metric"]
+    if not isinstance(metric.get("name"), str):
+        raise ConfigError("metric.name", "missing or not a string", source)
+    if metric["name"] not in METRICS:
+        raise ConfigError("metric.name", f"unknown metric {metric['name']!r}; registered: {sorted(METRICS)}", source)
+    metric_args = metric.get("args") or {}
+    if not isinstance(metric_args, dict):
+        raise ConfigError("metric.args", "should be a mapping", source)
+
+    gen = raw["generation"]
+    mnt = gen.get("max_new_tokens")
+    if not isinstance(mnt, int) or isinstance(mnt, bool) or mnt <= 0:
+        raise ConfigError("generation.max_new_tokens", f"should be a positive integer, got {mnt!r}", source)
+    stop = gen.get("stop", [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise ConfigError("generation.stop", "should be a list of non-empty strings", source)
+    temperature = gen.get("temperature", 0.0)
+    if not isinstance(temperature, int | float):
+        raise ConfigError("generation.temperature", "should be a number", source)
+    extra = set(gen) - {"max_new_tokens", "stop", "temperature"}
+    if extra:
+        raise ConfigError(f"generation.{sorted(extra)[0]}", "unknown key; allowed: max_new_tokens, stop, temperature", source)
+
+    return TaskConfig(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        loader=loader["name"],
+        loader_args=dict(loader_args),
+        splits=list(splits),
+        train_split=raw["train_split"],
+        test_split=raw["test_split"],
+        template=template,
+        query_format=formats["query_format"],
+        target_format=formats["target_format"],
+        demo_format=formats["demo_format"],
+        demo_separator=raw.get("demo_separator", "\n\n"),
+        metric=metric["name"],
+        metric_args=dict(metric_args),
+        primary_metric=raw["primary_metric"],
+        max_new_tokens=mnt,
+        stop=list(stop),
+        temperature=float(temperature),
+        lm_eval=dict(raw.get("lm_eval") or {}),
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> TaskConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError("<yaml>", f"not valid YAML{where}: {exc}", str(path)) from None
+    cfg = parse_config(raw, str(path))
+    if cfg.name != path.stem:
+        raise ConfigError("name", f"{cfg.name!r} must match the file name {path.stem!r}", str(path))
+    return cfg
+
+
+class YamlTask:
+    """A :class:`tasks.base.Task` built from a :class:`TaskConfig`."""
+
+    def __init__(self, config: TaskConfig, data_dir: str | Path | None = None):
+        self.config = config
+        self.name = config.name
+        self.template = config.template
+        self.primary_metric = config.primary_metric
+        self.max_new_tokens = config.max_new_tokens
+        self.stop = list(config.stop)
+        # "" when the task has no training data (evaluation-only tasks such as HumanEval)
+        self.train_split = config.train_split or ""
+        self.test_split = config.test_split
+        self.splits = list(config.splits)
+        self.data_dir = resolve_data_dir(data_dir)
+        self._cache: dict[str, list[Example]] = {}
+
+    def __repr__(self) -> str:
+        return f"YamlTask({self.name!r}, data_dir={str(self.data_dir) if self.data_dir else None!r})"
+
+    # -- data
+    def load(self, split: str, limit: int | None = None) -> list[Example]:
+        if not split:
+            raise ConfigError("train_split", f"task {self.name!r} has no training split (evaluation only)", self.config.source)
+        if split not in self.splits:
+            raise ConfigError("split", f"task {self.name!r} has splits {self.splits}, not {split!r}", self.config.source)
+        if split not in self._cache:
+            loader = LOADERS[self.config.loader]
+            self._cache[split] = loader(self.data_dir, split, **self.config.loader_args)
+        examples = self._cache[split]
+        return list(examples if limit is None else examples[: max(0, int(limit))])
+
+    def split_sizes(self) -> dict[str, int]:
+        return {s: len(self.load(s)) for s in self.splits}
+
+    # -- formatting
+    def _fields(self, ex: Example) -> dict:
+        return {"query": ex.query, "reference": ex.reference, "id": ex.id, "meta": ex.meta}
+
+    def format_query(self, ex: Example) -> str:
+        return self.config.query_format.format_map(self._fields(ex))
+
+    def format_target(self, ex: Example) -> str:
+        return self.config.target_format.format_map(self._fields(ex))
+
+    def format_demo(self, ex: Example) -> str:
+        f = self._fields(ex)
+        f["query"] = self.format_query(ex)
+        f["target"] = self.format_target(ex)
+        return self.config.demo_format.format_map(f)
+
+    def format_prompt(self, ex: Example, demos: list[Example] = (), template: str | None = None) -> str:
+        """Convenience: template + demonstrations + query, separated by ``demo_separator`` (the full prompt
+        of full-prompt methods; the harness may assemble prompts itself)."""
+        sep = self.config.demo_separator
+        parts = [self.template if template is None else template]
+        parts += [self.format_demo(d) for d in demos]
+        parts.append(self.format_query(ex))
+        return sep.join(p for p in parts if p)
+
+    # -- scoring
+    def score(self, predictions: list[str], examples: list[Example]) -> list[dict]:
+        if len(predictions) != len(examples):
+            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
+        spec = METRICS[self.config.metric]
+        return spec.score(list(predictions), list(examples), **self.config.metric_args)
+
+    def aggregate(self, per_sample: list[dict]) -> dict[str, float]:
+        spec = METRICS[self.config.metric]
+        if spec.aggregate is not None:
+            return spec.aggregate(per_sample, **self.config.metric_args)
+        return mean_aggregate(per_sample)
