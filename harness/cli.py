@@ -134,10 +134,9 @@ def cmd_tasks(args) -> int:
 
 def cmd_schedule(args) -> int:
     """Print the stage plan (template rate, examples, mean prompt tokens) before anything trains."""
+    import tasks as tasks_mod
     from promptintern.methods import MethodSpec, plan_method
     from promptintern.schedules import format_plan_table
-
-    import tasks as tasks_mod
 
     spec = MethodSpec(name="promptintern", schedule=args.schedule, rate=args.rate, stages=args.stages,
                       lam=args.lam, k_examples=args.k)

@@ -20,6 +20,7 @@ DEFAULTS: dict = {
     "prompt": {
         "k_examples": 1,
         "retriever": "bm25",
+        "pool_overlap": "drop",
         "compressor": {"name": "perplexity", "model": "smollm2-135m"},
         "chat": True,
     },
@@ -108,12 +109,11 @@ def _require(cond: bool, field: str, msg: str, source: str) -> None:
 
 
 def validate(cfg: dict, source: str = "<config>") -> None:
+    import tasks
     from promptintern import schedules
     from promptintern.compressors import COMPRESSORS
     from promptintern.methods import METHODS, SCHEDULED_METHODS
     from promptintern.retrievers import RETRIEVERS
-
-    import tasks
 
     _check_keys(cfg, set(DEFAULTS), "", source)
     for sec in ("tasks", "prompt", "train", "generation", "resources", "ray"):
@@ -158,6 +158,7 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     _require(isinstance(p["k_examples"], int) and p["k_examples"] >= 0, "prompt.k_examples", "must be an integer >= 0", source)
     _require(p["retriever"] in RETRIEVERS, "prompt.retriever",
              f"unknown retriever {p['retriever']!r}; allowed: {', '.join(sorted(RETRIEVERS))}", source)
+    _require(p["pool_overlap"] in ("drop", "raise"), "prompt.pool_overlap", "must be 'drop' or 'raise'", source)
     comp = p["compressor"]
     _require(isinstance(comp, dict) and comp.get("name") in COMPRESSORS, "prompt.compressor.name",
              f"unknown compressor {comp.get('name') if isinstance(comp, dict) else comp!r}; allowed: {', '.join(sorted(COMPRESSORS))}", source)

@@ -56,7 +56,7 @@ def _release_memory() -> None:
 
 
 def _stage_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
-    from .units import run_stage
+    from .stage_unit import run_stage
 
     prev_adapter = str(Path(store_root) / prev["adapter_dir"]) if prev else None
     try:
@@ -66,7 +66,7 @@ def _stage_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict |
 
 
 def _eval_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
-    from .units import run_eval
+    from .eval_unit import run_eval
 
     adapter = str(Path(store_root) / prev["adapter_dir"]) if prev else None
     try:

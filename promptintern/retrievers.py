@@ -134,7 +134,7 @@ class ScoredIndex:
             return []
         if len(scores) != len(self.pool):
             raise ValueError(f"scorer returned {len(scores)} scores for a pool of {len(self.pool)}")
-        excluded = {str(e) for e in exclude_ids}
+        excluded = {exclude_ids} if isinstance(exclude_ids, str) else {str(e) for e in exclude_ids}
         q = normalize_query(query)
         import numpy as np
 

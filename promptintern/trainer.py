@@ -112,6 +112,25 @@ def collate(batch: list[dict], pad_id: int, device):
     return ids.to(device), labels.to(device), mask.to(device)
 
 
+def completion_loss(model, ids, mask, labels):
+    """Next-token cross-entropy on the completion only, computing the LM head only where there are labels.
+
+    With long prompts and short answers most positions carry no loss; skipping their vocabulary projection
+    (49k x 576 for SmolLM2) saves a fifth of the forward and backward work. Models whose head does more than
+    a linear projection (logit soft-capping) take the plain path.
+    """
+    import torch.nn.functional as F
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(lm.config, "final_logit_softcapping", None) or not hasattr(lm, "get_decoder"):
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    target = labels[:, 1:]
+    keep = target != -100
+    logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), target[keep])
+
+
 def attach_adapter(model, cfg: TrainConfig, init_adapter: str | None):
     """Wrap a base model with a fresh LoRA adapter, or with the previous stage's adapter, trainable."""
     from peft import PeftModel, get_peft_model
@@ -156,9 +175,9 @@ def train_stage(model, tokenizer, records: list[dict], cfg: TrainConfig, out_dir
     for i, batch in enumerate(plan):
         ids, labels, mask = collate(batch, pad_id, device)
         with autocast:
-            out = model(input_ids=ids, attention_mask=mask, labels=labels)
-        (out.loss / cfg.grad_accum).backward()
-        running += out.loss.item()
+            loss = completion_loss(model, ids, mask, labels)
+        (loss / cfg.grad_accum).backward()
+        running += loss.item()
         accum_n += 1
         tokens += int(mask.sum())
         target_tokens += int((labels != -100).sum())

@@ -77,6 +77,7 @@ class Limits:
     max_file_mb: int = 16  # RLIMIT_FSIZE
     tmpfs_mb: int = 64  # size of each private tmpfs (namespace modes)
     site_packages: bool = False  # let the program import installed third-party packages
+    python: str | None = None  # interpreter for the program (default: this one; see _interpreter)
 
     def cpu_limit(self) -> int:
         return int(self.cpu_s if self.cpu_s is not None else math.ceil(self.timeout_s) + 1)
@@ -357,6 +358,31 @@ def _probe(cmd: list[str]) -> bool:
         return False
 
 
+def _world_accessible(path: str) -> bool:
+    """Whether an unprivileged other user can execute ``path`` (every ancestor searchable, file o+rx) and
+    load its shared library prefix."""
+    real = os.path.realpath(path)
+    parts = real.strip("/").split("/")
+    try:
+        for i in range(1, len(parts)):
+            if not os.stat("/" + "/".join(parts[:i])).st_mode & 0o001:
+                return False
+        return os.stat(real).st_mode & 0o005 == 0o005
+    except OSError:
+        return False
+
+
+def _setuid_interpreter() -> str | None:
+    """An interpreter usable by the unprivileged sandbox uid in setuid mode (no mount namespace to expose a
+    private one): this one if world-accessible, else a system python3."""
+    for cand in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+        if cand and os.path.exists(cand) and _world_accessible(cand):
+            prefix = os.path.dirname(os.path.dirname(os.path.realpath(cand)))
+            if _world_accessible(os.path.join(prefix, "lib")) or cand == sys.executable:
+                return cand
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def _detect_mode() -> str:
     unshare = shutil.which("unshare")
@@ -366,7 +392,7 @@ def _detect_mode() -> str:
             return "namespace"
         if not root and _probe([unshare, "--user", "--map-root-user", *UNSHARE_FLAGS, "true"]):
             return "userns"
-    return "setuid" if root else "basic"
+    return "setuid" if root and _setuid_interpreter() else "basic"
 
 
 def sandbox_mode() -> str:
@@ -463,7 +489,10 @@ def run_python(code: str, limits: Limits | None = None, *, mode: str | None = No
 
 def _run(code: str, limits: Limits, mode: str, slot: int) -> ExecResult:
     uid = _slot_uid(slot) if mode in ("namespace", "setuid") else None
-    py_flags = ["-I", "-B"] + ([] if limits.site_packages else ["-S"])
+    python = limits.python or sys.executable
+    if mode == "setuid" and not limits.python:
+        python = _setuid_interpreter() or sys.executable
+    py_flags = ["-I", "-B"] + ([] if limits.site_packages and python == sys.executable else ["-S"])
     mem = int(limits.memory_mb) * 1024 * 1024
     cfg = {
         "as": mem,
@@ -479,7 +508,7 @@ def _run(code: str, limits: Limits, mode: str, slot: int) -> ExecResult:
     proc = None
     try:
         os.chmod(host_dir, 0o700)
-        runner_argv = [sys.executable, *py_flags, "-c", RUNNER, str(status_w)]
+        runner_argv = [python, *py_flags, "-c", RUNNER, str(status_w)]
         popen_kw: dict = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               pass_fds=(status_w,), start_new_session=True, cwd=host_dir)  # fmt: skip
         if mode in ("namespace", "userns"):
@@ -491,7 +520,8 @@ def _run(code: str, limits: Limits, mode: str, slot: int) -> ExecResult:
                 "uid": uid,
                 "tmpfs_mb": limits.tmpfs_mb,
                 "env": env,
-                "expose": sorted({sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))}),
+                "expose": sorted({sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(python)),
+                                  os.path.dirname(os.path.dirname(os.path.realpath(python)))}),
                 "argv": runner_argv + [json.dumps(runner_cfg)],
             }
             if mode == "userns":

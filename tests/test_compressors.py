@@ -301,3 +301,23 @@ def test_task_templates_hit_rates(compressors, path):
         assert all(s in res.text for s in slots)
         if not res.protected_over_budget:
             assert abs(res.achieved_rate - rate) <= TOL, (path.name, rate, res.achieved_rate)
+
+
+def test_llmlingua2_native_mode_with_a_stand_in(tiny):
+    """Native mode's plumbing (protected stretches copied through, rate shared out) with a fake PromptCompressor."""
+
+    class FakePromptCompressor:
+        calls: list = []
+
+        def compress_prompt(self, text, rate, force_tokens=(), drop_consecutive=False):
+            self.calls.append(rate)
+            words = text.split()
+            return {"compressed_prompt": " ".join(words[: round(len(words) * rate)])}
+
+    fake = FakePromptCompressor()
+    comp = ll2.LLMLingua2NativeCompressor(prompt_compressor=fake, counter=tiny[1], protect=[PLACEHOLDER])
+    res = comp.compress(TEMPLATE, 0.5, protect=[FORMAT_LINE])
+    assert "{query}" in res.text and FORMAT_LINE in res.text
+    assert fake.calls and all(0 < r < 0.5 for r in fake.calls)  # protected tokens use part of the budget
+    assert abs(res.achieved_rate - 0.5) <= 0.1 and res.extra == {"mode": "native"}
+    assert comp.compress(TEMPLATE, 1.0).text == TEMPLATE

@@ -40,6 +40,7 @@ def test_never_retrieves_itself(name):
     for item in POOL:
         got = r.top_k(item.query, POOL, k=len(POOL), exclude_ids=(item.id,))
         assert item not in got and len(got) == len(POOL) - 1
+    assert POOL[0] not in r.top_k(POOL[0].query + " x", POOL, k=8, exclude_ids=POOL[0].id)  # a bare id string
     # Same query text under another id is excluded too (duplicates across records).
     dup = POOL + [
         Example(

@@ -107,3 +107,15 @@ def test_training_is_deterministic_under_a_seed(tmp_path):
         recs = [encode_for_training(p, tok, 512) for p in _prompts(8)]
         losses.append(train_stage(attach_adapter(model, cfg, None), tok, recs, cfg, tmp_path / str(run)).losses)
     assert losses[0] == losses[1]
+
+
+def test_completion_loss_equals_the_models_own_loss(tiny):
+    from promptintern.trainer import collate, completion_loss
+
+    model, tok = tiny
+    recs = [encode_for_training(p, tok, 512) for p in _prompts(3)]
+    ids, labels, mask = collate(recs, tok.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        ours = completion_loss(model, ids, mask, labels)
+        ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert torch.allclose(ours, ref, atol=1e-5), (ours, ref)

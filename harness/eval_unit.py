@@ -1,0 +1,96 @@
+"""An evaluation unit: generate, score and measure one (artefact, eval task) pair; one record with every sample."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from .store import ResultStore
+from .unit_common import prompt_builder, run_meta, set_threads, task_data
+
+
+def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | None) -> dict:
+    """Generate, score and measure one (artefact, eval task) pair; write the record with every sample."""
+    from promptintern.generation import batch_seconds, generate
+    from promptintern.methods import PromptRule
+    from promptintern.models import load_model
+    from promptintern.prompts import part_token_counts, render
+    from promptintern.tokens import counters_for
+
+    cfg, uid = unit["config"], unit["id"]
+    set_threads(unit["resources"].get("num_cpus"))
+    store = ResultStore(store_root)
+    t0 = time.perf_counter()
+    task, train, test = task_data(cfg, cfg["eval_task"], data_dir)
+    builder = prompt_builder(cfg, task, train, test)
+    test = test[: cfg["test_limit"]] if cfg["test_limit"] else test
+    rule = PromptRule(**cfg["rule"])
+    built = [builder.build(ex, rule, with_answer=False, compress_context=cfg["test_compressed"]) for ex in test]
+    model, tok = load_model(cfg["model"])
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    chat = cfg["prompt"]["chat"]
+    gen_cfg = cfg["generation"]
+    rendered = [render(b.prompt, tok, chat) for b in built]
+    gens = generate(
+        model,
+        tok,
+        rendered,
+        max_new_tokens=gen_cfg.get("max_new_tokens") or task.max_new_tokens,
+        stop=task.stop,
+        batch_size=gen_cfg["batch_size"],
+    )
+    scores = task.score([g.text for g in gens], test)
+    counters = counters_for(tok)
+    samples = []
+    for b, g, s in zip(built, gens, scores, strict=True):
+        user_text = b.prompt.user_text()
+        samples.append(
+            {
+                "id": b.example.id,
+                "prompt": user_text,
+                "rendered_prompt_tokens": g.prompt_tokens,
+                "generation": g.text,
+                "reference": b.example.reference,
+                "demo_ids": b.demo_ids,
+                "tokens": {
+                    "model": g.prompt_tokens,
+                    **{name: c.count(user_text) for name, c in counters.items() if name != "model"},
+                },
+                "parts": part_token_counts(b.prompt, counters["model"], tok, chat),
+                "output_tokens": g.output_tokens,
+                "ttft_s": g.ttft_s,
+                "e2e_s": g.e2e_s,
+                "batch_size": g.batch_size,
+                "batch_index": g.batch_index,
+                "compressor_s": b.compressor_seconds,
+                "compressor_input_tokens": b.compressor_input_tokens,
+                "template_rate_achieved": b.template_rate_achieved,
+                "score": s,
+            }
+        )
+    metrics = task.aggregate(scores)
+    gen_seconds = batch_seconds(gens)
+    record = {
+        "kind": "eval",
+        "status": "ok",
+        "config": cfg,
+        "adapter": adapter,
+        "task": {"name": task.name, "primary_metric": task.primary_metric, "split": task.test_split},
+        "metrics": metrics,
+        "efficiency": {
+            "n": len(samples),
+            "mean_input_tokens": statistics.fmean(s["tokens"]["model"] for s in samples) if samples else 0.0,
+            "mean_output_tokens": statistics.fmean(s["output_tokens"] for s in samples) if samples else 0.0,
+            "generation_seconds": gen_seconds,
+            "compressor_seconds": sum(s["compressor_s"] for s in samples),
+            "samples_per_second": len(samples) / gen_seconds if gen_seconds else None,
+        },
+        "samples": samples,
+        "seconds_total": time.perf_counter() - t0,
+        **run_meta(),
+    }
+    store.write(uid, record)
+    return record
