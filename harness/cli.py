@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--compressor", default="truncate")
     sp.add_argument("--data-dir")
     sp.set_defaults(fn=cmd_schedule)
+    from . import cli_reports
+
+    cli_reports.register(sub)
     return p
 
 
