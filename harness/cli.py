@@ -111,7 +111,15 @@ def cmd_status(args) -> int:
             pass
         corrupt += 1
         print(f"invalid {p.stem}")
-    print(f"{store.root}: {ok} ok, {failed} failed, {corrupt} invalid (re-run on the next `promptintern run`)")
+    running = sorted(store.runs.glob("*.running")) if store.runs.is_dir() else []
+    for p in running:
+        try:
+            info = json.loads(p.read_text())
+            print(f"running {p.name[: -len('.running')]}: pid {info.get('pid')} on {info.get('host')}")
+        except ValueError:
+            pass
+    print(f"{store.root}: {ok} ok, {failed} failed, {corrupt} invalid (re-run on the next `promptintern run`), "
+          f"{len(running)} running or interrupted")
     return 0
 
 

@@ -45,11 +45,15 @@ DEFAULTS: dict = {
 METHOD_KEYS = {"name", "schedules", "rates", "stages", "lam", "k_examples", "options"}
 
 
-def deep_merge(base: dict, over: dict) -> dict:
+# Sections that a file replaces whole instead of merging key by key (their keys depend on a chosen backend).
+REPLACED = {("methods",), ("prompt", "compressor")}
+
+
+def deep_merge(base: dict, over: dict, _path: tuple = ()) -> dict:
     out = copy.deepcopy(base)
     for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and (*_path, k) not in REPLACED:
+            out[k] = deep_merge(out[k], v, (*_path, k))
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -89,8 +93,6 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
         if not isinstance(raw, dict):
             raise ConfigError("experiment", "top level must be a mapping", source)
     cfg = deep_merge(DEFAULTS, raw)
-    if "methods" in raw:
-        cfg["methods"] = copy.deepcopy(raw["methods"])
     for item in overrides or []:
         apply_override(cfg, item)
     validate(cfg, source)

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -55,24 +57,33 @@ def _release_memory() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _running_marker(store_root: str, unit_id: str):
+    """`runs/<id>.running` names the process working on a unit while it runs (status shows it)."""
+    store = ResultStore(store_root)
+    marker = store.runs / f"{unit_id}.running"
+    atomic_write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+        _release_memory()
+
+
 def _stage_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
     from .stage_unit import run_stage
 
     prev_adapter = str(Path(store_root) / prev["adapter_dir"]) if prev else None
-    try:
+    with _running_marker(store_root, unit["id"]):
         return run_stage(unit, store_root, prev_adapter, data_dir)
-    finally:
-        _release_memory()
 
 
 def _eval_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
     from .eval_unit import run_eval
 
     adapter = str(Path(store_root) / prev["adapter_dir"]) if prev else None
-    try:
+    with _running_marker(store_root, unit["id"]):
         return run_eval(unit, store_root, adapter, data_dir)
-    finally:
-        _release_memory()
 
 
 ENTRIES = {"stage": _stage_entry, "eval": _eval_entry}

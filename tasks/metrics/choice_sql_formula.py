@@ -22,7 +22,7 @@ def extract_choice(text: str, n_choices: int, choices: list[str] | None = None) 
     letters = LETTERS[:n_choices]
     t = text.strip()
     patterns = [
-        rf"(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([{letters}])\b",
+        rf"(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([{letters}{letters.lower()}])\b",
         rf"^\(?([{letters}])(?:[\).:]|\s|$)",
         rf"\(([{letters}])\)",
         rf"\b([{letters}])\b",

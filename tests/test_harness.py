@@ -1,0 +1,142 @@
+"""The distributed harness on the tiny model: plan, run on Ray (2 CPUs), resume, faults, config errors."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import yaml
+
+from harness.config import load_experiment
+from harness.executor import run_plan
+from harness.plan import build_plan
+from harness.store import ResultStore
+from promptintern.errors import ConfigError
+
+TINY = {
+    "name": "tinygrid",
+    "models": ["tiny"],
+    "tasks": {"train": ["mbpp"], "eval": "same", "train_limit": 4, "test_limit": 2},
+    "methods": [
+        {"name": "query_only_ft"},
+        {"name": "promptintern", "schedules": ["linear"], "stages": 2, "rates": [0.5]},
+    ],
+    "prompt": {"compressor": {"name": "truncate", "tokenizer": "tiny"}},
+    "train": {"batch_size": 2, "max_length": 384},
+    "generation": {"batch_size": 2, "max_new_tokens": 8},
+    "retries": 2,
+}
+
+
+def _experiment(tmp_path, **over):
+    cfg = {**TINY, **over, "results_dir": str(tmp_path / "results")}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_invalid_yaml_names_the_bad_field(tmp_path):
+    path = _experiment(tmp_path, methods=[{"name": "promptintern", "schedules": ["zigzag"]}])
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.schedules"):
+        load_experiment(path)
+    path = _experiment(tmp_path, methods=[{"name": "magic"}])
+    with pytest.raises(ConfigError, match=r"methods\[0\]\.name.*allowed: .*promptintern"):
+        load_experiment(path)
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        load_experiment(_experiment(tmp_path), ["train.lr=-1"])
+    with pytest.raises(ConfigError, match=r"tasks\.train_limt.*unknown key"):
+        load_experiment(_experiment(tmp_path), ["tasks.train_limt=3"])
+    with pytest.raises(ConfigError, match=r"unknown task 'mbbp'"):
+        load_experiment(_experiment(tmp_path), ["tasks.train=[mbbp]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_experiment(bad)
+
+
+def test_overrides_and_plan_ids_are_stable(tmp_path):
+    cfg = load_experiment(_experiment(tmp_path), ["tasks.test_limit=3", "train.lora.r=4"])
+    assert cfg["tasks"]["test_limit"] == 3 and cfg["train"]["lora"]["r"] == 4
+    units = build_plan(cfg)
+    kinds = [u.kind for u in units]
+    assert kinds.count("stage") == 3 and kinds.count("eval") == 2  # query-only: 1 stage; PromptIntern: 2
+    assert [u.id for u in build_plan(cfg)] == [u.id for u in units]
+    stage2 = next(u for u in units if u.kind == "stage" and u.config["stage"] == 1)
+    stage1 = next(u for u in units if u.id == stage2.deps[0])
+    assert stage1.config["rule"] == {"template_rate": 0.5, "n_examples": 1}
+    assert stage2.config["rule"] == {"template_rate": 0.0, "n_examples": 0}
+    # Changing an upstream setting changes every id downstream.
+    units_lr = build_plan(load_experiment(_experiment(tmp_path), ["train.lr=0.001"]))
+    assert not set(u.id for u in units) & set(u.id for u in units_lr)
+
+
+def test_grid_completes_resumes_and_reruns_corrupt_results(tmp_path, ray_local, data_dir):
+    cfg = load_experiment(_experiment(tmp_path))
+    store = ResultStore(tmp_path / "results" / cfg["name"])
+    units = build_plan(cfg)
+    first = run_plan(units, store, data_dir=str(data_dir), progress=False)
+    assert first.ok and first.completed == len(units), first.failed
+    evals = store.records(kind="eval")
+    assert len(evals) == 2
+    for rec in evals:
+        assert rec["config"]["eval_task"] == "mbpp" and len(rec["samples"]) == 2
+        assert "pass@1" in rec["metrics"]
+    stage2 = next(u for u in units if u.kind == "stage" and u.config["stage"] == 1)
+    rec2 = store.read(stage2.id)
+    assert rec2["init_adapter"] == str(store.adapter_dir(stage2.deps[0]).resolve())  # chained from stage 1
+
+    second = run_plan(units, store, data_dir=str(data_dir), progress=False)
+    assert second.completed == 0 and second.skipped == len(units)
+
+    victim = next(u for u in units if u.kind == "eval")
+    path = store.path(victim.id)
+    path.write_text(path.read_text()[:200])  # truncated: not valid JSON
+    third = run_plan(units, store, data_dir=str(data_dir), progress=False)
+    assert third.completed == 1 and third.skipped == len(units) - 1
+    assert store.read(victim.id) is not None
+
+
+def test_killed_worker_is_retried_and_the_grid_completes(tmp_path, ray_local, data_dir):
+    cfg = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}]))
+    store = ResultStore(tmp_path / "results" / cfg["name"])
+    units = build_plan(cfg)
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for marker in store.runs.glob("stage-*.running") if store.runs.is_dir() else []:
+                try:
+                    pid = json.loads(marker.read_text())["pid"]
+                except (OSError, ValueError):
+                    continue
+                os.kill(pid, signal.SIGKILL)
+                killed["pid"] = pid
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    summary = run_plan(units, store, data_dir=str(data_dir), retries=2, progress=False)
+    t.join()
+    assert killed, "the test never saw the stage running"
+    assert summary.ok and summary.completed == len(units), summary.failed
+
+
+def test_a_unit_that_keeps_failing_is_recorded_and_the_rest_completes(tmp_path, ray_local, data_dir):
+    cfg = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}, {"name": "few_shot"}]))
+    store = ResultStore(tmp_path / "results" / cfg["name"])
+    units = build_plan(cfg)
+    stage = next(u for u in units if u.kind == "stage")
+    stage.config = {**stage.config, "model": str(tmp_path / "no-such-model")}  # fails on every attempt
+    summary = run_plan(units, store, data_dir=str(data_dir), retries=1, progress=False)
+    assert stage.id in summary.failed
+    downstream = next(u for u in units if u.deps == [stage.id])
+    assert "upstream" in summary.failed[downstream.id]
+    few = next(u for u in units if u.config["method"]["name"] == "few_shot")
+    assert store.read(few.id) is not None
+    failed_record = json.loads(store.path(stage.id).read_text())
+    assert failed_record["status"] == "failed" and "no-such-model" in failed_record["error"]
+    assert store.read(stage.id) is None  # a failed record is never taken as done: the next run retries it
