@@ -37,6 +37,7 @@ _SCHEMA: dict[str, tuple[bool, type | tuple]] = {
     "primary_metric": (True, str),
     "generation": (True, dict),
     "lm_eval": (False, dict),
+    "protect": (False, list),
     "notes": (False, str),
 }
 _FORMAT_FIELDS = {"query", "reference", "target", "id", "meta"}
@@ -63,6 +64,7 @@ class TaskConfig:
     temperature: float
     description: str = ""
     lm_eval: dict = field(default_factory=dict)
+    protect: list[str] | None = None
     source: str = ""
 
 
@@ -162,6 +164,23 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
     if extra:
         raise ConfigError(f"generation.{sorted(extra)[0]}", "unknown key; allowed: max_new_tokens, stop, temperature", source)
 
+    protect = raw.get("protect")
+    if protect is not None:
+        import re
+
+        for i, pat in enumerate(protect):
+            if not isinstance(pat, str) or not pat:
+                raise ConfigError(f"protect[{i}]", "should be a non-empty string (literal, or 're:' + regex)", source)
+            if pat.startswith("re:"):
+                try:
+                    rx = re.compile(pat[3:])
+                except re.error as exc:
+                    raise ConfigError(f"protect[{i}]", f"invalid regex ({exc})", source) from None
+                if not rx.search(template):
+                    raise ConfigError(f"protect[{i}]", "the pattern matches nothing in the template", source)
+            elif pat not in template:
+                raise ConfigError(f"protect[{i}]", "the string does not occur in the template", source)
+
     return TaskConfig(
         name=raw["name"],
         description=raw.get("description", ""),
@@ -182,6 +201,7 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
         stop=list(stop),
         temperature=float(temperature),
         lm_eval=dict(raw.get("lm_eval") or {}),
+        protect=list(protect) if protect is not None else None,
         source=source,
     )
 
@@ -214,6 +234,8 @@ class YamlTask:
         self.train_split = config.train_split or ""
         self.test_split = config.test_split
         self.splits = list(config.splits)
+        # spans of the template a compressor must keep (literal strings or "re:" regexes), e.g. output rules
+        self.protect = list(config.protect) if config.protect else None
         self.data_dir = resolve_data_dir(data_dir)
         self._cache: dict[str, list[Example]] = {}
 
@@ -222,8 +244,8 @@ class YamlTask:
 
     # -- data
     def load(self, split: str, limit: int | None = None) -> list[Example]:
-        if not split:
-            raise ConfigError("train_split", f"task {self.name!r} has no training split (evaluation only)", self.config.source)
+        if not split:  # the train split of an evaluation-only task: no training data, no few-shot pool
+            return []
         if split not in self.splits:
             raise ConfigError("split", f"task {self.name!r} has splits {self.splits}, not {split!r}", self.config.source)
         if split not in self._cache:

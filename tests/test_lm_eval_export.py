@@ -83,6 +83,7 @@ def test_lm_eval_runs_exported_tasks_offline(tmp_path, data, monkeypatch):
         tasks=["pi_nl2bash", "pi_mbpp_full"],
         limit=2,
         batch_size=2,
+        gen_kwargs="max_gen_toks=24",  # random weights: keep the generations short
         task_manager=tm,
         confirm_run_unsafe_code=True,
     )

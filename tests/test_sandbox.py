@@ -25,8 +25,11 @@ GOOD = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
 
 def _modes() -> list[str]:
     modes = [sandbox.sandbox_mode()]
-    if os.geteuid() == 0 and "setuid" not in modes and sandbox._setuid_interpreter():
-        modes.append("setuid")
+    if os.geteuid() == 0:  # as root, also exercise the other modes this machine supports
+        if "setuid" not in modes and sandbox._setuid_interpreter():
+            modes.append("setuid")
+        if "userns" not in modes and sandbox._probe(["unshare", "--user", "--map-root-user", *sandbox.UNSHARE_FLAGS, "true"]):
+            modes.append("userns")
     return modes
 
 
@@ -108,6 +111,13 @@ def adversarial(request, tmp_path_factory):
         "wrong_answer": "def add(a, b):\n    return a - b\n\nassert add(2, 3) == 5\n",
         "exit_early": "import os\nos._exit(0)\nassert False\n",
     }
+    if mode == "basic":
+        # documented limits of basic mode: C-level sockets/files and a `kill` subprocess get through the
+        # Python-level guards (and the last would kill this test process), so only the guarded paths are run
+        for name in ("socket_connect_raw", "write_outside_raw"):
+            programs.pop(name)
+        programs["kill_parent"] = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+    probe = run_python("import os\nprint(os.environ.get('PROMPTINTERN_SANDBOX_RO', '0'))\n", LIMITS, mode=mode)
     names = list(programs)
     t0 = time.monotonic()
     results = dict(zip(names, run_many([programs[n] for n in names], LIMITS, workers=2, mode=mode), strict=True))
@@ -128,6 +138,7 @@ def adversarial(request, tmp_path_factory):
         "connections": connections,
         "escaped": escaped,
         "paths": (outside_tmp, outside_tmp_raw, outside_repo),
+        "read_only_root": probe.stdout.strip() == "1",
     }
 
 
@@ -192,13 +203,18 @@ def test_writes_outside_the_workdir_do_not_land(adversarial):
     escaped = adversarial["escaped"]
     assert not escaped[outside_tmp]
     assert not escaped[outside_repo]
+    mode = adversarial["mode"]
+    if mode == "basic":
+        return
     raw = adversarial["results"]["write_outside_raw"]
-    # the repository is protected by the kernel in every mode run as root (unprivileged uid) or in a namespace
-    assert not escaped[Path(str(outside_repo) + ".raw")]
-    if adversarial["mode"] in KERNEL_ISOLATED:
+    # the repository is protected by the kernel: an unprivileged uid (namespace, setuid) or the read-only
+    # re-mount of the file tree (userns, where the program keeps the caller's uid)
+    if mode in ("namespace", "setuid") or adversarial["read_only_root"]:
+        assert not escaped[Path(str(outside_repo) + ".raw")]
+        assert not raw.passed
+    if mode in KERNEL_ISOLATED:
         # /tmp inside the namespace is a private tmpfs: even a raw write never reaches the host's /tmp
         assert not escaped[outside_tmp_raw]
-        assert not raw.passed
 
 
 def test_killing_the_parent_does_not_kill_the_evaluator(adversarial):
@@ -225,7 +241,7 @@ def test_reasons_for_ordinary_failures(adversarial):
     assert "add(2, 3) == 5" in res["wrong_answer"].reason
     assert res["exit_early"].status == "exit_called"
     # without a network namespace a raw C-level socket reaches 127.0.0.1 (documented limit of those modes)
-    allowed_to_pass = set() if adversarial["mode"] in KERNEL_ISOLATED else {"socket_connect_raw"}
+    allowed_to_pass = set() if adversarial["mode"] in KERNEL_ISOLATED else {"socket_connect_raw", "write_outside_raw"}
     assert [n for n, r in res.items() if r.passed and n not in allowed_to_pass] == []
 
 

