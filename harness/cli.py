@@ -81,11 +81,14 @@ def cmd_run(args, *, report: bool = False) -> int:
           f"of {summary.total} units in {summary.seconds:.0f} s")
     for uid, err in summary.failed.items():
         print(f"  FAILED {uid}: {err}")
-    paths = write_tables(store)
     if report:
+        from .report import summarize
+
         print()
-        print(paths["markdown"].read_text())
-    print(f"results: {store.runs}\ntable:   {paths['markdown']}\ncsv:     {paths['csv']}")
+        print(summarize(store, args.price_table))
+    else:
+        paths = write_tables(store)
+        print(f"results: {store.runs}\ntable:   {paths['markdown']}\ncsv:     {paths['csv']}")
     return 0 if summary.ok else 1
 
 
@@ -125,18 +128,23 @@ def cmd_status(args) -> int:
 
 def cmd_tasks(args) -> int:
     import tasks
+    from promptintern.models import load_tokenizer
 
-    rows = tasks.describe_tasks(data_dir=args.data_dir)
+    tok = load_tokenizer(args.model) if args.model else None
+    rows = tasks.describe_tasks(data_dir=args.data_dir, tokenizer=tok)
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="tasks")
-    cols = list(rows[0].keys()) if rows else []
-    for c in cols:
-        t.add_column(c)
+    t = Table(title="tasks (template tokens: what internalization removes from every call)")
+    for c in ("task", "splits", "metric", "template tok (model)", "cl100k", "o200k", "problem"):
+        t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*[str(r.get(c, "")) for c in cols])
-    Console().print(t)
+        sizes = " / ".join(f"{k} {v:,}" for k, v in (r.get("split_sizes") or {}).items())
+        tt = r.get("template_tokens") or {}
+        err = (r.get("error") or "")[:120]
+        t.add_row(r["name"], sizes, r.get("primary_metric", ""), str(tt.get("model", "")), str(tt.get("cl100k_base", "")),
+                  str(tt.get("o200k_base", "")), err)
+    Console(width=160).print(t)
     return 0
 
 
@@ -192,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         experiment_args(sp)
         sp.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
         sp.add_argument("--quiet", action="store_true", help="no live progress view")
+        sp.add_argument("--price-table", help="price table for cost columns (see `promptintern prices`)")
         sp.set_defaults(fn=fn)
     sp = sub.add_parser("plan", help="print the units of a grid without running anything")
     experiment_args(sp)
@@ -201,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_status)
     sp = sub.add_parser("tasks", help="list tasks with split sizes and template token counts")
     sp.add_argument("--data-dir")
+    sp.add_argument("--model", default="smollm2-135m", help="also count template tokens with this model's tokenizer")
     sp.set_defaults(fn=cmd_tasks)
     sp = sub.add_parser("schedule", help="print a PromptIntern stage plan before training")
     sp.add_argument("--schedule", default="linear")

@@ -36,7 +36,15 @@ DEFAULTS: dict = {
         "group_by_length": True,
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
     },
-    "generation": {"batch_size": 8, "max_new_tokens": None},
+    "generation": {
+        "batch_size": 8,
+        "max_new_tokens": None,
+        "measure": True,
+        "throughput_batch_sizes": [1, 8],
+        "throughput_max_new_tokens": 16,
+        "latency_samples": 3,
+        "latency_max_new_tokens": None,
+    },
     "resources": {"num_cpus": 1, "num_gpus": 0},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None},
     "retries": 2,
@@ -168,8 +176,21 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         _require(isinstance(cfg["train"][key], int | float) and cfg["train"][key] >= 0, f"train.{key}", "must be a number >= 0", source)
     for key in ("batch_size", "grad_accum", "max_length"):
         _require(isinstance(cfg["train"][key], int) and cfg["train"][key] > 0, f"train.{key}", "must be a positive integer", source)
-    _require(isinstance(cfg["generation"]["batch_size"], int) and cfg["generation"]["batch_size"] > 0,
-             "generation.batch_size", "must be a positive integer", source)
+    g = cfg["generation"]
+    _require(isinstance(g["batch_size"], int) and g["batch_size"] > 0, "generation.batch_size", "must be a positive integer", source)
+    _require(g["max_new_tokens"] is None or (isinstance(g["max_new_tokens"], int) and g["max_new_tokens"] > 0),
+             "generation.max_new_tokens", "must be null (the task's own) or a positive integer", source)
+    _require(isinstance(g["measure"], bool), "generation.measure", "must be true or false", source)
+    sizes = g["throughput_batch_sizes"]
+    _require(isinstance(sizes, list) and sizes and all(isinstance(b, int) and b > 0 for b in sizes),
+             "generation.throughput_batch_sizes", "must be a non-empty list of positive integers", source)
+    _require(isinstance(g["throughput_max_new_tokens"], int) and g["throughput_max_new_tokens"] > 0,
+             "generation.throughput_max_new_tokens", "must be a positive integer", source)
+    _require(isinstance(g["latency_samples"], int) and g["latency_samples"] >= 0,
+             "generation.latency_samples", "must be an integer >= 0", source)
+    lm = g["latency_max_new_tokens"]
+    _require(lm is None or (isinstance(lm, int) and lm > 0), "generation.latency_max_new_tokens",
+             "must be null or a positive integer", source)
     for key in ("num_cpus", "num_gpus"):
         v = cfg["resources"][key]
         _require(isinstance(v, int | float) and v >= 0, f"resources.{key}", "must be a number >= 0 (fractions allowed)", source)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 
+from .measure import generations_sha256, model_info, run_measurements, sha256_dir
 from .store import ResultStore
 from .unit_common import prompt_builder, run_meta, set_threads, task_data
 
@@ -44,6 +45,11 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     )
     scores = task.score([g.text for g in gens], test)
     counters = counters_for(tok)
+    api_counters = {name: c for name, c in counters.items() if name != "model"}
+    max_new = gen_cfg.get("max_new_tokens") or task.max_new_tokens
+    measurements = run_measurements(model, tok, rendered, [b.example.id for b in built], gen_cfg, gens,
+                                    max_new_tokens=max_new, stop=task.stop,
+                                    compressor_s=[b.compressor_seconds for b in built])
     samples = []
     for b, g, s in zip(built, gens, scores, strict=True):
         user_text = b.prompt.user_text()
@@ -69,6 +75,12 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
                 "compressor_input_tokens": b.compressor_input_tokens,
                 "template_rate_achieved": b.template_rate_achieved,
                 "score": s,
+                # API pricing: the generation and each prompt part counted with the tiktoken encodings.
+                "output_tokens_tiktoken": {name: c.count(g.text) for name, c in api_counters.items()},
+                "parts_tiktoken": {
+                    name: {part: c.count(text) if text else 0 for part, text in b.prompt.parts().items()}
+                    for name, c in api_counters.items()
+                },
             }
         )
     metrics = task.aggregate(scores)
@@ -87,7 +99,14 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
             "generation_seconds": gen_seconds,
             "compressor_seconds": sum(s["compressor_s"] for s in samples),
             "samples_per_second": len(samples) / gen_seconds if gen_seconds else None,
+            "seconds_per_query": gen_seconds / len(samples) if samples and gen_seconds else None,
+            "generation_batch_size": gen_cfg["batch_size"],
+            "max_new_tokens": max_new,
         },
+        "measurements": measurements,
+        "model_info": model_info(model),
+        "adapter_sha256": sha256_dir(adapter),
+        "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
         "samples": samples,
         "seconds_total": time.perf_counter() - t0,
         **run_meta(),

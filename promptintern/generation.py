@@ -105,6 +105,8 @@ def generate(
                 eos_token_id=sorted(eos_ids),
                 pad_token_id=tokenizer.pad_token_id,
                 logits_processor=LogitsProcessorList([clock]),
+                # Stop decoding at the task's stop strings: tokens past them would inflate every timing.
+                **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
             )
             _sync(device)
             e2e = time.perf_counter() - t0

@@ -1,0 +1,261 @@
+"""Per-run measurements beyond the main generation: throughput at increasing batch sizes, batch-1 latency, hashes.
+
+Everything here is measured, never estimated. The main generation (batched at ``generation.batch_size``) gives
+per-sample prompt/output tokens and the wall time of each batch; this module adds:
+
+- **throughput**: the same rendered prompts (cycled when there are fewer prompts than the batch size) generated
+  at each batch size in ``generation.throughput_batch_sizes`` for exactly ``generation.throughput_max_new_tokens``
+  new tokens (``min_new_tokens`` = ``max_new_tokens``, so every row decodes the same number of tokens); output
+  tokens/s and samples/s per batch size, and the batch size with the highest tokens/s (the *saturating* one among
+  those tried; ``saturated`` says whether the last doubling still gained more than 10 %).
+- **latency**: the first ``generation.latency_samples`` test prompts generated one at a time (batch 1) with the
+  task's own generation settings: time to first token and end-to-end time per query, p50/p90, each including the
+  test-time compressor's seconds for that prompt (compression at inference is part of the query's latency). The
+  same example ids are used by every method of a grid, so speedups compare the same queries.
+
+Config keys (read with defaults, so they work before the experiment schema lists them):
+``generation.measure`` (bool, default True), ``generation.throughput_batch_sizes`` (default [1, 8]),
+``generation.throughput_max_new_tokens`` (default 16), ``generation.latency_samples`` (default 3),
+``generation.latency_max_new_tokens`` (default null: the evaluation's own limit, so end-to-end time is real; a
+number caps the batch-1 decode to bound CPU time, and the cap is recorded beside the latencies).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+MEASURE_DEFAULTS = {
+    "measure": True,
+    "throughput_batch_sizes": [1, 8],
+    "throughput_max_new_tokens": 16,
+    "latency_samples": 3,
+    "latency_max_new_tokens": None,  # None: the evaluation's own max_new_tokens (real end-to-end time)
+}
+SATURATION_GAIN = 0.10  # a doubling of the batch that gains less than this is "saturated"
+
+
+def measure_settings(gen_cfg: dict) -> dict:
+    """The measurement keys of a ``generation`` config section, with defaults filled in."""
+    out = {k: gen_cfg.get(k, v) for k, v in MEASURE_DEFAULTS.items()}
+    sizes = out["throughput_batch_sizes"] or []
+    out["throughput_batch_sizes"] = sorted({int(b) for b in sizes if int(b) > 0})
+    out["throughput_max_new_tokens"] = max(1, int(out["throughput_max_new_tokens"]))
+    out["latency_samples"] = max(0, int(out["latency_samples"] or 0))
+    cap = out["latency_max_new_tokens"]
+    out["latency_max_new_tokens"] = int(cap) if cap else None
+    out["measure"] = bool(out["measure"])
+    return out
+
+
+# -- statistics ------------------------------------------------------------------------------------------------
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between order statistics (numpy's default)."""
+    xs = sorted(float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v)))
+    if not xs:
+        return float("nan")
+    if len(xs) == 1:
+        return xs[0]
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summary_stats(values: Sequence[float]) -> dict:
+    xs = [float(v) for v in values if v is not None]
+    return {
+        "n": len(xs),
+        "mean": sum(xs) / len(xs) if xs else float("nan"),
+        "p50": percentile(xs, 50),
+        "p90": percentile(xs, 90),
+    }
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample standard deviation / sqrt(n)); se is NaN for n < 2."""
+    xs = [float(v) for v in values if v is not None]
+    n = len(xs)
+    if not n:
+        return float("nan"), float("nan")
+    m = sum(xs) / n
+    if n < 2:
+        return m, float("nan")
+    var = sum((x - m) ** 2 for x in xs) / (n - 1)
+    return m, math.sqrt(var / n)
+
+
+def saturating(points: list[dict]) -> dict:
+    """Pick the batch size with the highest output tokens/s; say whether the curve had flattened."""
+    if not points:
+        return {"batch_size": None, "tokens_per_s": None, "samples_per_s": None, "saturated": None}
+    best = max(points, key=lambda p: p["tokens_per_s"])
+    saturated = None
+    if len(points) >= 2:
+        a, b = points[-2], points[-1]
+        saturated = b["tokens_per_s"] < a["tokens_per_s"] * (1 + SATURATION_GAIN)
+    return {"batch_size": best["batch_size"], "tokens_per_s": best["tokens_per_s"],
+            "samples_per_s": best["samples_per_s"], "saturated": saturated}
+
+
+# -- hashes ----------------------------------------------------------------------------------------------------
+
+def generations_sha256(pairs: Iterable[tuple[str, str]]) -> str:
+    """sha256 of the (sample id, generation) pairs in order, as compact UTF-8 JSON."""
+    blob = json.dumps([[str(i), str(g)] for i, g in pairs], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def sha256_dir(path: str | Path | None) -> str | None:
+    """sha256 over the files of a folder (relative path and bytes of each, sorted); None when absent."""
+    if not path:
+        return None
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:
+        return None
+    for p in files:
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# -- model facts -----------------------------------------------------------------------------------------------
+
+def model_info(model) -> dict:
+    try:
+        p = next(model.parameters())
+    except (StopIteration, AttributeError):
+        return {"dtype": None, "device": None, "n_params": None}
+    return {
+        "dtype": str(p.dtype).replace("torch.", ""),
+        "device": str(p.device),
+        "n_params": int(sum(x.numel() for x in model.parameters())),
+    }
+
+
+# -- measurements ----------------------------------------------------------------------------------------------
+
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Sequence[int],
+                       max_new_tokens: int = 16) -> dict:
+    """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens."""
+    import torch
+
+    if not prompts or not batch_sizes:
+        return {"max_new_tokens": max_new_tokens, "points": [], **{"saturating": saturating([])}}
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                  pad_token_id=tokenizer.pad_token_id)
+    model.eval()
+    with torch.inference_mode():  # warm-up (allocations, kernels) so the first batch size is not penalised
+        warm = tokenizer.pad({"input_ids": [encoded[0]]}, return_tensors="pt").to(device)
+        model.generate(**warm, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})
+    points = []
+    for b in sorted(set(int(x) for x in batch_sizes)):
+        ids = [encoded[i % len(encoded)] for i in range(b)]
+        batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        with torch.inference_mode():
+            _sync(device)
+            t0 = time.perf_counter()
+            out = model.generate(**batch, **kwargs)
+            _sync(device)
+            seconds = time.perf_counter() - t0
+        new_tokens = int(out.shape[1] - batch["input_ids"].shape[1]) * b
+        point = {
+            "batch_size": b,
+            "seconds": seconds,
+            "prompt_tokens": int(sum(len(x) for x in ids)),
+            "output_tokens": new_tokens,
+            "tokens_per_s": new_tokens / seconds if seconds > 0 else float("nan"),
+            "samples_per_s": b / seconds if seconds > 0 else float("nan"),
+        }
+        if device.type == "cuda":
+            point["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        points.append(point)
+    return {"max_new_tokens": max_new_tokens, "points": points, "saturating": saturating(points)}
+
+
+def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], *, max_new_tokens: int,
+                    stop: list[str] | None, compressor_s: Sequence[float] | None = None) -> dict:
+    """Batch-1 generation of each prompt: per-query TTFT and end-to-end seconds, with p50/p90. ``compressor_s``
+    (per prompt) is the test-time compressor's time, counted in the query's latency."""
+    from promptintern.generation import generate
+
+    gens = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop=stop, batch_size=1)
+    comp = list(compressor_s) if compressor_s is not None else [0.0] * len(gens)
+    samples = [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "compressor_s": c, "prompt_tokens": g.prompt_tokens,
+                "output_tokens": g.output_tokens} for i, g, c in zip(ids, gens, comp, strict=True)]
+    return latency_summary(samples, source="batch1_run")
+
+
+def query_latency(sample: dict) -> tuple[float, float]:
+    """(TTFT, end-to-end) seconds of one batch-1 query as its user sees them: generation time plus the time of the
+    compressor that ran on its prompt at test time (``compressor_s``, 0 for methods that compress nothing)."""
+    c = float(sample.get("compressor_s") or 0.0)
+    return float(sample["ttft_s"]) + c, float(sample["e2e_s"]) + c
+
+
+def latency_summary(samples: list[dict], source: str) -> dict:
+    lat = [query_latency(s) for s in samples]
+    return {
+        "batch_size": 1,
+        "source": source,
+        "samples": samples,
+        "ttft_s": summary_stats([t for t, _ in lat]),
+        "e2e_s": summary_stats([e for _, e in lat]),
+    }
+
+
+def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[str], gen_cfg: dict,
+                     main_gens: Sequence, *, max_new_tokens: int, stop: list[str] | None,
+                     compressor_s: Sequence[float] | None = None) -> dict:
+    """Throughput and batch-1 latency for one evaluation, as configured in its ``generation`` section.
+    ``compressor_s``: per prompt, seconds the test-time compressor took (added to that query's latency)."""
+    s = measure_settings(gen_cfg)
+    out: dict = {"settings": s}
+    if not s["measure"] or not rendered:
+        out["skipped"] = "generation.measure is false" if not s["measure"] else "no prompts"
+        return out
+    t0 = time.perf_counter()
+    out["throughput"] = measure_throughput(model, tokenizer, rendered, s["throughput_batch_sizes"],
+                                           s["throughput_max_new_tokens"])
+    n = min(s["latency_samples"], len(rendered))
+    cap = s["latency_max_new_tokens"]
+    lat_max = min(cap, max_new_tokens) if cap else max_new_tokens
+    if n:
+        if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # main run was batch 1: reuse it
+            comp = list(compressor_s or [0.0] * n)[:n]
+            samples = [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "compressor_s": c,
+                        "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens}
+                       for i, g, c in zip(ids[:n], main_gens[:n], comp, strict=True)]
+            out["latency"] = latency_summary(samples, source="main_run_batch1")
+        else:
+            out["latency"] = measure_latency(model, tokenizer, rendered[:n], ids[:n], max_new_tokens=lat_max,
+                                             stop=stop, compressor_s=list(compressor_s)[:n] if compressor_s else None)
+        out["latency"]["max_new_tokens"] = lat_max
+    out["seconds"] = time.perf_counter() - t0
+    return out

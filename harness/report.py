@@ -1,0 +1,295 @@
+"""The experiment report: ``report.html`` (self-contained: plots as data URIs, tables inline, no external assets)
+and ``report.md`` in the experiment folder, plus ``summarize`` for the end of ``promptintern benchmark``.
+
+Every number in the report comes from the aggregated tables, which come from the result files. Sentences in the
+summary only restate table values next to their baseline; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from . import aggregate as agg
+from .cost import PriceTable, load_price_table
+from .store import ResultStore
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1500px;color:#1a1a1a;
+background:#fff;padding:0 16px;line-height:1.45}
+h1{font-size:26px;margin-bottom:2px} h2{font-size:20px;margin-top:32px;border-bottom:2px solid #2c6fbb;padding-bottom:4px}
+h3{font-size:16px;margin-top:20px}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0 16px;display:block;overflow-x:auto}
+th,td{border:1px solid #c8d0da;padding:3px 7px;text-align:left;white-space:nowrap}
+th{background:#2c6fbb;color:#fff} tr:nth-child(even) td{background:#eef3f9}
+img{max-width:100%;border:1px solid #dde3ea;margin:6px 0 14px}
+.note{color:#555;font-size:13px} .box{background:#f4f8fc;border-left:4px solid #2c6fbb;padding:8px 14px;margin:12px 0}
+code{background:#f0f0f0;padding:0 3px}
+"""
+
+PLOT_TITLES = {
+    "accuracy_vs_tokens": "Score vs input tokens (Pareto frontier marked)",
+    "accuracy_by_schedule_rate": "Score by schedule and compression rate",
+    "speedup": "Batch-1 latency speedup vs full-prompt fine-tuning",
+    "cost": "Cost per 1k queries",
+    "training_loss": "Training loss per stage",
+    "cross_domain": "Cross-domain: score change vs the base model",
+}
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def render_html_table(table: pd.DataFrame, columns: Sequence[agg.Column]) -> str:
+    if table.empty:
+        return "<p><em>no rows</em></p>"
+    out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns) + "</tr>"]
+    for _, r in table.iterrows():
+        out.append("<tr>" + "".join(f"<td>{html.escape(f(r))}</td>" for _, f in columns) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _score(metric: str, v: float) -> str:
+    return agg.fmt(agg.display_score(metric, v))
+
+
+def key_findings(main: pd.DataFrame) -> list[str]:
+    """One sentence per non-baseline row that has a full-prompt FT baseline: score kept, tokens, speed, cost."""
+    lines = []
+    if main.empty:
+        return ["No evaluation results yet."]
+    on_task = main[~main["cross_domain"]]
+    for task in sorted(on_task["eval_task"].unique()):
+        t = on_task[on_task["eval_task"] == task]
+        base = t[t["method"] == agg.BASELINE_METHOD]
+        if base.empty:
+            lines.append(f"**{task}**: no on-task full-prompt fine-tuning row (nothing was fine-tuned on {task} "
+                         "with the full prompt), so no comparison with it.")
+            continue
+        b = base.iloc[0]
+        lines.append(f"**{task}** ({b['metric']}, n={int(b['n'])} per method): full-prompt FT scores "
+                     f"{_score(b['metric'], b['score'])} with {b['input_tokens']:.0f} input tokens per query.")
+        for _, r in t[t["method"] != agg.BASELINE_METHOD].iterrows():
+            parts = [f"{_score(r['metric'], r['score'])} ({agg.display_score(r['metric'], r['score_delta']):+.1f} vs full-prompt FT)"
+                     if not agg._isnan(r["score_delta"]) else _score(r["metric"], r["score"])]
+            if not agg._isnan(r.get("token_reduction_pct")):
+                parts.append(f"{r['token_reduction_pct']:.0f}% fewer input tokens")
+            if not agg._isnan(r.get("speedup")):
+                parts.append(f"{r['speedup']:.2f}x batch-1 latency speedup")
+            if not agg._isnan(r.get("self_hosted_saving_pct")):
+                parts.append(f"{r['self_hosted_saving_pct']:.0f}% self-hosted cost saving")
+            if not agg._isnan(r.get("api_saving_pct")):
+                parts.append(f"{r['api_saving_pct']:.0f}% {r.get('api_model')} API cost saving")
+            lines.append(f"- {r['label']} (train {r['train_task']}): " + ", ".join(parts) + ".")
+    return lines
+
+
+def _meta(store: ResultStore) -> dict:
+    from .env_info import describe_hardware
+
+    recs = store.records()
+    commits = sorted({str(r.get("git_commit")) for r in recs})
+    hws = sorted({describe_hardware(r.get("hardware") or {}) for r in recs})
+    versions: dict[str, set] = {}
+    for r in recs:
+        for k, v in (r.get("versions") or {}).items():
+            versions.setdefault(k, set()).add(str(v))
+    return {"n_records": len(recs), "commits": commits, "hardware": hws,
+            "versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())}}
+
+
+def _price_lines(table: PriceTable) -> list[str]:
+    api = table.api
+    lines = [f"Price table **{table.id}**: {table.title}; retrieved {table.retrieved}.",
+             f"API prices ({api.get('unit', 'USD per 1M tokens')}) from {api.get('source')}; hardware prices from "
+             f"{table.raw['hardware'].get('source')} ({table.raw['hardware'].get('vendor', '')})."]
+    unverified = [f"{m}" for m, e in table.api_models.items() if e.get("unverified") or e.get("unverified_fields")]
+    unverified += [h.key for h in table.hardware if h.unverified]
+    if unverified:
+        lines.append("Entries with a price not confirmed by a second source (marked `unverified` in the file): "
+                     + ", ".join(unverified) + ".")
+    return lines
+
+
+METHOD_NOTES = [
+    "Score: the task's primary metric (fractions shown as percentages; BLEU on its own 0-100 scale), mean over the "
+    "test items, ± the standard error of the mean (over items; over seeds it is the standard error of the mean of "
+    "seed means).",
+    "Input tokens: the rendered prompt (chat template included) in the evaluated model's tokenizer. API costs use "
+    "tiktoken counts of the user turn (o200k_base for the gpt-4o family, cl100k_base for gpt-3.5) and of the "
+    "generation; the API's own few chat-format tokens per message are not counted. API cost is a what-if: this "
+    "run's prompts and outputs priced at that model's rates (fine-tuned rates for fine-tuned methods, base rates for "
+    "untrained ones); that model's outputs would differ in length. 'cached' assumes every query hits the prompt cache "
+    "for the shared template prefix.",
+    "Latency: time to first token and end-to-end seconds per query at batch size 1 on the first test items (the same "
+    "items for every method), p50/p90, including the test-time compressor's seconds for methods that compress at "
+    "inference. Speedup is full-prompt FT's p50 over the method's p50.",
+    "Throughput: output tokens/s when the same prompts are decoded for a fixed number of new tokens at each measured "
+    "batch size; the saturating batch is the one with the most tokens/s among those tried.",
+    "Self-hosted cost: measured generation seconds per query in the main batched run (plus compressor seconds for "
+    "compression at inference) x the hourly price of the hardware the run was measured on. Training cost: measured "
+    "training seconds of every stage x the same price (one-time).",
+]
+
+
+def measurement_caveats(ev: pd.DataFrame) -> list[str]:
+    """Facts about how this experiment's latencies were measured that a reader must know."""
+    out = []
+    if ev.empty:
+        return out
+    if "latency_max_new_tokens" in ev.columns and "max_new_tokens" in ev.columns:
+        capped = ev[ev["latency_max_new_tokens"].notna() & ev["max_new_tokens"].notna()
+                    & (ev["latency_max_new_tokens"] < ev["max_new_tokens"])]
+        if len(capped):
+            caps = sorted({int(x) for x in capped["latency_max_new_tokens"]})
+            out.append(f"Batch-1 latencies of {len(capped)} evaluation(s) were measured with at most "
+                       f"{', '.join(map(str, caps))} new tokens (generation.latency_max_new_tokens), fewer than the "
+                       "main run allowed: their end-to-end times are for that capped decode.")
+    missing = ev[ev["latency_source"] == "not measured"] if "latency_source" in ev.columns else ev.iloc[0:0]
+    if len(missing):
+        out.append(f"{len(missing)} evaluation(s) have no batch-1 latency measurement (generation.measure was off or "
+                   "the files predate it): their latency, speedup and throughput cells are empty.")
+    n = sorted({int(x) for x in ev["latency_n"] if x}) if "latency_n" in ev.columns else []
+    if n:
+        out.append(f"Latency percentiles come from {', '.join(map(str, n))} batch-1 quer(ies) per evaluation "
+                   "(generation.latency_samples); with so few, p90 is close to the maximum.")
+    return out
+
+
+def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: PriceTable,
+                 extra_paths: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Write report.html and report.md from the tables and plots; returns their paths."""
+    main, cross = t["main"], t["cross_domain"]
+    notes = METHOD_NOTES + measurement_caveats(t["eval"])
+    meta = _meta(store)
+    name = store.root.name
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    findings = key_findings(main)
+    has_cross = not cross.empty
+    cross_note = ("Rows below were trained on one task and evaluated on another. 'base model' is the untrained model "
+                  "with the full few-shot prompt (few_shot) on the eval task; 'full-prompt FT' is full-prompt "
+                  "fine-tuning on the same train task, evaluated on the same eval task.")
+    no_cross = ("No cross-domain evaluations in this experiment: every trained method was evaluated on its own "
+                "train task. List other tasks in `tasks.eval` (e.g. `tasks.eval=[mbpp,nl2bash]`) and add "
+                "`- name: few_shot` to `methods` to measure what internalization costs off-task against the base model.")
+    missing_base = has_cross and cross["base_score"].isna().all()
+
+    # -- markdown
+    md = [f"# Prompt-internalization report: {name}", "",
+          f"Generated {now} from {meta['n_records']} result file(s) in `{store.runs}`.", "",
+          "## Summary", "", *findings, "", "## Main results", "", agg.to_markdown(main), ""]
+    md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(k, k)}](plots/{p.name})" for k, p in plots.items()] + [""]
+    md += ["## Cost per 1k queries", "", *_price_lines(table), "",
+           agg.render_markdown(main, agg.cost_columns(table, main)), ""]
+    md += ["## Cross-domain generalization", ""]
+    if has_cross:
+        md += [cross_note, ""]
+        if missing_base:
+            md += ["No base-model (few_shot) rows: add `- name: few_shot` to `methods` for that comparison.", ""]
+        md += [agg.render_markdown(cross, agg.cross_columns()), ""]
+    else:
+        md += [no_cross, ""]
+    md += ["## Training stages", "", agg.render_markdown(t["stages"], agg.stage_columns()), "",
+           "## Throughput by batch size", "", agg.render_markdown(t["throughput"], agg.throughput_columns()), "",
+           "## How the numbers are measured", "", *[f"- {x}" for x in notes], "",
+           "## Provenance", "", f"- hardware: {'; '.join(meta['hardware']) or 'n/a'}",
+           f"- git commit(s): {', '.join(meta['commits']) or 'n/a'}",
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
+    if extra_paths:
+        md += ["## Files", ""] + [f"- {k}: `{v}`" for k, v in extra_paths.items()] + [""]
+
+    # -- html
+    h = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+         f"<title>Prompt-internalization report: {html.escape(name)}</title><style>{CSS}</style></head><body>",
+         f"<h1>Prompt-internalization report: {html.escape(name)}</h1>",
+         f"<p class='note'>Generated {now} from {meta['n_records']} result file(s) in "
+         f"<code>{html.escape(str(store.runs))}</code>.</p>", "<h2>Summary</h2><div class='box'>"]
+    for line in findings:
+        text = html.escape(line.lstrip("- ")).replace("**", "")
+        h.append(f"<p>{'&bull; ' if line.startswith('- ') else ''}{text}</p>")
+    h += ["</div>", "<h2>Main results</h2>", render_html_table(main, agg.main_columns())]
+    h.append("<h2>Plots</h2>")
+    for k, p in plots.items():
+        if k == "cross_domain":
+            continue
+        h.append(f"<h3>{html.escape(PLOT_TITLES.get(k, k))}</h3><img alt='{html.escape(k)}' src='{_data_uri(p)}'>")
+    h += ["<h2>Cost per 1k queries</h2>"] + [f"<p class='note'>{html.escape(x).replace('**', '')}</p>"
+                                             for x in _price_lines(table)]
+    h.append(render_html_table(main, agg.cost_columns(table, main)))
+    h.append("<h2>Cross-domain generalization</h2>")
+    if has_cross:
+        h.append(f"<p>{html.escape(cross_note)}</p>")
+        if missing_base:
+            h.append("<p class='note'>No base-model (few_shot) rows: add <code>- name: few_shot</code> to "
+                     "<code>methods</code> for that comparison.</p>")
+        h.append(render_html_table(cross, agg.cross_columns()))
+        if "cross_domain" in plots:
+            h.append(f"<img alt='cross_domain' src='{_data_uri(plots['cross_domain'])}'>")
+    else:
+        h.append(f"<div class='box'><p>{html.escape(no_cross)}</p></div>")
+    h += ["<h2>Training stages</h2>", render_html_table(t["stages"], agg.stage_columns()),
+          "<h2>Throughput by batch size</h2>", render_html_table(t["throughput"], agg.throughput_columns()),
+          "<h2>How the numbers are measured</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes]
+    h += ["</ul><h2>Provenance</h2><ul>",
+          f"<li>hardware: {html.escape('; '.join(meta['hardware']) or 'n/a')}</li>",
+          f"<li>git commit(s): {html.escape(', '.join(meta['commits']) or 'n/a')}</li>",
+          "<li>versions: " + html.escape(", ".join(f"{k} {v}" for k, v in meta["versions"].items())) + "</li></ul>"]
+    if extra_paths:
+        h.append("<h2>Files</h2><ul>" + "".join(f"<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>"
+                                                for k, v in extra_paths.items()) + "</ul>")
+    h.append("</body></html>")
+    paths = {"html": store.root / "report.html", "markdown": store.root / "report.md"}
+    paths["html"].write_text("\n".join(h) + "\n")
+    paths["markdown"].write_text("\n".join(md) + "\n")
+    return paths
+
+
+def build_all(store: ResultStore, price_table: PriceTable | str | None = None, hardware_key: str | None = None,
+              submission: bool = True) -> dict:
+    """Tables, plots, report and submission for one experiment folder. Returns every path written."""
+    from .leaderboard import write_submission
+    from .plots import write_plots
+
+    table = price_table if isinstance(price_table, PriceTable) else load_price_table(price_table)
+    tables_paths = agg.write_tables(store, table, hardware_key)
+    t = agg.tables(store, table, hardware_key)
+    plots = write_plots(store, t)
+    out = {"tables": tables_paths, "plots": plots, "main": t["main"], "price_table": table}
+    extra = {"tables": store.root / "tables", "plots": store.root / "plots"}
+    if submission:
+        if t["eval"].empty:
+            out["submission_error"] = "no evaluation results to submit"
+        else:
+            out["submission"] = write_submission(store, None, table, hardware_key)
+            extra["submission"] = out["submission"]
+    out["report"] = build_report(store, t, plots, table, extra)
+    return out
+
+
+def summarize(store: ResultStore | str | Path, price_table: PriceTable | str | None = None,
+              hardware_key: str | None = None) -> str:
+    """Write tables, plots, report and submission; return the main table and the paths, ready to print."""
+    store = store if isinstance(store, ResultStore) else ResultStore(store)
+    out = build_all(store, price_table, hardware_key)
+    main = out["main"]
+    lines = [agg.to_markdown(main), ""]
+    findings = key_findings(main)
+    if findings:
+        lines += [x.replace("**", "") for x in findings] + [""]
+    tp = out["tables"]
+    lines += [f"prices:     {out['price_table'].describe()}",
+              f"tables:     {tp['markdown'].parent}/ (main.md, main.csv, main.tex, cost.*, cross_domain.*, stages.*, ...)",
+              f"plots:      {store.root / 'plots'}/ ({', '.join(p.name for p in out['plots'].values())})",
+              f"report:     {out['report']['html']}  and  {out['report']['markdown']}"]
+    if "submission" in out:
+        lines.append(f"submission: {out['submission']}")
+    else:
+        lines.append(f"submission: not written ({out.get('submission_error')})")
+    return "\n".join(lines)
