@@ -86,7 +86,14 @@ def _eval_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | 
         return run_eval(unit, store_root, adapter, data_dir)
 
 
-ENTRIES = {"stage": _stage_entry, "eval": _eval_entry}
+def _metatuner_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
+    from .metatuner_unit import run_metatuner
+
+    with _running_marker(store_root, unit["id"]):
+        return run_metatuner(unit, store_root, prev, data_dir)
+
+
+ENTRIES = {"stage": _stage_entry, "eval": _eval_entry, "metatuner": _metatuner_entry}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> None:

@@ -15,7 +15,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from promptintern.methods import RATE_METHODS, SCHEDULED_METHODS, MethodSpec, plan_method
+from promptintern.methods import (
+    RATE_METHODS,
+    SCHEDULED_METHODS,
+    STAGED_METHODS,
+    UNIT_KINDS,
+    MethodSpec,
+    plan_method,
+)
 
 
 @dataclass
@@ -56,12 +63,36 @@ def method_specs(cfg: dict) -> list[MethodSpec]:
                         name=m["name"],
                         schedule=sched,
                         rate=float(rate),
-                        stages=int(m.get("stages", 1)) if sched else 1,
+                        stages=int(m.get("stages", 1)) if sched or m["name"] in STAGED_METHODS else 1,
                         lam=float(m.get("lam", 3.0)),
                         k_examples=int(m.get("k_examples", k)),
                         options=dict(m.get("options") or {}),
                     )
                 )
+    return out
+
+
+def _own_unit_kind(cfg, kind, model, seed, method, shared, resources) -> list[Unit]:
+    """Methods that train and evaluate in one unit (MetaTuner): one unit per (train task, eval task). A
+    cross-task unit depends on the train task's own unit and loads its artefacts instead of retraining."""
+    out = []
+    for train_task in cfg["tasks"]["train"]:
+        ev = cfg["tasks"]["eval"]
+        eval_tasks = [train_task] + [t for t in ([] if ev == "same" else ev) if t != train_task]
+        anchor = None
+        for eval_task in eval_tasks:
+            c = {
+                "model": model,
+                "seed": seed,
+                "method": method,
+                "train_task": train_task,
+                "eval_task": eval_task,
+                "generation": cfg["generation"],
+                **shared,
+            }
+            uid = f"{kind}-" + content_id({"c": c, "prev": anchor})
+            out.append(Unit(uid, kind, c, [anchor] if anchor else [], resources))
+            anchor = anchor or uid
     return out
 
 
@@ -78,14 +109,20 @@ def build_plan(cfg: dict) -> list[Unit]:
             for spec in method_specs(cfg):
                 plan = plan_method(spec)
                 method = {**spec.to_dict(), "label": spec.label}
+                # A method that trains exactly like another grid point (MethodPlan.train_spec) shares its stages.
+                train_spec = plan.train_spec or spec
+                train_method = {**train_spec.to_dict(), "label": train_spec.label}
                 train_tasks = cfg["tasks"]["train"]
+                if spec.name in UNIT_KINDS:
+                    units.extend(_own_unit_kind(cfg, UNIT_KINDS[spec.name], model, seed, method, shared, resources))
+                    continue
                 for train_task in train_tasks:
                     prev: str | None = None
                     for t, rule in enumerate(plan.train):
                         c = {
                             "model": model,
                             "seed": seed,
-                            "method": method,
+                            "method": train_method,
                             "train_task": train_task,
                             "stage": t,
                             "n_stages": len(plan.train),

@@ -3,16 +3,54 @@
 Every method is declarative: a list of prompt rules, one per fine-tuning stage (empty = no fine-tuning), and
 the rule used at test time. A rule says which fraction of the template's tokens is kept (1 = full template,
 0 = none, in between = compressed by the configured compressor) and how many retrieved examples are included.
+A training stage whose objective is not plain supervised fine-tuning on the references carries a
+:class:`StageRule` (a :class:`PromptRule` with the objective and the teacher's prompt), which the stage unit
+dispatches on.
 
 The compression ``rate`` of a grid point is the template keep rate of PromptIntern's first stage; the schedule
 scales it down stage by stage (template_rate_t = rate · S_t, examples ⌊K·S_t⌋) to the query-only last stage.
 ``rate = 1`` is progressive example absorption and template dropping without compression.
+
+Methods (K = ``k_examples``; "full prompt" = full template + K retrieved examples + query; every training
+stage is LoRA with the loss on the completion only):
+
+- ``full_prompt_ft``: one SFT stage on the full prompt; tested with the full prompt (accuracy/cost ceiling).
+- ``query_only_ft``: one SFT stage on the query alone; tested with the query alone (the floor).
+- ``few_shot``: no training (base model); tested with the full prompt.
+- ``compress_at_inference``: no training; tested with template + examples compressed to ``rate`` per query by
+  the configured compressor (its time and input tokens are recorded per sample).
+- ``full_prompt_ft_compressed``: trained exactly like ``full_prompt_ft`` (``MethodPlan.train_spec`` names that
+  grid point so the plan can share its stage units); tested like ``compress_at_inference``.
+- ``promptintern``: T stages, stage t with the template compressed to ``rate·S_t`` and ⌊K·S_t⌋ examples, the
+  last stage query-only; tested with the query alone.
+- ``promptintern_template_only`` (ablation: template compression only): the template follows the schedule
+  (``rate·S_t``, dropped at the last stage); all K examples in every stage *and at test time*.
+- ``promptintern_examples_only`` (ablation: example absorption only): ⌊K·S_t⌋ examples per stage (none at the
+  last stage); the full, uncompressed template in every stage *and at test time*.
+- ``promptintern_no_progression`` (ablation: no progression): T ≥ 2 stages (``stages``, no schedule): stages
+  0..T-2 on the stage-0 prompt (template at ``rate``, K examples), the last stage query-only — a jump from
+  S = 1 to S = 0 (the ``step`` schedule [(0, 1), (T-1, 0)]); tested with the query alone.
+- ``context_distillation``: one stage; the base model given the full prompt answers every training query
+  (greedy); the student learns those answers (not the references) from the query alone by SFT; tested with the
+  query alone.
+- ``prompt_baking``: one stage minimising KL(p_teacher ‖ p_student) of the next-token distributions over the
+  answer tokens; teacher = the base model (adapter disabled) given the full prompt, student = the adapter given
+  the query alone; answer tokens = the teacher's greedy answers (default) or the references; tested with the
+  query alone.
+
+The two ablations that keep a part of the prompt (``template_only`` keeps the examples, ``examples_only`` keeps
+the template) keep it at test time too: each internalizes exactly one part of the prompt, the other part stays
+in the prompt at training and test time, so each ablation isolates one of PromptIntern's two mechanisms.
+``promptintern_no_progression`` isolates the third, the progression: it trains as many stages as PromptIntern,
+starts from the same prompt and ends query-only, but without the intermediate, partially compressed stages.
+With T = 2 it coincides with PromptIntern's linear T = 2 schedule (which has no intermediate stage either), so
+compare it with T ≥ 3.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ConfigError
 from .schedules import DEFAULT_LAMBDA, plan_stages
@@ -26,6 +64,78 @@ class PromptRule:
     @property
     def query_only(self) -> bool:
         return self.template_rate <= 0 and self.n_examples == 0
+
+
+OBJECTIVES = ("sft", "distill", "bake")
+TARGETS = ("reference", "teacher")
+
+
+@dataclass(frozen=True)
+class StageRule(PromptRule):
+    """A training stage with an objective other than SFT on the references, or with a teacher.
+
+    ``template_rate`` / ``n_examples`` (inherited) describe the *student's* prompt; the teacher is the base
+    model (no adapter) given the prompt ``teacher_template_rate`` / ``teacher_n_examples``.
+
+    - ``objective="distill"`` (context distillation): the teacher answers each training query greedily
+      (``max_new_tokens`` tokens at most, None = the task's budget); its answer, up to and including the
+      first task stop string, is the student's SFT target (completion-only cross-entropy). ``targets`` is
+      always ``"teacher"``.
+    - ``objective="bake"`` (prompt baking): loss = mean over answer tokens of KL(p_teacher ‖ p_student) of the
+      next-token distributions at temperature ``temperature`` (scaled by temperature²). The answer tokens are
+      the reference answers (``targets="reference"``) or the teacher's greedy answers (``"teacher"``).
+    - ``objective="sft"``: plain SFT on the references (what a :class:`PromptRule` means); the teacher fields
+      are unused.
+
+    Plain :class:`PromptRule` stages serialize exactly as before (two keys), so adding this class changed no
+    existing unit id.
+    """
+
+    objective: str = "sft"
+    teacher_template_rate: float = 1.0
+    teacher_n_examples: int = 0
+    targets: str = "reference"
+    temperature: float = 1.0
+    max_new_tokens: int | None = None
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                "objective", f"unknown stage objective {self.objective!r}; allowed: {OBJECTIVES}"
+            )
+        if self.targets not in TARGETS:
+            raise ConfigError("options.targets", f"must be one of {TARGETS}, got {self.targets!r}")
+        if self.objective == "distill" and self.targets != "teacher":
+            raise ConfigError(
+                "options.targets", "context distillation always trains on the teacher's answers"
+            )
+        if not (isinstance(self.temperature, int | float) and self.temperature > 0):
+            raise ConfigError("options.temperature", f"must be a number > 0, got {self.temperature!r}")
+        mnt = self.max_new_tokens
+        if mnt is not None and not (isinstance(mnt, int) and not isinstance(mnt, bool) and mnt > 0):
+            raise ConfigError(
+                "options.teacher_max_new_tokens", f"must be a positive integer or null, got {mnt!r}"
+            )
+
+    @property
+    def student(self) -> PromptRule:
+        return PromptRule(self.template_rate, self.n_examples)
+
+    @property
+    def teacher(self) -> PromptRule:
+        return PromptRule(self.teacher_template_rate, self.teacher_n_examples)
+
+
+_PROMPT_RULE_KEYS = {f.name for f in fields(PromptRule)}
+
+
+def rule_from_dict(d: dict) -> PromptRule:
+    """Inverse of ``asdict(rule)``: a :class:`StageRule` when the dict has more than the two prompt keys."""
+    return PromptRule(**d) if set(d) <= _PROMPT_RULE_KEYS else StageRule(**d)
+
+
+def objective_of(rule: PromptRule) -> str:
+    return getattr(rule, "objective", "sft")
 
 
 @dataclass(frozen=True)
@@ -42,11 +152,19 @@ class MethodSpec:
 
     @property
     def label(self) -> str:
+        if self.name == "metatuner":
+            from .metatuner import method_label
+
+            return method_label(self.options)
         parts = [self.name]
         if self.schedule:
             parts.append(f"{self.schedule}-T{self.stages}")
+        elif self.name in STAGED_METHODS:
+            parts.append(f"jump-T{self.stages}")
         if self.name in RATE_METHODS:
             parts.append(f"r{self.rate:g}")
+        if self.name == "prompt_baking":
+            parts.append(f"{self.options.get('targets', BAKE_DEFAULT_TARGETS)}-targets")
         return "/".join(parts)
 
     def to_dict(self) -> dict:
@@ -58,10 +176,40 @@ class MethodPlan:
     train: list[PromptRule]
     test: PromptRule
     test_compressed: bool = False  # the compressor runs at inference (its time counts)
+    # The grid point whose training chain this method reuses (None = its own). A method that trains exactly like
+    # another one and differs only at test time names it here, so the plan can give both the same stage units.
+    train_spec: MethodSpec | None = None
 
 
 def _full(spec: MethodSpec) -> PromptRule:
     return PromptRule(1.0, spec.k_examples)
+
+
+QUERY_ONLY = PromptRule(0.0, 0)
+
+
+def _options(spec: MethodSpec, allowed: dict) -> dict:
+    """The method's options with defaults; an unknown option is an error naming the method."""
+    opts = dict(spec.options or {})
+    unknown = set(opts) - set(allowed)
+    if unknown:
+        raise ConfigError(
+            f"methods.{spec.name}.options",
+            f"unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed) or 'none'}",
+        )
+    return {**allowed, **opts}
+
+
+def _needs_schedule(spec: MethodSpec) -> None:
+    if not spec.schedule:
+        raise ConfigError(f"methods.{spec.name}.schedule", f"{spec.name} needs a schedule")
+
+
+def _stage_plans(spec: MethodSpec, **kw):
+    _needs_schedule(spec)
+    return plan_stages(
+        spec.schedule, spec.stages, spec.k_examples, lam=spec.lam, template_ceiling=spec.rate, **kw
+    )
 
 
 def full_prompt_ft(spec: MethodSpec) -> MethodPlan:
@@ -69,7 +217,7 @@ def full_prompt_ft(spec: MethodSpec) -> MethodPlan:
 
 
 def query_only_ft(spec: MethodSpec) -> MethodPlan:
-    return MethodPlan(train=[PromptRule(0.0, 0)], test=PromptRule(0.0, 0))
+    return MethodPlan(train=[QUERY_ONLY], test=QUERY_ONLY)
 
 
 def few_shot(spec: MethodSpec) -> MethodPlan:
@@ -80,11 +228,108 @@ def compress_at_inference(spec: MethodSpec) -> MethodPlan:
     return MethodPlan(train=[], test=PromptRule(spec.rate, spec.k_examples), test_compressed=spec.rate < 1)
 
 
+def full_prompt_ft_compressed(spec: MethodSpec) -> MethodPlan:
+    """Trained like ``full_prompt_ft``; tested like ``compress_at_inference`` (template + examples compressed to
+    ``rate`` per query, the compressor's time counted). ``train_spec`` is the ``full_prompt_ft`` grid point with
+    the same K and options, so the plan can share that chain's stage units."""
+    train_spec = MethodSpec(
+        name="full_prompt_ft", k_examples=spec.k_examples, options=dict(spec.options or {})
+    )
+    return MethodPlan(
+        train=[_full(spec)],
+        test=PromptRule(spec.rate, spec.k_examples),
+        test_compressed=spec.rate < 1,
+        train_spec=train_spec,
+    )
+
+
 def promptintern(spec: MethodSpec) -> MethodPlan:
     if not spec.schedule:
         raise ConfigError("methods.promptintern.schedule", "PromptIntern needs a schedule")
     plans = plan_stages(spec.schedule, spec.stages, spec.k_examples, lam=spec.lam, template_ceiling=spec.rate)
-    return MethodPlan(train=[PromptRule(p.template_rate, p.n_examples) for p in plans], test=PromptRule(0.0, 0))
+    return MethodPlan(train=[PromptRule(p.template_rate, p.n_examples) for p in plans], test=QUERY_ONLY)
+
+
+def promptintern_template_only(spec: MethodSpec) -> MethodPlan:
+    """Ablation "template compression only": the template follows PromptIntern's schedule (rate·S_t, dropped at
+    the last stage); the K examples stay in every stage and at test time (they are never absorbed)."""
+    plans = _stage_plans(spec)
+    k = spec.k_examples
+    return MethodPlan(train=[PromptRule(p.template_rate, k) for p in plans], test=PromptRule(0.0, k))
+
+
+def promptintern_examples_only(spec: MethodSpec) -> MethodPlan:
+    """Ablation "example absorption only": ⌊K·S_t⌋ examples per stage (none at the last stage); the full,
+    uncompressed template stays in every stage and at test time (it is never internalized or compressed)."""
+    plans = _stage_plans(spec)
+    return MethodPlan(train=[PromptRule(1.0, p.n_examples) for p in plans], test=PromptRule(1.0, 0))
+
+
+def promptintern_no_progression(spec: MethodSpec) -> MethodPlan:
+    """Ablation "no progression": T stages like PromptIntern, but the keep fraction jumps from 1 to 0 — stages
+    0..T-2 train on the stage-0 prompt (template at ``rate``, K examples), the last stage on the query alone
+    (a ``step`` schedule [(0, 1), (T-1, 0)]). Same compute, same first and last prompt, no gradual steps."""
+    if spec.stages < 2:
+        raise ConfigError(
+            f"methods.{spec.name}.stages",
+            f"needs stages >= 2 (got {spec.stages}); with one stage it would be query_only_ft",
+        )
+    T = spec.stages
+    plans = plan_stages(
+        "step", T, spec.k_examples, template_ceiling=spec.rate, steps=[(0, 1.0), (T - 1, 0.0)]
+    )
+    return MethodPlan(train=[PromptRule(p.template_rate, p.n_examples) for p in plans], test=QUERY_ONLY)
+
+
+DISTILL_OPTIONS = {"teacher_max_new_tokens": None, "teacher_batch_size": 8}
+BAKE_DEFAULT_TARGETS = "teacher"
+BAKE_OPTIONS = {**DISTILL_OPTIONS, "targets": BAKE_DEFAULT_TARGETS, "temperature": 1.0}
+
+
+def context_distillation(spec: MethodSpec) -> MethodPlan:
+    """Context distillation: the base model given the full prompt answers the training queries (greedy); the
+    student (LoRA) learns those answers from the query alone. Options: ``teacher_max_new_tokens`` (default: the
+    task's generation budget), ``teacher_batch_size`` (default 8)."""
+    opts = _options(spec, DISTILL_OPTIONS)
+    rule = StageRule(
+        0.0,
+        0,
+        objective="distill",
+        teacher_template_rate=1.0,
+        teacher_n_examples=spec.k_examples,
+        targets="teacher",
+        max_new_tokens=opts["teacher_max_new_tokens"],
+    )
+    return MethodPlan(train=[rule], test=QUERY_ONLY)
+
+
+def prompt_baking(spec: MethodSpec) -> MethodPlan:
+    """Prompt baking (Bhargava et al. 2024, arXiv 2409.13697): minimise KL(p_teacher ‖ p_student) over the
+    answer tokens, teacher = base model (adapter disabled) with the full prompt, student = the LoRA adapter with
+    the query alone. Options: ``targets`` ("teacher", the default and the paper's choice: the teacher's own
+    greedy answers; or "reference": the dataset answers, no generation), ``temperature`` (1.0),
+    ``teacher_max_new_tokens``, ``teacher_batch_size``."""
+    opts = _options(spec, BAKE_OPTIONS)
+    rule = StageRule(
+        0.0,
+        0,
+        objective="bake",
+        teacher_template_rate=1.0,
+        teacher_n_examples=spec.k_examples,
+        targets=opts["targets"],
+        temperature=float(opts["temperature"]),
+        max_new_tokens=opts["teacher_max_new_tokens"],
+    )
+    return MethodPlan(train=[rule], test=QUERY_ONLY)
+
+
+def metatuner(spec: MethodSpec) -> MethodPlan:
+    """MetaTuner trains a generator and a hypernetwork in its own unit (harness/metatuner_unit.py); at test time
+    the actor reads the generated prompt and the query. Options are validated by MetaTunerConfig."""
+    from .metatuner import MetaTunerConfig
+
+    MetaTunerConfig.from_dict(spec.options)  # an unknown or bad option is an error here, at plan time
+    return MethodPlan(train=[], test=QUERY_ONLY)
 
 
 METHODS: dict[str, Callable[[MethodSpec], MethodPlan]] = {
@@ -92,21 +337,46 @@ METHODS: dict[str, Callable[[MethodSpec], MethodPlan]] = {
     "query_only_ft": query_only_ft,
     "few_shot": few_shot,
     "compress_at_inference": compress_at_inference,
+    "full_prompt_ft_compressed": full_prompt_ft_compressed,
     "promptintern": promptintern,
+    "promptintern_template_only": promptintern_template_only,
+    "promptintern_examples_only": promptintern_examples_only,
+    "promptintern_no_progression": promptintern_no_progression,
+    "context_distillation": context_distillation,
+    "prompt_baking": prompt_baking,
+    "metatuner": metatuner,
 }
-RATE_METHODS = {"promptintern", "compress_at_inference"}
-SCHEDULED_METHODS = {"promptintern"}
+# Methods that are not a chain of LoRA stages: the planner emits one unit of this kind per (train, eval) task.
+UNIT_KINDS = {"metatuner": "metatuner"}
+RATE_METHODS = {
+    "promptintern",
+    "compress_at_inference",
+    "full_prompt_ft_compressed",
+    "promptintern_template_only",
+    "promptintern_no_progression",
+}
+SCHEDULED_METHODS = {"promptintern", "promptintern_template_only", "promptintern_examples_only"}
+# Methods that take a number of stages T without a schedule (the plan must pass ``stages`` to them too).
+STAGED_METHODS = {"promptintern_no_progression"}
+# Methods whose training needs a teacher (the base model given the full prompt).
+TEACHER_METHODS = {"context_distillation", "prompt_baking"}
 
 
-def register_method(name: str, fn: Callable[[MethodSpec], MethodPlan], *, uses_rate=False, scheduled=False):
+def register_method(
+    name: str, fn: Callable[[MethodSpec], MethodPlan], *, uses_rate=False, scheduled=False, staged=False
+):
     METHODS[name] = fn
     if uses_rate:
         RATE_METHODS.add(name)
     if scheduled:
         SCHEDULED_METHODS.add(name)
+    if staged:
+        STAGED_METHODS.add(name)
 
 
 def plan_method(spec: MethodSpec) -> MethodPlan:
     if spec.name not in METHODS:
-        raise ConfigError("methods.name", f"unknown method {spec.name!r}; allowed: {', '.join(sorted(METHODS))}")
+        raise ConfigError(
+            "methods.name", f"unknown method {spec.name!r}; allowed: {', '.join(sorted(METHODS))}"
+        )
     return METHODS[spec.name](spec)

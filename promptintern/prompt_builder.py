@@ -5,11 +5,13 @@
   test items are never in the pool).
 - ``compress_context=True`` (compression at inference) compresses template + examples of each query, as an
   LLMLingua-style deployment would, and records the compressor's time and input tokens per sample.
+- Context distillation and prompt baking build two prompts per training item (the teacher's and the
+  student's) and may swap the reference answer for the teacher's own (:meth:`BuiltPrompt.with_answer`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tasks.base import Example, Task
 
@@ -25,6 +27,10 @@ class BuiltPrompt:
     compressor_seconds: float = 0.0
     compressor_input_tokens: int = 0
     demo_ids: list[str] = field(default_factory=list)
+
+    def with_answer(self, answer: str | None) -> BuiltPrompt:
+        """The same prompt with another completion (e.g. a teacher's answer instead of the reference)."""
+        return replace(self, prompt=replace(self.prompt, answer=answer))
 
 
 class PromptBuilder:

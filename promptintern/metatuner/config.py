@@ -1,0 +1,183 @@
+"""MetaTuner settings: one flat dataclass read from an experiment's ``methods[].options``.
+
+The paper (Bo et al., 2025) publishes neither the LoRA rank, λ, α, the number of rollouts, nor the sync
+interval; every such choice is a field here with a documented default (see ``README.md`` in this package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigError
+
+VARIANTS = ("I", "J")
+ABLATIONS = (None, "no_param", "no_prompt", "no_share")
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+DEFAULT_REWRITE_INSTRUCTION = (
+    "Rewrite the instruction below into a short prompt tailored to the query: keep what this query needs, "
+    "drop what it does not. Reply with the prompt only."
+)
+
+
+@dataclass
+class MetaTunerConfig:
+    # --- method ---------------------------------------------------------------------------------------
+    variant: str = "J"  # "I": alternate the task and regularization losses; "J": optimize their sum
+    ablation: str | None = None  # None | "no_param" | "no_prompt" | "no_share"
+    no_share_encoder: str = "separate"  # no_share: "separate" (own LoRA on the k lower layers) | "embedding" (k=0)
+    generator_model: str | None = None  # G; None: the unit's model (G = M, as in the harness's runs)
+    # --- generator G = meta encoder φ_s (embeddings + first k layers) + prompt decoder φ_p ------------------
+    share_layers: float = 0.25  # k: a fraction of G's layers (0 < x < 1, rounded, at least 1) or a count (>= 1, or 0)
+    pool: str = "mean"  # h_i = masked mean ("mean") or last-token ("last") state of φ_s over G's input
+    seed_prompt: str = "template"  # "template" (the task template), "first_paragraph" (its first paragraph), or text
+    rewrite_instruction: str = DEFAULT_REWRITE_INSTRUCTION
+    max_prompt_tokens: int = 64  # longest generated prompt p_i
+    g_lora_r: int = 8  # G is trained through LoRA factors (φ_s / φ_p / φ_p' are those factors)
+    g_lora_alpha: int = 16
+    g_lora_targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    g_warmup_epochs: float = 1.0  # SFT warm-up of G on (p̃, x_i) -> warm-up target
+    g_warmup_target: str = "first_paragraph"  # "first_paragraph" of p̃ | "seed" (p̃ itself, cut to max_prompt_tokens)
+    # --- parameter decoder F (hypernetwork) and the per-sample LoRA on the actor M ---------------------------
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lora_r: int = 4
+    lora_scale: float = 1.0  # λ in ΔW_i = λ · θ_b · θ_a
+    hyper_hidden: int = 32  # bottleneck of W_d / W_u
+    # --- actor SFT warm-up (a standard LoRA, merged into M before MetaTuner training) ------------------------
+    m_warmup_epochs: float = 1.0
+    m_warmup_lr: float = 2e-4
+    m_warmup_lora: dict = field(default_factory=lambda: {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"})
+    # --- MetaTuner training -----------------------------------------------------------------------------
+    epochs: float = 1.0
+    batch_size: int = 4
+    lr_g: float = 2e-4  # G's LoRA factors (φ_s, φ_p, and the separate encoder of no_share)
+    lr_f: float = 1e-3  # hypernetwork F
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    max_length: int = 1024
+    alpha: float = 1.0  # weight of the supervised regularization loss
+    alternate_every: int = 1  # variant I: optimizer steps per phase before switching loss
+    regenerate: str = "sync"  # task-path prompts from (φ_s, φ_p'): regenerated at each "sync" (cached) or every "step"
+    sync_every: int = 0  # φ_p' <- φ_p every this many batches; 0 = at every D2 refresh (start of a refresh epoch)
+    # --- rollouts and D2 -----------------------------------------------------------------------------------
+    n_rollouts: int = 4
+    rollout_temperature: float = 1.0
+    rollout_top_p: float = 0.95
+    rollout_max_new_tokens: int | None = None  # None: the task's max_new_tokens
+    rollout_batch_size: int | None = None  # queries per rollout chunk (x n_rollouts actor generations); None: batch_size
+    refresh_every: int = 1  # epochs between D2 refreshes
+    d2_threshold: float | dict = field(default_factory=lambda: {"default": 1.0, "bleu": 50.0})
+    d2_max_per_query: int = 2
+    # --- misc -----------------------------------------------------------------------------------------------
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> MetaTunerConfig:
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"methods.metatuner.options.{unknown[0]}", f"unknown key; allowed: {', '.join(sorted(known))}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def req(cond: bool, key: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"methods.metatuner.options.{key}", msg)
+
+        req(self.variant in VARIANTS, "variant", f"must be one of {VARIANTS}")
+        req(self.ablation in ABLATIONS, "ablation", f"must be one of {ABLATIONS}")
+        req(self.no_share_encoder in ("separate", "embedding"), "no_share_encoder", "must be 'separate' or 'embedding'")
+        req(self.pool in ("mean", "last"), "pool", "must be 'mean' or 'last'")
+        req(self.regenerate in ("sync", "step"), "regenerate", "must be 'sync' or 'step'")
+        req(self.g_warmup_target in ("first_paragraph", "seed"), "g_warmup_target", "must be 'first_paragraph' or 'seed'")
+        req(self.share_layers >= 0, "share_layers", "must be >= 0")
+        req(self.share_layers < 1 or float(self.share_layers).is_integer(), "share_layers",
+            "a fraction in (0, 1) or an integer count of layers")
+        for key in ("max_prompt_tokens", "g_lora_r", "lora_r", "hyper_hidden", "batch_size", "max_length",
+                    "n_rollouts", "refresh_every", "d2_max_per_query", "alternate_every"):
+            req(isinstance(getattr(self, key), int) and getattr(self, key) > 0, key, "must be a positive integer")
+        req(isinstance(self.sync_every, int) and self.sync_every >= 0, "sync_every", "must be an integer >= 0")
+        for key in ("rollout_max_new_tokens", "rollout_batch_size"):
+            v = getattr(self, key)
+            req(v is None or (isinstance(v, int) and v > 0), key, "must be a positive integer or null")
+        for key in ("epochs", "g_warmup_epochs", "m_warmup_epochs", "alpha", "lr_g", "lr_f", "lora_scale"):
+            req(isinstance(getattr(self, key), int | float) and getattr(self, key) >= 0, key, "must be a number >= 0")
+        req(bool(self.lora_targets) and bool(self.g_lora_targets), "lora_targets", "needs at least one module name")
+
+    # ------------------------------------------------------------------------------------------------ derived
+    @property
+    def prompt_branch(self) -> bool:
+        return self.ablation != "no_prompt"
+
+    @property
+    def param_branch(self) -> bool:
+        return self.ablation != "no_param"
+
+    @property
+    def separate_encoder(self) -> bool:
+        return self.ablation == "no_share" and self.no_share_encoder == "separate"
+
+    def shared_layers(self, n_layers: int) -> int:
+        """k, the number of G's decoder layers in the meta encoder φ_s."""
+        if self.ablation == "no_share" and self.no_share_encoder == "embedding":
+            return 0
+        x = self.share_layers
+        if 0 < x < 1:
+            return max(1, min(n_layers, round(x * n_layers)))
+        return min(n_layers, int(x))
+
+    def threshold(self, task_name: str, primary_metric: str) -> float:
+        """The primary score a rollout needs for its prompt to enter D2 (task name, then metric, then default)."""
+        t = self.d2_threshold
+        if isinstance(t, int | float):
+            return float(t)
+        for key in (task_name, primary_metric, "default"):
+            if key in t:
+                return float(t[key])
+        return 1.0
+
+    @property
+    def label(self) -> str:
+        return method_label(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def method_label(cfg: MetaTunerConfig | dict | None) -> str:
+    """Table label: ``metatuner-I``, ``metatuner-J``, ``metatuner-J/no-param`` ..."""
+    if not isinstance(cfg, MetaTunerConfig):
+        cfg = MetaTunerConfig.from_dict(cfg)
+    label = f"metatuner-{cfg.variant}"
+    if cfg.ablation:
+        label += "/" + cfg.ablation.replace("_", "-")
+        if cfg.ablation == "no_share" and cfg.no_share_encoder == "embedding":
+            label += "-k0"
+    return label
+
+
+def content_key(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def seed_prompt_text(cfg: MetaTunerConfig, template: str) -> str:
+    """The hand-written seed prompt p̃ for a task."""
+    if cfg.seed_prompt == "template":
+        return template.strip()
+    if cfg.seed_prompt == "first_paragraph":
+        return first_paragraph(template)
+    return cfg.seed_prompt.strip()
+
+
+def first_paragraph(text: str) -> str:
+    for para in text.strip().split("\n\n"):
+        if para.strip() and not para.lstrip().startswith("#"):
+            return para.strip()
+    return text.strip()

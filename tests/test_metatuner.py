@@ -1,0 +1,231 @@
+"""MetaTuner's pieces on the tiny model: per-sample LoRA, meta encoder split, gradient routing, sync, D2."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from promptintern.errors import ConfigError
+from promptintern.metatuner.config import MetaTunerConfig, method_label, seed_prompt_text
+from promptintern.metatuner.modules import encode_lower
+from promptintern.metatuner.per_sample_lora import PerSampleLoRALinear, per_sample_factors
+from promptintern.metatuner.train import MetaTuner, TrainItem, rollouts, select_d2
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """A function returning a new tiny model each call (MetaTuner wraps layers in place)."""
+    from promptintern.models import load_model
+
+    torch.set_num_threads(1)
+    return lambda: load_model("tiny", device="cpu")
+
+
+def _mt(fresh, **options) -> MetaTuner:
+    g, tok = fresh()
+    m, _ = fresh()
+    torch.manual_seed(0)
+    return MetaTuner.build(MetaTunerConfig.from_dict({"max_prompt_tokens": 6, "max_length": 128, **options}), g, m, tok)
+
+
+# ------------------------------------------------------------------------------------------ per-sample LoRA
+def test_per_sample_lora_equals_standard_lora_with_shared_factors():
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    r, scale = 3, 2.0
+    base = nn.Sequential(nn.Linear(16, 24))
+    x = torch.randn(5, 7, 16)
+    A, B = torch.randn(r, 16), torch.randn(24, r)
+    peft_model = get_peft_model(
+        nn.Sequential(nn.Linear(16, 24)), LoraConfig(r=r, lora_alpha=r * scale, target_modules=["0"], lora_dropout=0.0)
+    )
+    peft_model.base_model.model[0].base_layer.load_state_dict(base[0].state_dict())
+    peft_model.base_model.model[0].lora_A["default"].weight.data.copy_(A)
+    peft_model.base_model.model[0].lora_B["default"].weight.data.copy_(B)
+    layer = PerSampleLoRALinear(base[0], scale)
+    manual = base[0](x) + scale * (x @ A.T @ B.T)
+    with per_sample_factors({"l": layer}, {"l": (A.expand(5, -1, -1), B.expand(5, -1, -1))}):
+        y = layer(x)
+    torch.testing.assert_close(y, peft_model(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, manual, rtol=1e-5, atol=1e-5)
+    with per_sample_factors({"l": layer}, {"l": (A, B)}):  # one shared (2-D) pair broadcasts too
+        torch.testing.assert_close(layer(x), manual, rtol=1e-5, atol=1e-5)
+    assert layer.A is None and torch.equal(layer(x), base[0](x))  # cleared after the block
+
+    As, Bs = torch.randn(5, r, 16), torch.randn(5, 24, r)  # different factors: each row its own LoRA
+    with per_sample_factors({"l": layer}, {"l": (As, Bs)}):
+        y = layer(x)
+    for i in range(5):
+        torch.testing.assert_close(y[i], base[0](x[i]) + scale * (x[i] @ As[i].T @ Bs[i].T), rtol=1e-5, atol=1e-5)
+
+
+def test_actor_per_sample_lora_matches_peft_on_the_tiny_llama(fresh):
+    from peft import LoraConfig, get_peft_model
+
+    from promptintern.metatuner.modules import Actor
+
+    m, tok = fresh()
+    ref, _ = fresh()
+    ids = tok(["Count to three.", "Name a colour please."], return_tensors="pt", padding=True)
+    actor = Actor(m, ["q_proj", "v_proj"], scale=2.0)
+    peft_model = get_peft_model(ref, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    torch.manual_seed(1)
+    factors = {}
+    for name, layer in actor.layers.items():
+        A, B = torch.randn(4, layer.in_features) * 0.1, torch.randn(layer.out_features, 4) * 0.1
+        factors[name] = (A.expand(2, -1, -1), B.expand(2, -1, -1))
+        peft_layer = peft_model.base_model.model.get_submodule(name)
+        peft_layer.lora_A["default"].weight.data.copy_(A)
+        peft_layer.lora_B["default"].weight.data.copy_(B)
+    with torch.no_grad(), actor.factors(factors):
+        ours = m(**ids).logits
+    with torch.no_grad():
+        theirs = peft_model(**ids).logits
+        plain = m(**ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours, plain)
+
+
+# ------------------------------------------------------------------------------------------ G's split
+def test_meta_encoder_is_the_first_k_layers(fresh):
+    g, tok = fresh()
+    enc = tok(["A question about apples", "Hi"], return_tensors="pt", padding=True)
+    enc["attention_mask"][1, 2:] = 0  # right padding
+    with torch.no_grad():
+        full = g(**enc, output_hidden_states=True).hidden_states
+        for k in (0, 1):
+            torch.testing.assert_close(encode_lower(g, enc["input_ids"], enc["attention_mask"], k), full[k])
+
+
+def test_gradients_reach_the_meta_encoder_from_both_losses_and_never_the_frozen_copy(fresh):
+    mt = _mt(fresh)
+    G = mt.G
+    assert G.k == 1 and G.n_layers == 2
+    with torch.no_grad():  # W_u^b and LoRA B start at zero (ΔW = 0); move them so every factor gets a gradient
+        mt.F.up_b.weight.normal_(0, 0.02)
+        for p in G.phi_s_params() + G.phi_p_params():
+            p.normal_(0, 0.02)
+    seed = "Solve the problem."
+    items = [TrainItem("a", "2 + 2?", "4"), TrainItem("b", "3 + 5?", "8")]
+
+    def grads(params):
+        return [p.grad for p in params]
+
+    def nonzero(params):
+        return all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+    mt.task_loss(items, ["Add the numbers.", "Sum them."], seed).backward()
+    assert nonzero(G.phi_s_params()), "task loss must reach φ_s through h_i"
+    assert nonzero(list(mt.F.parameters()))
+    assert all(g is None for g in grads(G.phi_p_params())), "task loss must not reach φ_p (prompts are discrete)"
+    assert all(g is None for g in grads(G.phi_p_frozen_params()))
+
+    for p in G.phi_s_params() + list(mt.F.parameters()):
+        p.grad = None
+    mt.reg_loss([("2 + 2?", "Add the numbers."), ("3 + 5?", "Sum them.")], seed).backward()
+    assert nonzero(G.phi_s_params()), "regularization loss must reach φ_s"
+    assert nonzero(G.phi_p_params())
+    assert all(g is None for g in grads(G.phi_p_frozen_params()))
+    assert all(p.grad is None for p in mt.F.parameters())
+    assert not any(p.requires_grad for p in G.phi_p_frozen_params())
+
+
+def test_no_share_gives_the_hypernetwork_its_own_encoder(fresh):
+    mt = _mt(fresh, ablation="no_share")
+    G = mt.G
+    assert G.separate_encoder and G.encoder_params() and set(map(id, G.encoder_params())).isdisjoint(map(id, G.phi_s_params()))
+    with torch.no_grad():
+        mt.F.up_b.weight.normal_(0, 0.02)
+        for p in G.encoder_params():
+            p.normal_(0, 0.02)
+    mt.task_loss([TrainItem("a", "2 + 2?", "4")], ["Add."], "Solve.").backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.encoder_params())
+    assert all(p.grad is None for p in G.phi_s_params())
+    k0 = _mt(fresh, ablation="no_share", no_share_encoder="embedding")
+    assert k0.G.k == 0 and not k0.G.phi_s_params()
+
+
+def test_sync_copies_phi_p_into_the_frozen_copy(fresh):
+    mt = _mt(fresh)
+    G = mt.G
+    g_text = mt.g_text("Solve the problem.", "What is 2 + 2?")
+    before = mt.greedy_prompts([g_text], decoder="frozen")[0].text
+    with torch.no_grad():
+        for p in G.phi_p_params():
+            p.normal_(0, 0.5)
+    live, frozen = G.phi_p_params(), G.phi_p_frozen_params()
+    assert len(live) == len(frozen) > 0
+    assert not all(torch.equal(a, b) for a, b in zip(live, frozen, strict=True))
+    assert mt.greedy_prompts([g_text], decoder="frozen")[0].text == before  # φ_p' untouched by φ_p's change
+    phi_s = [p.detach().clone() for p in G.phi_s_params()]
+    G.sync()
+    assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for a, b in zip(live, frozen, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(phi_s, G.phi_s_params(), strict=True))
+    assert mt.greedy_prompts([g_text], decoder="frozen")[0].text == mt.greedy_prompts([g_text], decoder="live")[0].text
+
+
+# ------------------------------------------------------------------------------------------ D2
+def test_d2_keeps_only_prompts_whose_rollout_answered_correctly():
+    d2 = select_d2(
+        ["q1", "q2", "q3"],
+        [["p1a", "p1b", "p1c"], ["p2a", "p2b", "p2a"], ["p3a", "p3b", "p3c"]],
+        [[1.0, 0.0, 1.0], [1.0, None, 1.0], [0.0, 0.5, 0.0]],
+        threshold=1.0,
+        max_per_query=5,
+    )
+    assert [(d["id"], d["prompt"]) for d in d2] == [("q1", "p1a"), ("q1", "p1c"), ("q2", "p2a")]
+    capped = select_d2(["q"], [["x", "y", "z"]], [[60.0, 90.0, 10.0]], threshold=50.0, max_per_query=1)
+    assert [d["prompt"] for d in capped] == ["y"]  # best first, threshold on a 0-100 metric
+
+
+def test_rollouts_route_scores_to_their_prompts(fresh, monkeypatch):
+    mt = _mt(fresh, n_rollouts=3, rollout_max_new_tokens=3, batch_size=2)
+    items = [TrainItem(f"q{i}", f"What is {i} + 1?", str(i + 1), example=i) for i in range(3)]
+    monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [[f"good {t[-20:]}", "bad", "worse"] for t in texts])
+
+    class StubTask:
+        name, primary_metric, max_new_tokens, stop = "stub", "accuracy", 3, []
+
+        def score(self, preds, examples):  # the first rollout of every query is "correct"
+            return [{"accuracy": 1.0 if k % 3 == 0 else 0.0} for k in range(len(preds))]
+
+    d2, stats = rollouts(mt, items, StubTask(), "Solve.")
+    assert [d["id"] for d in d2] == ["q0", "q1", "q2"]
+    assert all(d["prompt"].startswith("good") for d in d2)
+    assert stats["rollouts"] == 9 and stats["passed"] == 3 and stats["d2_size"] == 3
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_config_labels_k_and_validation():
+    assert method_label({}) == "metatuner-J"
+    assert method_label({"variant": "I"}) == "metatuner-I"
+    assert method_label({"ablation": "no_param"}) == "metatuner-J/no-param"
+    assert method_label({"ablation": "no_share", "no_share_encoder": "embedding"}) == "metatuner-J/no-share-k0"
+    cfg = MetaTunerConfig()
+    assert cfg.shared_layers(30) == 8 and cfg.shared_layers(2) == 1 and cfg.shared_layers(28) == 7
+    assert MetaTunerConfig(share_layers=3).shared_layers(30) == 3
+    assert MetaTunerConfig(ablation="no_share", no_share_encoder="embedding").shared_layers(30) == 0
+    assert cfg.threshold("nl2bash", "bleu") == 50.0 and cfg.threshold("gsm8k", "accuracy") == 1.0
+    with pytest.raises(ConfigError, match="unknown key"):
+        MetaTunerConfig.from_dict({"rank": 4})
+    with pytest.raises(ConfigError, match="variant"):
+        MetaTunerConfig.from_dict({"variant": "K"})
+    tpl = "You are a tutor.\nBe careful.\n\n## Format\n\n- one line"
+    assert seed_prompt_text(MetaTunerConfig(seed_prompt="first_paragraph"), tpl) == "You are a tutor.\nBe careful."
+    assert seed_prompt_text(MetaTunerConfig(seed_prompt="Just answer."), tpl) == "Just answer."
+
+
+@pytest.mark.parametrize("name", ["metatuner_cpu.yaml", "metatuner_gpu.yaml"])
+def test_experiment_files_name_every_variant_and_ablation(name):
+    cfg = yaml.safe_load((ROOT / "experiments" / name).read_text())
+    labels = [method_label(m.get("options")) for m in cfg["methods"] if m["name"] == "metatuner"]
+    assert sorted(labels) == sorted(
+        ["metatuner-I", "metatuner-J", "metatuner-J/no-param", "metatuner-J/no-prompt", "metatuner-J/no-share"]
+    )
+    assert {"gsm8k", "mbpp", "nl2bash"} <= set(cfg["tasks"]["train"])
+    assert {"promptintern", "full_prompt_ft", "query_only_ft"} <= {m["name"] for m in cfg["methods"]}
