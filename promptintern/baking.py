@@ -24,14 +24,10 @@ identity (a fresh LoRA adapter has B = 0).
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import random
-import time
 from pathlib import Path
 
 from .prompts import Prompt, encode_for_training
-from .trainer import StageResult, TrainConfig, _progress, batches, collate, seed_everything
+from .trainer import StageResult, TrainConfig, collate, train_loop
 
 
 def _trim(enc: dict, n_answer: int) -> dict:
@@ -131,78 +127,17 @@ def train_bake_stage(
     loss (KL) curve to out_dir. Same optimizer, schedule, batching and seeding as
     :func:`promptintern.trainer.train_stage`. ``train_tokens`` counts student and teacher tokens (the teacher's
     forward pass is part of the cost); ``target_tokens`` counts answer tokens."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    out_dir = Path(out_dir)
-    device = next(model.parameters()).device
-    seed_everything(cfg.seed)
-    rng = random.Random(cfg.seed)
-    epochs_full = max(1, math.ceil(cfg.epochs))
-    plan = []
-    for epoch in range(epochs_full):
-        ep_batches = batches(records, cfg.batch_size, cfg.group_by_length, rng)
-        if epoch == epochs_full - 1 and cfg.epochs < epochs_full:
-            ep_batches = ep_batches[: max(1, round(len(ep_batches) * (cfg.epochs - epoch)))]
-        plan.extend(ep_batches)
-    steps = math.ceil(len(plan) / cfg.grad_accum)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    losses: list[float] = []
-    tokens = target_tokens = teacher_tokens = 0
-    model.train()
-    start = time.perf_counter()
-    bar = _progress(len(plan), desc, cfg.progress)
-    opt.zero_grad(set_to_none=True)
-    running, accum_n = 0.0, 0
-    for i, batch in enumerate(plan):
+
+    def step(batch, device):
         student, teacher = _split(batch, pad_id, device)
-        with autocast:
-            loss = bake_loss(model, student, teacher, temperature)
-        (loss / cfg.grad_accum).backward()
-        running += loss.item()
-        accum_n += 1
-        tokens += int(student[1].sum()) + int(teacher[1].sum())
-        teacher_tokens += int(teacher[1].sum())
-        target_tokens += int((student[2] != -100).sum())
-        if accum_n == cfg.grad_accum or i == len(plan) - 1:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(running / accum_n)
-            running, accum_n = 0.0, 0
-            if bar is not None:
-                bar.set_postfix(kl=f"{losses[-1]:.3f}")
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    result = StageResult(
-        adapter_dir=str(out_dir),
-        losses=losses,
-        steps=len(losses),
-        train_tokens=tokens,
-        target_tokens=target_tokens,
-        seconds=seconds,
-        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
-        truncated_examples=sum(1 for r in records if r.get("truncated_tokens", 0) > 0),
-    )
-    curve = {
-        **result.to_dict(),
-        "objective": "bake",
-        "loss": "KL(teacher || student)",
-        "temperature": temperature,
-        "teacher_tokens": teacher_tokens,
-    }
-    (out_dir / "loss_curve.json").write_text(json.dumps(curve, indent=1))
-    return result
+        loss = bake_loss(model, student, teacher, temperature)
+        teacher_tokens = int(teacher[1].sum())
+        return loss, {
+            "tokens": int(student[1].sum()) + teacher_tokens,
+            "target_tokens": int((student[2] != -100).sum()),
+            "teacher_tokens": teacher_tokens,
+        }
+
+    extra = {"objective": "bake", "loss": "KL(teacher || student)", "temperature": temperature}
+    return train_loop(model, records, cfg, out_dir, step, desc=desc, postfix="kl", curve_extra=extra)

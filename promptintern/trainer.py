@@ -142,7 +142,23 @@ def attach_adapter(model, cfg: TrainConfig, init_adapter: str | None):
 
 
 def train_stage(model, tokenizer, records: list[dict], cfg: TrainConfig, out_dir: str | Path, desc: str = "stage"):
-    """Train a PEFT model in place on tokenized records; save the adapter and the loss curve to out_dir."""
+    """Train a PEFT model in place on tokenized records (completion-only loss); save adapter and loss curve."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def step(batch, device):
+        ids, labels, mask = collate(batch, pad_id, device)
+        loss = completion_loss(model, ids, mask, labels)
+        return loss, {"tokens": int(mask.sum()), "target_tokens": int((labels != -100).sum())}
+
+    return train_loop(model, records, cfg, out_dir, step, desc=desc)
+
+
+def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path, step, *, desc: str = "stage",
+               postfix: str = "loss", curve_extra: dict | None = None) -> StageResult:
+    """The one optimisation loop of every LoRA objective: seeded length-grouped batches, AdamW with linear
+    warmup/decay, gradient accumulation and clipping, bf16 autocast on CUDA, a progress bar, and the adapter
+    and loss curve saved to out_dir. ``step(batch, device) -> (loss, counts)`` computes one batch's loss;
+    counts has ``tokens`` (processed) and ``target_tokens`` (with loss), plus any extra counters."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -159,28 +175,24 @@ def train_stage(model, tokenizer, records: list[dict], cfg: TrainConfig, out_dir
         plan.extend(ep_batches)
     steps = math.ceil(len(plan) / cfg.grad_accum)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
-    )
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     losses: list[float] = []
-    tokens = target_tokens = 0
+    counts: dict[str, int] = {"tokens": 0, "target_tokens": 0}
     model.train()
     start = time.perf_counter()
     bar = _progress(len(plan), desc, cfg.progress)
     opt.zero_grad(set_to_none=True)
     running, accum_n = 0.0, 0
     for i, batch in enumerate(plan):
-        ids, labels, mask = collate(batch, pad_id, device)
         with autocast:
-            loss = completion_loss(model, ids, mask, labels)
+            loss, batch_counts = step(batch, device)
         (loss / cfg.grad_accum).backward()
         running += loss.item()
         accum_n += 1
-        tokens += int(mask.sum())
-        target_tokens += int((labels != -100).sum())
+        for k, v in batch_counts.items():
+            counts[k] = counts.get(k, 0) + v
         if accum_n == cfg.grad_accum or i == len(plan) - 1:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
@@ -189,7 +201,7 @@ def train_stage(model, tokenizer, records: list[dict], cfg: TrainConfig, out_dir
             losses.append(running / accum_n)
             running, accum_n = 0.0, 0
             if bar is not None:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.set_postfix({postfix: f"{losses[-1]:.3f}"})
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -198,17 +210,19 @@ def train_stage(model, tokenizer, records: list[dict], cfg: TrainConfig, out_dir
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
+    tokens = counts.pop("tokens")
     result = StageResult(
         adapter_dir=str(out_dir),
         losses=losses,
         steps=len(losses),
         train_tokens=tokens,
-        target_tokens=target_tokens,
+        target_tokens=counts.pop("target_tokens"),
         seconds=seconds,
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         truncated_examples=sum(1 for r in records if r.get("truncated_tokens", 0) > 0),
     )
-    (out_dir / "loss_curve.json").write_text(json.dumps(result.to_dict(), indent=1))
+    curve = {**result.to_dict(), **counts, **(curve_extra or {})}
+    (out_dir / "loss_curve.json").write_text(json.dumps(curve, indent=1))
     return result
 
 

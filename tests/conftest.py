@@ -23,6 +23,14 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def data(data_dir) -> Path:
+    """The data directory, for tests that need the real files (skips when absent)."""
+    if not (data_dir / "mbpp" / "mbpp.jsonl").is_file():
+        pytest.skip("offline data not available (set PROMPTINTERN_DATA_DIR)")
+    return data_dir
+
+
+@pytest.fixture(scope="session")
 def tiny():
     from promptintern.models import load_model
 

@@ -9,17 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptintern.paths import data_dir as env_data_dir
 from tasks import get_task
 from tasks.lm_eval_export import export_all, export_task
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    d = env_data_dir() or (Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not (d / "mbpp" / "mbpp.jsonl").is_file():
-        pytest.skip("offline data not available (set PROMPTINTERN_DATA_DIR)")
-    return d
 
 
 class _FunctionTag(yaml.SafeLoader):

@@ -4,25 +4,15 @@ and normalisation (GSM8K, MATH), choice extraction (CosmosQA), SQL match and exe
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
-from promptintern.paths import data_dir as env_data_dir
 from tasks import get_task
 from tasks.base import Example
 from tasks.metrics import choice_sql_formula as csf
 from tasks.metrics import math_answers as ma
 from tasks.metrics import text
 from tasks.metrics.common import extract_python, mean_aggregate
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    d = env_data_dir() or (Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not (d / "mbpp" / "mbpp.jsonl").is_file():
-        pytest.skip("offline data not available (set PROMPTINTERN_DATA_DIR)")
-    return d
 
 
 # ------------------------------------------------------------------------------------------- code

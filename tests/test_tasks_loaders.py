@@ -9,17 +9,8 @@ from pathlib import Path
 import pytest
 
 from promptintern.errors import DataFormatError, DatasetNotFoundError
-from promptintern.paths import data_dir as env_data_dir
 from tasks import get_task
 from tasks.loaders import common, nl2bash
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    d = env_data_dir() or (Path(__file__).resolve().parents[2] / "shared" / "data")
-    if not (d / "mbpp" / "mbpp.jsonl").is_file():
-        pytest.skip("offline data not available (set PROMPTINTERN_DATA_DIR)")
-    return d
 
 
 @pytest.mark.parametrize(

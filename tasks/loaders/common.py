@@ -4,6 +4,7 @@ and the optional hub fallback (``datasets.load_dataset``) for users with interne
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +56,10 @@ def hub_records(dataset: str, hub: dict) -> dict[str, list[dict]]:
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each non-blank line; a malformed line raises DataFormatError."""
-    with open(path, encoding="utf-8") as f:
+    """(line number, record) for each non-blank line (gzip when the name ends in .gz); a malformed line raises
+    DataFormatError."""
+    opener = gzip.open if Path(path).suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -7,7 +7,6 @@ exists and HF_HUB_OFFLINE is not set.
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import re
@@ -217,26 +216,18 @@ def load_humaneval(data_dir: Path | None, split: str, path: str = "humaneval/Hum
     canonical body. Evaluation only."""
     _check_split("humaneval", split, ("test",))
     found = _humaneval_file(data_dir, path)
-    opener = gzip.open if found.suffix == ".gz" else open
     out = []
-    with opener(found, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(found, lineno, f"not valid JSON ({exc.msg})") from None
-            require(rec, {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str},
-                    found, lineno)  # fmt: skip
-            out.append(
-                Example(
-                    id=rec["task_id"],
-                    query=rec["prompt"],
-                    reference=rec["canonical_solution"],
-                    meta={"prompt": rec["prompt"], "test": rec["test"], "entry_point": rec["entry_point"]},
-                )
+    for lineno, rec in read_jsonl(found):
+        require(rec, {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str},
+                found, lineno)  # fmt: skip
+        out.append(
+            Example(
+                id=rec["task_id"],
+                query=rec["prompt"],
+                reference=rec["canonical_solution"],
+                meta={"prompt": rec["prompt"], "test": rec["test"], "entry_point": rec["entry_point"]},
             )
+        )
     return out
 
 
