@@ -68,9 +68,10 @@ def main() -> None:
     p.add_argument("--gpu", action="store_true", help="fractional GPU workers on one GPU")
     p.add_argument("--model", default="tiny")
     args = p.parse_args()
-    from harness.env_info import describe_hardware, hardware
+    from harness.env_info import hardware
 
-    print(f"hardware: {describe_hardware(hardware())}")
+    hw = hardware()
+    print(f"hardware: {hw['gpu'] or hw['cpu']} ({hw['cpu_count']} CPU cores)")
     rows = []
     for w in args.workers:
         wall, n = run_once(w, args.gpu, args.model)
