@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cost import PriceTable, load_price_table, record_costs, training_usd
+from .cost import PriceTable, load_price_table, mean_or_nan, record_costs, training_usd
 from .measure import mean_se
 from .store import ResultStore
 
@@ -47,11 +47,6 @@ def display_score(metric: str, value: float) -> float:
 
 def _nan(x) -> float:
     return float("nan") if x is None else float(x)
-
-
-def _mean(xs) -> float:
-    xs = [float(x) for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def primary_values(rec: dict) -> list[float]:
@@ -136,10 +131,10 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
             "score_se": se,
             "n": len(values),
             "input_tokens": _nan(eff.get("mean_input_tokens")),
-            "input_tokens_cl100k": _mean(s["tokens"].get("cl100k_base") for s in samples),
-            "input_tokens_o200k": _mean(s["tokens"].get("o200k_base") for s in samples),
+            "input_tokens_cl100k": mean_or_nan(s["tokens"].get("cl100k_base") for s in samples),
+            "input_tokens_o200k": mean_or_nan(s["tokens"].get("o200k_base") for s in samples),
             "output_tokens": _nan(eff.get("mean_output_tokens")),
-            "template_rate_achieved": _mean(s.get("template_rate_achieved") for s in samples),
+            "template_rate_achieved": mean_or_nan(s.get("template_rate_achieved") for s in samples),
             "seconds_per_query": _nan(eff.get("generation_seconds")) / len(samples) if samples else float("nan"),
             "compressor_s_per_query": _nan(eff.get("compressor_seconds")) / len(samples) if samples else float("nan"),
             "generation_batch_size": eff.get("generation_batch_size") or c.get("generation", {}).get("batch_size"),

@@ -202,7 +202,8 @@ def self_hosted_usd_per_query(seconds_per_query: float, entry: HardwarePrice, ha
     return seconds_per_query * entry.usd_per_hour * entry.units(hardware) / 3600.0
 
 
-def _mean(xs) -> float:
+def mean_or_nan(xs) -> float:
+    """Mean of the values that are not None; NaN when there are none."""
     xs = [float(x) for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else float("nan")
 
@@ -249,10 +250,10 @@ def record_costs(rec: dict, table: PriceTable, hardware_key: str | None = None) 
         api[model] = {
             "tier": tier,
             "encoding": m["encoding"],
-            "input_tokens": _mean(t["input"] for t in toks),
-            "output_tokens": _mean(t["output"] for t in toks),
-            "usd_per_1k": 1000.0 * _mean(per_q),
-            "usd_per_1k_cached": 1000.0 * _mean(per_q_cached),
+            "input_tokens": mean_or_nan(t["input"] for t in toks),
+            "output_tokens": mean_or_nan(t["output"] for t in toks),
+            "usd_per_1k": 1000.0 * mean_or_nan(per_q),
+            "usd_per_1k_cached": 1000.0 * mean_or_nan(per_q_cached),
         }
     hw = rec.get("hardware") or {}
     entry = table.hardware_entry(hw, hardware_key)

@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from promptintern.generation import sync_device
+
 MEASURE_DEFAULTS = {
     "measure": True,
     "throughput_batch_sizes": [1, 8],
@@ -147,13 +149,6 @@ def model_info(model) -> dict:
 
 # -- measurements ----------------------------------------------------------------------------------------------
 
-def _sync(device) -> None:
-    import torch
-
-    if getattr(device, "type", "cpu") == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Sequence[int],
                        max_new_tokens: int = 16) -> dict:
     """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens."""
@@ -179,10 +174,10 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.inference_mode():
-            _sync(device)
+            sync_device(device)
             t0 = time.perf_counter()
             out = model.generate(**batch, **kwargs)
-            _sync(device)
+            sync_device(device)
             seconds = time.perf_counter() - t0
         new_tokens = int(out.shape[1] - batch["input_ids"].shape[1]) * b
         point = {

@@ -35,10 +35,10 @@ from .unit_common import run_meta, set_threads
 
 
 def train_key(cfg: dict, options: dict) -> str:
-    from promptintern.metatuner.config import content_key
+    from promptintern.hashing import content_id
 
     train_task = cfg.get("train_task") or cfg.get("eval_task")
-    return content_key({
+    return content_id({
         "model": cfg["model"],
         "seed": cfg.get("seed", 0),
         "options": {k: v for k, v in options.items() if k != "progress"},

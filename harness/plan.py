@@ -11,10 +11,9 @@ result file, and a changed upstream stage changes every id downstream.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 
+from promptintern.hashing import content_id
 from promptintern.methods import (
     RATE_METHODS,
     SCHEDULED_METHODS,
@@ -42,11 +41,6 @@ class Unit:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def content_id(obj) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def method_specs(cfg: dict) -> list[MethodSpec]:

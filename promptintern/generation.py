@@ -42,7 +42,7 @@ class _FirstTokenClock:
 
     def __call__(self, input_ids, scores):
         if self.first is None:
-            _sync(self.device)
+            sync_device(self.device)
             self.first = time.perf_counter()
         return scores
 
@@ -52,7 +52,8 @@ def batch_seconds(gens: list[Generation]) -> float:
     return sum({g.batch_index: g.e2e_s for g in gens}.values())
 
 
-def _sync(device) -> None:
+def sync_device(device) -> None:
+    """Wait for queued CUDA work, so a timer reads real time (no-op on CPU)."""
     import torch
 
     if device.type == "cuda":
@@ -96,7 +97,7 @@ def generate(
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
         with torch.inference_mode():
             clock = _FirstTokenClock(device)
-            _sync(device)
+            sync_device(device)
             t0 = clock.start = time.perf_counter()
             out = model.generate(
                 **batch,
@@ -108,7 +109,7 @@ def generate(
                 # Stop decoding at the task's stop strings: tokens past them would inflate every timing.
                 **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
             )
-            _sync(device)
+            sync_device(device)
             e2e = time.perf_counter() - t0
             ttft = (clock.first or time.perf_counter()) - t0
         new = out[:, batch["input_ids"].shape[1] :]

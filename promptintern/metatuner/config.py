@@ -6,8 +6,6 @@ interval; every such choice is a field here with a documented default (see ``REA
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import ConfigError
@@ -160,11 +158,6 @@ def method_label(cfg: MetaTunerConfig | dict | None) -> str:
         if cfg.ablation == "no_share" and cfg.no_share_encoder == "embedding":
             label += "-k0"
     return label
-
-
-def content_key(obj) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def seed_prompt_text(cfg: MetaTunerConfig, template: str) -> str:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..generation import Generation
+from ..generation import Generation, sync_device
 from ..prompts import Prompt
-from .train import MetaTuner, _sync_device
+from .train import MetaTuner
 
 
 @dataclass
@@ -84,10 +84,10 @@ def run_inference(
         nonlocal n_hn
         if mt.F is None:
             return None
-        _sync_device(mt.device)
+        sync_device(mt.device)
         t0 = time.perf_counter()
         fac = mt.factors([g_texts[i] for i in idx])
-        _sync_device(mt.device)
+        sync_device(mt.device)
         dt = time.perf_counter() - t0
         seconds["hypernetwork"] += dt
         for i in idx:
@@ -141,16 +141,16 @@ def measure_pipeline_throughput(
         exs = [examples[i % len(examples)] for i in range(b)]
         queries = [task.format_query(e) for e in exs]
         g_texts = [mt.g_text(seed_prompt, q) for q in queries]
-        _sync_device(mt.device)
+        sync_device(mt.device)
         t0 = time.perf_counter()
         if mt.cfg.prompt_branch:
             prompts = [g.text for g in mt.greedy_prompts(g_texts, decoder="live", batch_size=b)]
         else:
             prompts = [seed_prompt] * b
-        _sync_device(mt.device)
+        sync_device(mt.device)
         t1 = time.perf_counter()
         fac = mt.factors(g_texts)
-        _sync_device(mt.device)
+        sync_device(mt.device)
         t2 = time.perf_counter()
         tok.padding_side = "left"
         enc = tok([mt.actor_text(p, q) for p, q in zip(prompts, queries, strict=True)], add_special_tokens=False,
@@ -158,7 +158,7 @@ def measure_pipeline_throughput(
         with mt.M.factors(fac):
             out = mt.M.lm.generate(**enc, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False,
                                    pad_token_id=mt.pad_id)
-        _sync_device(mt.device)
+        sync_device(mt.device)
         t3 = time.perf_counter()
         new_tokens = int(out.shape[1] - enc["input_ids"].shape[1]) * b
         seconds = t3 - t0

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
+from ..hashing import content_id
 from ..prompts import Prompt, encode_for_training, render
 from ..trainer import batches, collate, completion_loss, seed_everything
-from .config import MetaTunerConfig, content_key, first_paragraph
+from .config import MetaTunerConfig, first_paragraph
 from .modules import Actor, Generator, HyperLoRA, select_factors
 
 ARTEFACT_FILES = ("meta.json", "generator_lora.safetensors")
@@ -97,11 +98,6 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _sync_device(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class MetaTuner:
@@ -574,7 +570,7 @@ def warmup_keys(model: str, cfg: MetaTunerConfig, items: list[TrainItem], seed_p
            "r": cfg.g_lora_r, "alpha": cfg.g_lora_alpha, "targets": cfg.g_lora_targets,
            "max_prompt_tokens": cfg.max_prompt_tokens, "rewrite": cfg.rewrite_instruction,
            "weight_decay": cfg.weight_decay, "warmup_ratio": cfg.warmup_ratio, "clip": cfg.max_grad_norm}
-    return {"actor": "actor-" + content_key(actor), "generator": "generator-" + content_key(gen)}
+    return {"actor": "actor-" + content_id(actor), "generator": "generator-" + content_id(gen)}
 
 
 def train_metatuner(
