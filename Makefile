@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 RESULTS ?= results/benchmark
 
-.PHONY: report bench-scaling setup benchmark test test-integration test-all lint clean-results help
+.PHONY: report bench-scaling bench-gpu setup benchmark test test-integration test-all lint clean-results help
 
 help:
 	@echo "make setup       create .venv and install everything (idempotent)"
@@ -23,6 +23,7 @@ help:
 	@echo "make test        fast unit tests (tiny model, Ray with 2 CPUs)"
 	@echo "make test-integration  tests on the real SmolLM2-135M"
 	@echo "make lint        ruff"
+	@echo "make bench-gpu   speed ratios side by side (GPU; BENCH_ARGS=--quick on CPU)"
 
 setup: .venv/.setup-done
 
@@ -55,6 +56,13 @@ report: setup
 
 bench-scaling: setup
 	$(PY) benchmarks/scaling.py
+
+# Speed ratios side by side (training, batch-1 decode vs bandwidth, full vs compressed vs query-only prompts).
+# Meant for a GPU; BENCH_ARGS=--quick gives a small CPU smoke run. GRID=results/reference adds the grid's ratios.
+BENCH_ARGS ?=
+GRID ?=
+bench-gpu: setup
+	$(PY) -m harness.cli bench-gpu $(if $(GRID),--results $(GRID),) $(BENCH_ARGS)
 
 clean-results:
 	rm -rf results/benchmark

@@ -413,6 +413,8 @@ def stage_frame(store: ResultStore) -> pd.DataFrame:
             "steps": t.get("steps"), "train_tokens": t.get("train_tokens"),
             "seconds": _nan(t.get("seconds")), "tokens_per_second": _nan(t.get("tokens_per_second")),
             "truncated_examples": t.get("truncated_examples"),
+            # Absent from records written before MFU and packing were reported: NaN, shown as "–".
+            "mfu": _nan(t.get("mfu")), "padding_share": _padding_share(t),
         })
     df = pd.DataFrame(rows)
     if df.empty:
@@ -422,12 +424,24 @@ def stage_frame(store: ResultStore) -> pd.DataFrame:
             .drop(columns="_o").reset_index(drop=True))
 
 
+def _padding_share(train: dict) -> float:
+    """Share of the positions computed that were padding: 1 - real tokens / positions (NaN when not reported)."""
+    real, padded = _nan(train.get("train_tokens")), _nan(train.get("padded_tokens"))
+    return 1.0 - real / padded if padded > 0 and not math.isnan(real) else float("nan")
+
+
+def _pct_or_dash(x) -> str:
+    """A fraction as a percentage, "–" when absent (MFU needs a GPU the peak file names)."""
+    return "–" if _isnan(x) else fmt_pct(100.0 * x)
+
+
 def stage_table(sf: pd.DataFrame) -> pd.DataFrame:
     if sf.empty:
         return sf
     keys = ["model", "train_task", "method", "label", "stage", "n_stages"]
     num = ["template_rate_requested", "template_rate_achieved", "examples_per_prompt", "n_examples",
-           "mean_prompt_tokens", "first_loss", "final_loss", "steps", "train_tokens", "seconds", "tokens_per_second"]
+           "mean_prompt_tokens", "first_loss", "final_loss", "steps", "train_tokens", "seconds", "tokens_per_second",
+           "mfu", "padding_share"]
     return (sf.groupby(keys, dropna=False, sort=False)
             .agg(**{c: (c, "mean") for c in num}, seeds=("seed", "nunique")).reset_index())
 
@@ -441,7 +455,8 @@ def stage_columns() -> list[Column]:
             ("mean prompt tokens", lambda r: fmt(r["mean_prompt_tokens"])),
             ("first loss", lambda r: fmt(r["first_loss"], 3)), ("final loss", lambda r: fmt(r["final_loss"], 3)),
             ("steps", lambda r: fmt(r["steps"], 0)), ("train s", lambda r: fmt(r["seconds"], 1)),
-            ("tokens/s", lambda r: fmt(r["tokens_per_second"], 0))]
+            ("tokens/s", lambda r: fmt(r["tokens_per_second"], 0)),
+            ("MFU", lambda r: _pct_or_dash(r.get("mfu"))), ("padding", lambda r: _pct_or_dash(r.get("padding_share")))]
 
 
 def throughput_frame(store: ResultStore) -> pd.DataFrame:

@@ -225,8 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--compressor", default="truncate")
     sp.add_argument("--data-dir")
     sp.set_defaults(fn=cmd_schedule)
-    from . import cli_reports
+    from . import bench_gpu, cli_reports
 
+    sp = sub.add_parser("bench-gpu", help="training, decode and prompt-length speed ratios, side by side in one run")
+    bench_gpu.parser(sp)
+    sp.set_defaults(fn=lambda a: bench_gpu.main(args=a) and 0)
     cli_reports.register(sub)
     return p
 

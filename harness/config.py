@@ -34,9 +34,11 @@ DEFAULTS: dict = {
         "max_length": 1024,
         "max_grad_norm": 1.0,
         "group_by_length": True,
+        "packing": False,
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
     },
     "generation": {
+        "engine": "hf",
         "batch_size": 8,
         "max_new_tokens": None,
         "measure": True,
@@ -176,7 +178,13 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         _require(isinstance(cfg["train"][key], int | float) and cfg["train"][key] >= 0, f"train.{key}", "must be a number >= 0", source)
     for key in ("batch_size", "grad_accum", "max_length"):
         _require(isinstance(cfg["train"][key], int) and cfg["train"][key] > 0, f"train.{key}", "must be a positive integer", source)
+    for key in ("group_by_length", "packing"):
+        _require(isinstance(cfg["train"][key], bool), f"train.{key}", "must be true or false", source)
     g = cfg["generation"]
+    from promptintern.generation import ENGINES
+
+    _require(g["engine"] in ENGINES, "generation.engine",
+             f"unknown engine {g['engine']!r}; allowed: {', '.join(sorted(ENGINES))}", source)
     _require(isinstance(g["batch_size"], int) and g["batch_size"] > 0, "generation.batch_size", "must be a positive integer", source)
     _require(g["max_new_tokens"] is None or (isinstance(g["max_new_tokens"], int) and g["max_new_tokens"] > 0),
              "generation.max_new_tokens", "must be null (the task's own) or a positive integer", source)

@@ -7,14 +7,13 @@ import time
 
 from .measure import generations_sha256, model_info, run_measurements, sha256_dir
 from .store import ResultStore
-from .unit_common import prompt_builder, run_meta, set_threads, task_data
+from .unit_common import adapter_host, prompt_builder, run_meta, set_threads, task_data
 
 
 def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | None) -> dict:
     """Generate, score and measure one (artefact, eval task) pair; write the record with every sample."""
     from promptintern.generation import batch_seconds, generate
     from promptintern.methods import PromptRule
-    from promptintern.models import load_model
     from promptintern.prompts import part_token_counts, render
     from promptintern.tokens import counters_for
 
@@ -27,11 +26,12 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     test = test[: cfg["test_limit"]] if cfg["test_limit"] else test
     rule = PromptRule(**cfg["rule"])
     built = [builder.build(ex, rule, with_answer=False, compress_context=cfg["test_compressed"]) for ex in test]
-    model, tok = load_model(cfg["model"])
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    # The worker's base model is reused across units; the adapter is merged into it (previous one undone exactly).
+    host, model_load = adapter_host(cfg["model"])
+    t_adapter = time.perf_counter()
+    model, tok = host.activate(adapter), host.tokenizer
+    model_load["adapter_seconds"] = time.perf_counter() - t_adapter
+    model_load["adapters_served"] = host.switches
     chat = cfg["prompt"]["chat"]
     gen_cfg = cfg["generation"]
     rendered = [render(b.prompt, tok, chat) for b in built]
@@ -42,6 +42,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
         max_new_tokens=gen_cfg.get("max_new_tokens") or task.max_new_tokens,
         stop=task.stop,
         batch_size=gen_cfg["batch_size"],
+        engine=gen_cfg.get("engine", "hf"),
     )
     scores = task.score([g.text for g in gens], test)
     counters = counters_for(tok)
@@ -102,6 +103,9 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
             "seconds_per_query": gen_seconds / len(samples) if samples and gen_seconds else None,
             "generation_batch_size": gen_cfg["batch_size"],
             "max_new_tokens": max_new,
+            # reused: the worker already held this base model (seconds: the load this unit paid; base_load_seconds:
+            # what loading it cost; adapter_seconds: undoing the last adapter and merging this one).
+            "model_load": model_load,
         },
         "measurements": measurements,
         "model_info": model_info(model),

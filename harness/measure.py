@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from promptintern.generation import sync_device
+from promptintern.generation import engine_kwargs, static_cache_len, sync_device, warm_up
 
 MEASURE_DEFAULTS = {
     "measure": True,
@@ -150,8 +150,9 @@ def model_info(model) -> dict:
 # -- measurements ----------------------------------------------------------------------------------------------
 
 def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Sequence[int],
-                       max_new_tokens: int = 16) -> dict:
-    """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens."""
+                       max_new_tokens: int = 16, engine: str = "hf") -> dict:
+    """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens.
+    With the static engine each batch size is warmed up (compiled) untimed before it is timed."""
     import torch
 
     if not prompts or not batch_sizes:
@@ -161,8 +162,9 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    cache_len = static_cache_len([len(e) for e in encoded], max_new_tokens)
     kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
-                  pad_token_id=tokenizer.pad_token_id)
+                  pad_token_id=tokenizer.pad_token_id, **engine_kwargs(engine, cache_len))
     model.eval()
     with torch.inference_mode():  # warm-up (allocations, kernels) so the first batch size is not penalised
         warm = tokenizer.pad({"input_ids": [encoded[0]]}, return_tensors="pt").to(device)
@@ -170,6 +172,7 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
     points = []
     for b in sorted(set(int(x) for x in batch_sizes)):
         ids = [encoded[i % len(encoded)] for i in range(b)]
+        warm_up(model, tokenizer, ids, engine, cache_len)
         batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -191,20 +194,31 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
         if device.type == "cuda":
             point["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
         points.append(point)
-    return {"max_new_tokens": max_new_tokens, "points": points, "saturating": saturating(points)}
+    return {"max_new_tokens": max_new_tokens, "engine": engine, "points": points, "saturating": saturating(points)}
 
 
 def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], *, max_new_tokens: int,
-                    stop: list[str] | None, compressor_s: Sequence[float] | None = None) -> dict:
+                    stop: list[str] | None, compressor_s: Sequence[float] | None = None, engine: str = "hf") -> dict:
     """Batch-1 generation of each prompt: per-query TTFT and end-to-end seconds, with p50/p90. ``compressor_s``
     (per prompt) is the test-time compressor's time, counted in the query's latency."""
     from promptintern.generation import generate
 
-    gens = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop=stop, batch_size=1)
+    gens = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop=stop, batch_size=1,
+                    engine=engine)
     comp = list(compressor_s) if compressor_s is not None else [0.0] * len(gens)
-    samples = [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "compressor_s": c, "prompt_tokens": g.prompt_tokens,
-                "output_tokens": g.output_tokens} for i, g, c in zip(ids, gens, comp, strict=True)]
-    return latency_summary(samples, source="batch1_run")
+    return latency_summary(latency_samples(ids, gens, comp), source="batch1_run")
+
+
+def latency_samples(ids: Sequence[str], gens: Sequence, compressor_s: Sequence[float]) -> list[dict]:
+    """One latency record per batch-1 generation; ``tpot_s`` is the decode time per output token after the first."""
+    return [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "tpot_s": time_per_output_token(g), "compressor_s": c,
+             "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens}
+            for i, g, c in zip(ids, gens, compressor_s, strict=True)]
+
+
+def time_per_output_token(g) -> float:
+    """(end-to-end − time to first token) / (output tokens − 1): the steady decode step time of a batch-1 query."""
+    return (g.e2e_s - g.ttft_s) / (g.output_tokens - 1) if g.output_tokens > 1 else float("nan")
 
 
 def query_latency(sample: dict) -> tuple[float, float]:
@@ -222,6 +236,8 @@ def latency_summary(samples: list[dict], source: str) -> dict:
         "samples": samples,
         "ttft_s": summary_stats([t for t, _ in lat]),
         "e2e_s": summary_stats([e for _, e in lat]),
+        "tpot_s": summary_stats([s["tpot_s"] for s in samples if s.get("tpot_s") is not None
+                                 and not math.isnan(s["tpot_s"])]),
     }
 
 
@@ -236,21 +252,20 @@ def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[st
         out["skipped"] = "generation.measure is false" if not s["measure"] else "no prompts"
         return out
     t0 = time.perf_counter()
+    engine = gen_cfg.get("engine", "hf")
     out["throughput"] = measure_throughput(model, tokenizer, rendered, s["throughput_batch_sizes"],
-                                           s["throughput_max_new_tokens"])
+                                           s["throughput_max_new_tokens"], engine=engine)
     n = min(s["latency_samples"], len(rendered))
     cap = s["latency_max_new_tokens"]
     lat_max = min(cap, max_new_tokens) if cap else max_new_tokens
     if n:
         if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # main run was batch 1: reuse it
             comp = list(compressor_s or [0.0] * n)[:n]
-            samples = [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "compressor_s": c,
-                        "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens}
-                       for i, g, c in zip(ids[:n], main_gens[:n], comp, strict=True)]
-            out["latency"] = latency_summary(samples, source="main_run_batch1")
+            out["latency"] = latency_summary(latency_samples(ids[:n], main_gens[:n], comp), source="main_run_batch1")
         else:
             out["latency"] = measure_latency(model, tokenizer, rendered[:n], ids[:n], max_new_tokens=lat_max,
-                                             stop=stop, compressor_s=list(compressor_s)[:n] if compressor_s else None)
+                                             stop=stop, compressor_s=list(compressor_s)[:n] if compressor_s else None,
+                                             engine=engine)
         out["latency"]["max_new_tokens"] = lat_max
     out["seconds"] = time.perf_counter() - t0
     return out

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .measure import generations_sha256, latency_summary, measure_settings, model_info, saturating, sha256_dir
 from .store import ResultStore
-from .unit_common import run_meta, set_threads
+from .unit_common import release_hosts, run_meta, set_threads
 
 
 def train_key(cfg: dict, options: dict) -> str:
@@ -104,6 +104,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
 
     cfg, uid = unit["config"], unit["id"]
     set_threads((unit.get("resources") or {}).get("num_cpus"))
+    release_hosts()  # free a base model an earlier eval unit left in this worker
     store = ResultStore(store_root)
     t0 = time.perf_counter()
     method = dict(cfg.get("method") or {"name": "metatuner"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from promptintern.hashing import content_id
+from promptintern.hashing import content_id as _content_id
 from promptintern.methods import (
     RATE_METHODS,
     SCHEDULED_METHODS,
@@ -22,6 +22,22 @@ from promptintern.methods import (
     MethodSpec,
     plan_method,
 )
+
+# Keys added to the experiment schema after results were first published: at these values they are left out
+# of unit ids, so adding a key does not orphan every stored result (a non-default value still changes the id).
+LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("generation", "engine"): "hf"}
+
+
+def content_id(obj: dict) -> str:
+    """A unit's id: the content hash of its config (and deps), with late-added keys at their default dropped."""
+    c = obj.get("c") if isinstance(obj, dict) else None
+    if isinstance(c, dict):
+        c = dict(c)
+        for (section, key), default in LATE_KEYS.items():
+            if isinstance(c.get(section), dict) and c[section].get(key, default) == default:
+                c[section] = {k: v for k, v in c[section].items() if k != key}
+        obj = {**obj, "c": c}
+    return _content_id(obj)
 
 
 @dataclass

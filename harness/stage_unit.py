@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict
 
 from .store import ResultStore
-from .unit_common import prompt_builder, run_meta, set_threads, task_data
+from .unit_common import prompt_builder, release_hosts, run_meta, set_threads, task_data
 
 
 def _mean_tokens(tok, prompts, chat: bool) -> float:
@@ -36,10 +36,9 @@ def _mean_tokens(tok, prompts, chat: bool) -> float:
 def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, teacher_built, rule, chat: bool):
     """The base model's greedy answers to the teacher prompts (cached across units with the same teacher)."""
     from promptintern.distillation import load_or_generate, teacher_answers
+    from promptintern.hashing import content_id
     from promptintern.methods import DISTILL_OPTIONS
     from promptintern.prompts import render
-
-    from .plan import content_id
 
     opts = cfg["method"].get("options") or {}
     max_new = rule.max_new_tokens or task.max_new_tokens
@@ -76,6 +75,7 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
 
     cfg, uid = unit["config"], unit["id"]
     set_threads(unit["resources"].get("num_cpus"))
+    release_hosts()  # a base model an earlier eval unit left in this worker would train beside us, uncounted
     store = ResultStore(store_root)
     t0 = time.perf_counter()
     task, train, test = task_data(cfg, cfg["train_task"], data_dir)

@@ -1,9 +1,13 @@
-"""What stage and evaluation units share: task data, the prompt builder, a per-worker cache, run metadata."""
+"""What stage and evaluation units share: task data, the prompt builder, per-worker caches (heavy objects, and
+the base model that evaluation units serve their adapters from), run metadata."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import time
+from collections import OrderedDict
 
 from .env_info import git_commit, hardware, versions
 
@@ -48,6 +52,65 @@ def cached(key, make):
     if key not in _CACHE:
         _CACHE[key] = make()
     return _CACHE[key]
+
+
+# -- the per-worker base model --------------------------------------------------------------------------------
+# Evaluation units get their model from an AdapterHost cached per (model, device, dtype): consecutive units in
+# one Ray worker (Ray reuses worker processes) reuse the loaded base and only swap the merged adapter. At most
+# MAX_BASE_MODELS hosts live in a worker (env PROMPTINTERN_MAX_BASE_MODELS, default 1); a unit that needs
+# another model evicts the least recently used host first and frees the accelerator cache, so a worker never
+# holds more than that many base models (plus each host's copies of the weights its adapters touched).
+
+MAX_BASE_MODELS_ENV = "PROMPTINTERN_MAX_BASE_MODELS"
+_HOSTS: OrderedDict = OrderedDict()
+
+
+def max_base_models() -> int:
+    raw = os.environ.get(MAX_BASE_MODELS_ENV, "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{MAX_BASE_MODELS_ENV}={raw!r}: must be a positive integer")
+    return n
+
+
+def adapter_host(model: str, *, device: str | None = None, dtype: str | None = None,
+                 max_models: int | None = None):
+    """The worker's AdapterHost for ``model`` (loaded now, or reused) and what loading it cost:
+    ``{"reused": bool, "seconds": load seconds spent by this call, "base_load_seconds": what the load cost}``."""
+    from promptintern.adapter_host import AdapterHost
+
+    key = ("adapter_host", str(model), device, dtype)
+    host = _HOSTS.get(key)
+    if host is not None:
+        _HOSTS.move_to_end(key)
+        return host, {"reused": True, "seconds": 0.0, "base_load_seconds": host.load_seconds}
+    limit = max_models if max_models is not None else max_base_models()
+    release_hosts(keep=max(0, limit - 1))  # free room before loading: peak memory stays at `limit` models
+    t0 = time.perf_counter()
+    host = AdapterHost.load(model, device=device, dtype=dtype)
+    seconds = time.perf_counter() - t0
+    _HOSTS[key] = host
+    return host, {"reused": False, "seconds": seconds, "base_load_seconds": host.load_seconds}
+
+
+def release_hosts(keep: int = 0) -> int:
+    """Drop cached base models, least recently used first, until at most ``keep`` remain; free the CUDA cache.
+    Returns how many were dropped. (A stage unit that needs the whole GPU can call ``release_hosts()``.)"""
+    dropped = 0
+    while len(_HOSTS) > keep:
+        _, host = _HOSTS.popitem(last=False)
+        host.close()
+        dropped += 1
+    if dropped:
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    return dropped
 
 
 def run_meta() -> dict:

@@ -10,6 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+# "hf": plain `generate` with a dynamic KV cache. "static": a static KV cache sized once per call (so every
+# batch reuses one shape) and, on CUDA, transformers' automatic torch.compile of the decode step (CUDA graphs,
+# "reduce-overhead"); each batch size is warmed up untimed first, so compilation never lands in a timing.
+# "fast": promptintern.fast_decode, a lean greedy loop over a static cache with a compiled decode step.
+ENGINES = ("hf", "static", "fast")
+CACHE_BUCKET = 128  # static cache lengths are rounded up to a multiple of this: fewer distinct shapes to compile
+
 
 @dataclass
 class Generation:
@@ -60,6 +67,61 @@ def sync_device(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def device_of(model):
+    return next(model.parameters()).device
+
+
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        from .errors import ConfigError
+
+        raise ConfigError("generation.engine", f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}")
+
+
+def static_cache_len(prompt_lengths: list[int], max_new_tokens: int) -> int:
+    """One static KV-cache length for a whole call: the longest prompt plus the new tokens, rounded up."""
+    need = max(prompt_lengths, default=0) + max_new_tokens
+    return -(-need // CACHE_BUCKET) * CACHE_BUCKET
+
+
+def engine_kwargs(engine: str, cache_len: int) -> dict:
+    """The extra `generate` arguments of an engine (none for "hf")."""
+    check_engine(engine)
+    if engine == "static":
+        return {"cache_implementation": "static", "max_cache_len": cache_len}
+    return {}
+
+
+def warm_up(model, tokenizer, input_ids: list[list[int]], engine: str, cache_len: int) -> bool:
+    """Run one short untimed generate at this batch shape so compilation (CUDA graphs) happens outside timings.
+    Done once per (engine, batch size, cache length) per model; returns whether it ran."""
+    import torch
+
+    if engine == "hf":
+        return False
+    if engine == "fast" and device_of(model).type != "cuda":
+        return False  # nothing is compiled on CPU
+    seen = model.__dict__.setdefault("_promptintern_warm", set())
+    key = (engine, len(input_ids), cache_len)
+    if key in seen:
+        return False
+    device = device_of(model)
+    batch = tokenizer.pad({"input_ids": input_ids}, return_tensors="pt").to(device)
+    with torch.inference_mode():
+        # A few decode steps: the first compiles, the next ones record and replay the CUDA graph.
+        if engine == "fast":
+            from .fast_decode import fast_greedy
+
+            fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=4, eos_ids=[],
+                        pad_id=tokenizer.pad_token_id, cache_len=cache_len)
+        else:
+            model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                           pad_token_id=tokenizer.pad_token_id, **engine_kwargs(engine, cache_len))
+    sync_device(device)
+    seen.add(key)
+    return True
+
+
 def generate(
     model,
     tokenizer,
@@ -70,11 +132,12 @@ def generate(
     batch_size: int = 8,
     eos_strings: tuple[str, ...] = ("<|im_end|>",),
     progress: bool = False,
+    engine: str = "hf",
 ) -> list[Generation]:
-    """Greedy decoding of rendered prompts (already chat-formatted). Returns one Generation per prompt, in order."""
-    import torch
-    from transformers import LogitsProcessorList
+    """Greedy decoding of rendered prompts (already chat-formatted). Returns one Generation per prompt, in order.
+    ``engine`` is one of ENGINES (see there)."""
 
+    check_engine(engine)
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -85,6 +148,8 @@ def generate(
     eos_ids.discard(None)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    cache_len = static_cache_len([len(e) for e in encoded], max_new_tokens)
+    extra = engine_kwargs(engine, cache_len)
     results: list[Generation | None] = [None] * len(prompts)
     bar = None
     if progress:
@@ -94,27 +159,16 @@ def generate(
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
+        warm_up(model, tokenizer, [encoded[i] for i in idx], engine, cache_len)
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
-        with torch.inference_mode():
-            clock = _FirstTokenClock(device)
-            sync_device(device)
-            t0 = clock.start = time.perf_counter()
-            out = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=sorted(eos_ids),
-                pad_token_id=tokenizer.pad_token_id,
-                logits_processor=LogitsProcessorList([clock]),
-                # Stop decoding at the task's stop strings: tokens past them would inflate every timing.
-                **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
-            )
-            sync_device(device)
-            e2e = time.perf_counter() - t0
-            ttft = (clock.first or time.perf_counter()) - t0
-        new = out[:, batch["input_ids"].shape[1] :]
+        if engine == "fast":
+            new, ttft, e2e = _fast_batch(model, tokenizer, batch, max_new_tokens, sorted(eos_ids), stop, cache_len)
+        else:
+            new, ttft, e2e = _hf_batch(model, tokenizer, batch, max_new_tokens, sorted(eos_ids), stop, extra)
         for row, i in zip(new.tolist(), idx, strict=True):
             n_out = next((k + 1 for k, t in enumerate(row) if t in eos_ids), len(row))
+            if engine == "fast" and stop:
+                n_out = _stop_length(tokenizer, row[:n_out], stop)
             text = tokenizer.decode(row[:n_out], skip_special_tokens=True)
             results[i] = Generation(
                 text=cut_at_stop(text, stop or []),
@@ -130,3 +184,59 @@ def generate(
     if bar is not None:
         bar.close()
     return results  # type: ignore[return-value]
+
+
+def _hf_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, extra):
+    """One batch through `generate`: (new token ids, TTFT seconds, end-to-end seconds)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    device = device_of(model)
+    with torch.inference_mode():
+        clock = _FirstTokenClock(device)
+        sync_device(device)
+        t0 = clock.start = time.perf_counter()
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(eos_ids),
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([clock]),
+            # Stop decoding at the task's stop strings: tokens past them would inflate every timing.
+            **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
+            **extra,
+        )
+        sync_device(device)
+        e2e = time.perf_counter() - t0
+        ttft = (clock.first or time.perf_counter()) - t0
+    return out[:, batch["input_ids"].shape[1] :], ttft, e2e
+
+
+def _fast_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, cache_len):
+    """One batch through the lean static-cache loop: (new token ids, TTFT seconds, end-to-end seconds)."""
+    from .fast_decode import fast_greedy
+
+    def stopped(tokens) -> list[bool]:
+        return [any(s in tokenizer.decode(row, skip_special_tokens=True) for s in stop) for row in tokens.tolist()]
+
+    device = device_of(model)
+    sync_device(device)
+    t0 = time.perf_counter()
+    new, ttft = fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
+                            eos_ids=eos_ids, pad_id=tokenizer.pad_token_id, cache_len=cache_len,
+                            stopped=stopped if stop else None)
+    sync_device(device)
+    return new, ttft, time.perf_counter() - t0
+
+
+def _stop_length(tokenizer, row: list[int], stop: list[str]) -> int:
+    """Tokens up to and including the first one whose text contains a stop string. (`generate` stops when a stop
+    string ends the text, so where a token carries text past the stop string it may count one token more.)"""
+    if not any(s in tokenizer.decode(row, skip_special_tokens=True) for s in stop):
+        return len(row)
+    for k in range(1, len(row) + 1):
+        if any(s in tokenizer.decode(row[:k], skip_special_tokens=True) for s in stop):
+            return k
+    return len(row)
+

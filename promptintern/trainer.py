@@ -1,8 +1,11 @@
 """Progressive LoRA fine-tuning: one stage = one pass over prompts built at that stage's keep fraction.
 
 Stage t starts from stage t-1's adapter; every stage saves its adapter and its loss curve. Loss on the
-completion only. bf16 autocast on CUDA, fp32 on CPU. Length-grouped batches keep padding small.
-Deterministic under a seed (same data order, same LoRA init, same dropout masks on CPU).
+completion only. bf16 autocast on CUDA, fp32 on CPU. Length-grouped batches keep padding small; packing
+(``TrainConfig.packing``) removes most of what is left: a batch's records are packed into as few rows as fit,
+each record attending only to itself. Deterministic under a seed (same data order, same LoRA init, same
+dropout masks on CPU). Each stage reports real tokens/s, padded positions and model FLOPs utilization
+(:mod:`promptintern.flops`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class TrainConfig:
     max_length: int = 1024
     max_grad_norm: float = 1.0
     group_by_length: bool = True
+    # Pack each batch's records into as few rows as fit (same records per step, same loss; less padding).
+    packing: bool = False
     seed: int = 0
     lora: LoraSpec = field(default_factory=LoraSpec)
     progress: bool = True
@@ -67,6 +72,10 @@ class StageResult:
     seconds: float
     tokens_per_second: float
     truncated_examples: int
+    # Added later; defaults keep older readers and writers working.
+    padded_tokens: int | None = None  # positions computed, padding included (None: the step did not report it)
+    model_flops: float | None = None  # promptintern.flops.training_flops (None: not a llama-like config)
+    mfu: float | None = None  # model FLOPs/s over the accelerator's peak dense bf16 (None on CPU / unknown GPU)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,19 +121,93 @@ def collate(batch: list[dict], pad_id: int, device):
     return ids.to(device), labels.to(device), mask.to(device)
 
 
-def completion_loss(model, ids, mask, labels):
+def pack(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: indices into ``lengths`` grouped into as few rows of at most ``capacity`` tokens as
+    the heuristic finds (a longer item gets a row of its own). Deterministic: ties keep input order."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        for j, room in enumerate(free):
+            if n <= room:
+                rows[j].append(i)
+                free[j] -= n
+                break
+        else:
+            rows.append([i])
+            free.append(capacity - n)
+    return rows
+
+
+def pack_rows(lengths: list[int], max_length: int, attn_break_even: float | None = None) -> list[list[int]]:
+    """Rows for a batch: first-fit decreasing (:func:`pack`) at the row capacity, at most
+    ``max(max_length, longest)``, that minimises the work of the padded batch, rows x width x (1 + width /
+    attn_break_even). Rows are padded to the widest, so the fewest rows is not always the least work (four
+    records of 130, 129, 128, 127 tokens in rows of 256 need three rows of width 256, more than four of 130).
+    ``attn_break_even`` (:func:`promptintern.flops.attention_break_even`) adds the attention an explicit
+    mask computes over the whole row, padding and other records included; None counts positions only.
+    Capacities tried: ceil(total / k) for k = 1..n rows, clipped to [longest, bound]; the longest record alone
+    is one of them, so packing never computes more than the padded layout."""
+    longest, bound, total = max(lengths), max(max_length, *lengths), sum(lengths)
+    caps = sorted({min(bound, max(longest, -(-total // k))) for k in range(1, len(lengths) + 1)})
+    best, best_cost = None, math.inf
+    for cap in caps:
+        rows = pack(lengths, cap)
+        width = max(sum(lengths[i] for i in row) for row in rows)
+        cost = len(rows) * width * (1 + width / attn_break_even if attn_break_even else 1)
+        if cost < best_cost:
+            best, best_cost = rows, cost
+    return best
+
+
+def collate_packed(batch: list[dict], pad_id: int, device, max_length: int, attn_break_even: float | None = None):
+    """Pack a batch's records into rows of at most ``max(max_length, longest record)`` tokens (first-fit
+    decreasing, :func:`pack_rows`) and return ``(ids, labels, position_ids)``, with no attention mask.
+
+    Position ids restart at 0 with each record, which is how transformers recognises packed sequences
+    (``masking_utils.find_packed_sequence_indices``: a new segment wherever the position does not step by 1)
+    and builds a block-diagonal causal mask, so no token attends across records. Each record keeps its own
+    labels, and its first token's label is -100, so nothing is predicted across a boundary. Rows shorter than
+    the widest are right-padded: pad tokens have label -100 and position ids 0, 1, ... of their own, so they
+    form a segment of their own after the real tokens; being later in the row and in another segment, no real
+    token attends to them."""
+    import torch
+
+    lengths = [len(r["input_ids"]) for r in batch]
+    rows = pack_rows(lengths, max_length, attn_break_even)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        at = 0
+        for i in row:
+            n = lengths[i]
+            ids[k, at : at + n] = torch.tensor(batch[i]["input_ids"])
+            labels[k, at : at + n] = torch.tensor(batch[i]["labels"])
+            labels[k, at] = -100
+            pos[k, at : at + n] = torch.arange(n)
+            at += n
+        pos[k, at:] = torch.arange(width - at)
+    return ids.to(device), labels.to(device), pos.to(device)
+
+
+def completion_loss(model, ids, mask, labels, position_ids=None):
     """Next-token cross-entropy on the completion only, computing the LM head only where there are labels.
 
     With long prompts and short answers most positions carry no loss; skipping their vocabulary projection
     (49k x 576 for SmolLM2) saves a fifth of the forward and backward work. Models whose head does more than
-    a linear projection (logit soft-capping) take the plain path.
+    a linear projection (logit soft-capping) take the plain path. Packed rows (:func:`collate_packed`) pass
+    ``mask=None`` and their ``position_ids``. ``use_cache=False``: a training pass needs no KV cache, and with
+    one transformers does not look for packed sequences (plain causal mask across records).
     """
     import torch.nn.functional as F
 
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(lm.config, "final_logit_softcapping", None) or not hasattr(lm, "get_decoder"):
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids, labels=labels, use_cache=False).loss
+    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                              use_cache=False).last_hidden_state
     target = labels[:, 1:]
     keep = target != -100
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
@@ -144,13 +227,35 @@ def attach_adapter(model, cfg: TrainConfig, init_adapter: str | None):
 def train_stage(model, tokenizer, records: list[dict], cfg: TrainConfig, out_dir: str | Path, desc: str = "stage"):
     """Train a PEFT model in place on tokenized records (completion-only loss); save adapter and loss curve."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    break_even = _attn_break_even(model) if cfg.packing else None
 
     def step(batch, device):
-        ids, labels, mask = collate(batch, pad_id, device)
-        loss = completion_loss(model, ids, mask, labels)
-        return loss, {"tokens": int(mask.sum()), "target_tokens": int((labels != -100).sum())}
+        if cfg.packing:
+            ids, labels, pos = collate_packed(batch, pad_id, device, cfg.max_length, break_even)
+            loss = completion_loss(model, ids, None, labels, position_ids=pos)
+        else:
+            ids, labels, mask = collate(batch, pad_id, device)
+            loss = completion_loss(model, ids, mask, labels)
+        # Counted from the records, not the tensors: no device synchronisation per step.
+        return loss, {"tokens": sum(len(r["input_ids"]) for r in batch), "padded_tokens": ids.numel(),
+                      "target_tokens": sum(sum(1 for t in r["labels"][1:] if t != -100) for r in batch)}
 
-    return train_loop(model, records, cfg, out_dir, step, desc=desc)
+    return train_loop(model, records, cfg, out_dir, step, desc=desc, curve_extra={"packing": cfg.packing})
+
+
+def _attn_break_even(model) -> float | None:
+    """Row width at which masked attention costs as much as the linear layers, for attention implementations
+    that compute the whole row (eager, sdpa with an explicit mask); None for varlen kernels (flash attention),
+    which skip other records, or for a config the FLOPs formula does not know."""
+    from . import flops
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(lm.config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return None
+    try:
+        return flops.attention_break_even(lm.config)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path, step, *, desc: str = "stage",
@@ -158,9 +263,17 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
     """The one optimisation loop of every LoRA objective: seeded length-grouped batches, AdamW with linear
     warmup/decay, gradient accumulation and clipping, bf16 autocast on CUDA, a progress bar, and the adapter
     and loss curve saved to out_dir. ``step(batch, device) -> (loss, counts)`` computes one batch's loss;
-    counts has ``tokens`` (processed) and ``target_tokens`` (with loss), plus any extra counters."""
+    counts has ``tokens`` (real tokens processed, padding excluded) and ``target_tokens`` (with loss), optionally
+    ``padded_tokens`` (positions computed, padding included) and ``forward_only_tokens`` (part of ``tokens``
+    that runs forward only; prompt baking's ``teacher_tokens`` are taken as such), plus any extra counters.
+
+    The result carries model FLOPs (:func:`promptintern.flops.training_flops`, from the records' lengths and the
+    counts) and MFU against the accelerator's published peak (None on CPU or an unknown GPU); the loss curve
+    also records the inputs of that arithmetic."""
     import torch
     from transformers import get_linear_schedule_with_warmup
+
+    from . import flops
 
     out_dir = Path(out_dir)
     device = next(model.parameters()).device
@@ -211,17 +324,35 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokens = counts.pop("tokens")
+    target_tokens = counts.pop("target_tokens")
+    padded_tokens = counts.pop("padded_tokens", None)
+    forward_only = counts.get("forward_only_tokens", counts.get("teacher_tokens", 0))
+    lora_params = sum(p.numel() for p in params)
+    seq_len = flops.attended_length(len(r[k]) for batch in plan for r in batch
+                                    for k in ("input_ids", "teacher_input_ids") if k in r)
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        model_flops = flops.training_flops(lm.config, lora_params, tokens, target_tokens, seq_len, forward_only)
+    except (AttributeError, TypeError, ValueError):  # not a decoder config the formula knows
+        model_flops = None
+    peaks = flops.accelerator_peaks(device)
     result = StageResult(
         adapter_dir=str(out_dir),
         losses=losses,
         steps=len(losses),
         train_tokens=tokens,
-        target_tokens=counts.pop("target_tokens"),
+        target_tokens=target_tokens,
         seconds=seconds,
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         truncated_examples=sum(1 for r in records if r.get("truncated_tokens", 0) > 0),
+        padded_tokens=padded_tokens,
+        model_flops=model_flops,
+        mfu=flops.mfu(model_flops, seconds, peaks),
     )
-    curve = {**result.to_dict(), **counts, **(curve_extra or {})}
+    flops_inputs = {"lora_params": lora_params, "attended_length": seq_len, "forward_only_tokens": forward_only,
+                    "accelerator": {k: peaks[k] for k in ("name", "device_name", "bf16_tflops", "vendor_spec",
+                                                          "source", "retrieved") if k in peaks} if peaks else None}
+    curve = {**result.to_dict(), **counts, "flops_inputs": flops_inputs, **(curve_extra or {})}
     (out_dir / "loss_curve.json").write_text(json.dumps(curve, indent=1))
     return result
 

@@ -168,6 +168,11 @@ def test_measure_on_tiny_model(tiny):
     lat = measure_latency(model, tok, prompts, ["a", "b"], max_new_tokens=3, stop=None)
     assert [s["id"] for s in lat["samples"]] == ["a", "b"] and lat["e2e_s"]["n"] == 2
     assert all(0 < s["ttft_s"] <= s["e2e_s"] for s in lat["samples"])
+    for s in lat["samples"]:  # decode time per token after the first
+        if s["output_tokens"] > 1:
+            assert s["tpot_s"] == pytest.approx((s["e2e_s"] - s["ttft_s"]) / (s["output_tokens"] - 1))
+    static = measure_throughput(model, tok, prompts, [2], max_new_tokens=3, engine="static")
+    assert static["engine"] == "static" and [p["output_tokens"] for p in static["points"]] == [6]
 
 
 def test_run_measurements_settings(tiny):

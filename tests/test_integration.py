@@ -53,3 +53,21 @@ def test_three_stage_promptintern_on_real_mbpp_shrinks_the_prompt(tmp_path, data
     assert len(stages) == 3 and tokens[0] > tokens[1] > tokens[2], tokens
     assert [s["train"]["examples_per_prompt"] for s in stages] == [2, 1, 0]
     assert abs(stages[0]["train"]["template_rate_achieved"] - 0.6) <= 0.05
+
+
+def test_fast_engine_compiled_decode_step_matches_eager_on_smollm2():
+    """torch.compile of the decode step (CUDA graphs on a GPU; inductor on CPU) changes no token."""
+    import torch
+
+    from promptintern.fast_decode import fast_greedy
+    from promptintern.models import load_model
+    from promptintern.prompts import Prompt, render
+
+    model, tok = load_model("smollm2-135m")
+    texts = [render(Prompt(query=q), tok) for q in ("Write a Python function that reverses a list.", "Say hi")]
+    tok.padding_side = "left"
+    enc = tok.pad({"input_ids": [tok(t, add_special_tokens=False)["input_ids"] for t in texts]}, return_tensors="pt")
+    kw = dict(max_new_tokens=24, eos_ids=[], pad_id=tok.pad_token_id, cache_len=256)
+    eager, _ = fast_greedy(model, enc["input_ids"], enc["attention_mask"], compile=False, **kw)
+    compiled, _ = fast_greedy(model, enc["input_ids"], enc["attention_mask"], compile=True, **kw)
+    assert torch.equal(eager, compiled)
