@@ -132,10 +132,10 @@ def run_plan(
     refs: dict[str, object] = {}  # unit id -> ObjectRef or a finished record (dict)
     pending: dict[object, Unit] = {}
     failed_upstream: set[str] = set()
+    to_run = units_to_run(units, store)
     for u in units:
-        done = store.read(u.id)
-        if done is not None:
-            refs[u.id] = done
+        if u.id not in to_run:
+            refs[u.id] = store.read(u.id, require_artifacts=False)
             summary.skipped += 1
             continue
         prev = refs.get(u.deps[0]) if u.deps else None
@@ -168,6 +168,16 @@ def run_plan(
                 view.update(running=len(pending))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def units_to_run(units: list[Unit], store: ResultStore) -> set[str]:
+    """Ids of the units that must run: those without a valid record, plus, transitively, the upstream stages
+    of those whose adapter folder is missing (a stage whose dependants are all done needs no adapter)."""
+    run = {u.id for u in units if store.read(u.id, require_artifacts=False) is None}
+    for u in reversed(units):  # plans list dependencies first
+        if u.id in run:
+            run.update(d for d in u.deps if store.read(d) is None)
+    return run
 
 
 def _error_text(e: Exception) -> str:

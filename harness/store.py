@@ -1,8 +1,10 @@
 """Result store: one JSON per unit under <results>/<experiment>/runs/, written atomically.
 
-A result is valid when it parses, names its unit id, has status "ok", and (for stages) its adapter folder is
-complete. Anything else — a truncated file, a crashed write, a missing adapter — is treated as absent, so the
-unit runs again.
+A result is valid when it parses, names its unit id and has status "ok"; anything else — a truncated file, a
+crashed write — is treated as absent, so the unit runs again. A stage's adapter folder is an artefact beside its
+record: readers (aggregators, reports) need only the record, so results copied without their adapters (they are
+not committed) still aggregate; the executor re-runs a stage whose adapter is missing only when a unit that
+depends on it has to run (`read(..., require_artifacts=True)`).
 """
 
 from __future__ import annotations
@@ -32,17 +34,19 @@ class ResultStore:
         record = {"schema_version": SCHEMA_VERSION, "unit_id": unit_id, **record}
         return atomic_write_json(self.path(unit_id), record)
 
-    def read(self, unit_id: str) -> dict | None:
-        """The unit's record if present and valid, else None."""
-        return load_valid(self.path(unit_id), unit_id)
+    def read(self, unit_id: str, require_artifacts: bool = True) -> dict | None:
+        """The unit's record if present and valid (with its adapter folder, for a stage, unless
+        ``require_artifacts`` is false), else None."""
+        return load_valid(self.path(unit_id), unit_id, require_artifacts)
 
     def done(self, unit_id: str) -> bool:
         return self.read(unit_id) is not None
 
     def records(self, kind: str | None = None) -> list[dict]:
+        """Every valid record (adapters not required: readers need only the records)."""
         out = []
         for p in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
-            rec = load_valid(p, p.stem)
+            rec = load_valid(p, p.stem, require_artifacts=False)
             if rec is not None and (kind is None or rec.get("kind") == kind):
                 out.append(rec)
         return out
@@ -63,7 +67,7 @@ def atomic_write_json(path: Path, obj) -> Path:
     return path
 
 
-def load_valid(path: Path, unit_id: str) -> dict | None:
+def load_valid(path: Path, unit_id: str, require_artifacts: bool = True) -> dict | None:
     try:
         rec = json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -72,7 +76,7 @@ def load_valid(path: Path, unit_id: str) -> dict | None:
         return None
     if rec.get("schema_version") != SCHEMA_VERSION:
         return None
-    if rec.get("kind") == "stage":
+    if require_artifacts and rec.get("kind") == "stage":
         adapter = Path(path).parent.parent / rec.get("adapter_dir", "")  # relative to the experiment folder
         if not all((adapter / f).is_file() for f in ADAPTER_FILES):
             return None

@@ -97,6 +97,23 @@ def test_grid_completes_resumes_and_reruns_corrupt_results(tmp_path, ray_local, 
     assert third.completed == 1 and third.skipped == len(units) - 1
     assert store.read(victim.id) is not None
 
+    # Adapters are not committed: results without them still aggregate, and nothing re-runs for them ...
+    import shutil
+
+    from harness.executor import units_to_run
+
+    chain = [u for u in units if u.kind == "stage" and u.config["method"]["name"] == "promptintern"]
+    chain_eval = next(u for u in units if u.kind == "eval" and u.deps == [chain[-1].id])
+    for u in (u for u in units if u.kind == "stage"):
+        shutil.rmtree(store.adapter_dir(u.id))
+    assert len(store.records(kind="stage")) == len([u for u in units if u.kind == "stage"])
+    assert units_to_run(units, store) == set()
+    # ... until a unit downstream must run: then its chain's stages train again, and nothing else.
+    store.path(chain_eval.id).unlink()
+    assert units_to_run(units, store) == {chain_eval.id, *(u.id for u in chain)}
+    fourth = run_plan(units, store, data_dir=str(data_dir), progress=False)
+    assert fourth.ok and fourth.completed == 3 and fourth.skipped == len(units) - 3
+
 
 def test_killed_worker_is_retried_and_the_grid_completes(tmp_path, ray_local, data_dir):
     cfg = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}]))
