@@ -157,3 +157,25 @@ def test_a_unit_that_keeps_failing_is_recorded_and_the_rest_completes(tmp_path, 
     failed_record = json.loads(store.path(stage.id).read_text())
     assert failed_record["status"] == "failed" and "no-such-model" in failed_record["error"]
     assert store.read(stage.id) is None  # a failed record is never taken as done: the next run retries it
+
+
+def test_fast_paths_run_through_the_grid(tmp_path, ray_local, data_dir):
+    """train.packing and generation.engine reach the units: packed stages report padding and FLOPs, evaluations
+    decode with the chosen engine and report time per output token; ids of default-valued grids are unchanged."""
+    base = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}]))
+    fast = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}]),
+                           ["train.packing=true", "generation.engine=fast", "generation.latency_samples=1"])
+    default_ids = {u.id for u in build_plan(base)}
+    units = build_plan(fast)
+    assert not default_ids & {u.id for u in units}  # non-default values change every id
+    store = ResultStore(tmp_path / "results" / fast["name"])
+    summary = run_plan(units, store, data_dir=str(data_dir), progress=False)
+    assert summary.ok and summary.completed == len(units), summary.failed
+    stage = store.records(kind="stage")[0]
+    assert stage["config"]["train"]["packing"] is True
+    train = stage["train"]
+    assert train["padded_tokens"] >= train["train_tokens"] > 0 and train["model_flops"] > 0 and train["mfu"] is None
+    ev = store.records(kind="eval")[0]
+    assert ev["measurements"]["throughput"]["engine"] == "fast"
+    assert ev["efficiency"]["model_load"]["reused"] in (True, False)
+    assert ev["measurements"]["latency"]["tpot_s"]["n"] <= 1
