@@ -35,6 +35,7 @@ DEFAULTS: dict = {
         "max_grad_norm": 1.0,
         "group_by_length": True,
         "packing": False,
+        "gradient_checkpointing": False,
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
     },
     "generation": {
@@ -178,7 +179,7 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         _require(isinstance(cfg["train"][key], int | float) and cfg["train"][key] >= 0, f"train.{key}", "must be a number >= 0", source)
     for key in ("batch_size", "grad_accum", "max_length"):
         _require(isinstance(cfg["train"][key], int) and cfg["train"][key] > 0, f"train.{key}", "must be a positive integer", source)
-    for key in ("group_by_length", "packing"):
+    for key in ("group_by_length", "packing", "gradient_checkpointing"):
         _require(isinstance(cfg["train"][key], bool), f"train.{key}", "must be true or false", source)
     g = cfg["generation"]
     from promptintern.generation import ENGINES

@@ -25,7 +25,8 @@ from promptintern.methods import (
 
 # Keys added to the experiment schema after results were first published: at these values they are left out
 # of unit ids, so adding a key does not orphan every stored result (a non-default value still changes the id).
-LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("generation", "engine"): "hf"}
+LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("train", "gradient_checkpointing"): False,
+                                             ("generation", "engine"): "hf"}
 
 
 def content_id(obj: dict) -> str:

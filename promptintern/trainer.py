@@ -51,6 +51,9 @@ class TrainConfig:
     group_by_length: bool = True
     # Pack each batch's records into as few rows as fit (same records per step, same loss; less padding).
     packing: bool = False
+    # Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory for
+    # long prompts (benchmarks/checkpointing_memory.py measures both), at the cost of a second forward pass.
+    gradient_checkpointing: bool = False
     seed: int = 0
     lora: LoraSpec = field(default_factory=LoraSpec)
     progress: bool = True
@@ -293,6 +296,9 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     losses: list[float] = []
     counts: dict[str, int] = {"tokens": 0, "target_tokens": 0}
+    if cfg.gradient_checkpointing:
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     start = time.perf_counter()
     bar = _progress(len(plan), desc, cfg.progress)

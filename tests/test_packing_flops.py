@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from promptintern import flops
 from promptintern.prompts import Prompt, encode_for_training
@@ -151,12 +152,13 @@ def test_pad_tokens_never_affect_real_tokens(fresh_tiny):
     assert torch.allclose(h, hp[:, :n], atol=1e-5)
 
 
-def _run(tmp_path, name, packing, seed=5):
+def _run(tmp_path, name, packing, seed=5, checkpointing=False):
     from promptintern.models import load_model
 
     model, tok = load_model("tiny", device="cpu")
     cfg = TrainConfig.from_dict({"lr": 1e-2, "epochs": 2, "batch_size": 4, "progress": False, "warmup_ratio": 0.0,
                                  "seed": seed, "packing": packing, "max_length": 256,
+                                 "gradient_checkpointing": checkpointing,
                                  "lora": {"r": 4, "alpha": 8, "dropout": 0.0}})
     recs = _records(tok, sizes=(1, 9, 3, 14, 2, 6, 11, 4))
     result = train_stage(attach_adapter(model, cfg, None), tok, recs, cfg, tmp_path / name)
@@ -178,6 +180,35 @@ def test_packed_training_is_deterministic_and_matches_unpacked(tmp_path):
     assert curve["model_flops"] == pytest.approx(u_curve["model_flops"])  # model FLOPs exclude padding
     assert a.model_flops > 0 and a.mfu is None  # CPU: no published peak, no MFU
     assert curve["flops_inputs"]["accelerator"] is None
+
+
+def test_gradient_checkpointing_recomputes_without_changing_the_optimisation(tmp_path):
+    plain, _ = _run(tmp_path, "plain", packing=True)
+    ckpt, _ = _run(tmp_path, "ckpt", packing=True, checkpointing=True)
+    assert ckpt.losses == pytest.approx(plain.losses, rel=1e-5)
+    a = load_file(tmp_path / "plain" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "ckpt" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("checkpointing, calls", [(False, 2), (True, 4)])
+def test_gradient_checkpointing_runs_each_layer_again_in_backward(tmp_path, monkeypatch, checkpointing, calls):
+    """One step of the 2-layer tiny model: each MLP runs once forward, and once more in backward when its
+    activations were not kept. (Counted in forward itself: module hooks do not fire during the recompute.)"""
+    from transformers.models.llama import modeling_llama
+
+    from promptintern.models import load_model
+
+    model, tok = load_model("tiny", device="cpu")
+    assert model.config.num_hidden_layers == 2
+    cfg = TrainConfig.from_dict({"batch_size": 8, "progress": False, "gradient_checkpointing": checkpointing,
+                                 "lora": {"r": 4, "alpha": 8, "dropout": 0.0}})
+    peft_model = attach_adapter(model, cfg, None)
+    seen = []
+    forward = modeling_llama.LlamaMLP.forward
+    monkeypatch.setattr(modeling_llama.LlamaMLP, "forward", lambda self, x: seen.append(1) or forward(self, x))
+    train_stage(peft_model, tok, _records(tok, sizes=(3, 5)), cfg, tmp_path / "one")  # one step
+    assert len(seen) == calls
 
 
 def test_train_config_accepts_the_harness_defaults():
