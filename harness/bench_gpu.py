@@ -323,7 +323,7 @@ def run(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task = tasks.get_task(args.task, data_dir=args.data_dir)
     out_dir = Path(args.out).parent / "bench_gpu_work"
-    report: dict = {"args": vars(args), "hardware": hardware(), "versions": versions(), "git_commit": git_commit(),
+    report: dict = {"hardware": hardware(), "versions": versions(), "git_commit": git_commit(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if not args.skip_training:
         report["training"] = bench_training(args.model, task, batch=args.train_batch, seq=args.train_seq,
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None, args=None) -> dict:
         name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         args.out = str(Path("results") / "bench_gpu" / (name.replace(" ", "_") + ".json"))
     report = run(args)
-    report["args"] = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    report["args"] = {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

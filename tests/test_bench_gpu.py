@@ -55,3 +55,27 @@ def test_random_shaped_model_has_the_shape(tiny):
     finally:
         SHAPES.pop("test-small")
     assert m.config.num_hidden_layers == 2 and m.config.vocab_size == len(tok)
+
+
+def test_grid_ratios_compare_promptintern_with_full_prompt_ft_from_result_files():
+    """From the committed benchmark run: every figure recomputed from its main table."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from harness.bench_gpu import grid_ratios
+
+    root = Path(__file__).resolve().parent.parent / "results" / "benchmark"
+    if not (root / "runs").is_dir():
+        pytest.skip("no committed benchmark results")
+    for task, scale in (("mbpp", 100.0), ("nl2bash", 1.0)):  # pass@1 is a fraction, BLEU already in points
+        rows = grid_ratios(root, task)
+        main = pd.read_csv(root / "tables" / "main.csv")
+        main = main[(main["eval_task"] == task) & (main["train_task"] == task)]
+        full = main[main["method"] == "full_prompt_ft"].iloc[0]
+        pi = main[main["method"] == "promptintern"]
+        assert [r["label"] for r in rows] == list(pi["label"])
+        r, p = rows[0], pi.iloc[0]
+        assert r["token_reduction_pct"] == pytest.approx(100 * (1 - p["input_tokens"] / full["input_tokens"]))
+        assert r["throughput_speedup"] == pytest.approx(p["throughput_tok_s"] / full["throughput_tok_s"])
+        assert r["score_gap_points"] == pytest.approx(scale * (p["score"] - full["score"]))
