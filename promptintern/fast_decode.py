@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 CHECK_EVERY = 16
+MAX_SLOTS = 8  # static caches (and compiled graphs) kept per model; the least recently used goes first
 
 
 @dataclass
@@ -37,7 +38,10 @@ def _slot(model, batch_size: int, cache_len: int, compile: bool) -> _Slot:
     slots = model.__dict__.setdefault("_promptintern_fast_slots", {})
     key = (batch_size, cache_len, compile)
     if key in slots:
+        slots[key] = slots.pop(key)  # most recently used last
         return slots[key]
+    while len(slots) >= MAX_SLOTS:  # a long grid meets many shapes: bound the caches held on the device
+        slots.pop(next(iter(slots)))
     device = next(model.parameters()).device
     cache = StaticCache(config=model.config, max_cache_len=cache_len)
     shape = model._get_static_cache_init_shape() if hasattr(model, "_get_static_cache_init_shape") else None

@@ -70,3 +70,17 @@ def test_fast_greedy_stops_early_when_every_row_ends(tiny):
                            eos_ids=[first], pad_id=tok.pad_token_id, cache_len=256)
     assert ended.shape == (2, CHECK_EVERY)
     assert ended[:, 0].tolist() == [first, first] and (ended[:, 1:] == tok.pad_token_id).all()
+
+
+def test_fast_decode_keeps_a_bounded_number_of_static_caches(tiny):
+    from promptintern.fast_decode import MAX_SLOTS, fast_greedy
+
+    model, tok = tiny
+    model.__dict__.pop("_promptintern_fast_slots", None)
+    enc = tok.pad({"input_ids": [tok("hi", add_special_tokens=False)["input_ids"]]}, return_tensors="pt")
+    lens = [64 * (i + 1) for i in range(MAX_SLOTS + 3)]
+    for n in lens:
+        fast_greedy(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=2, eos_ids=[],
+                    pad_id=tok.pad_token_id, cache_len=n)
+    slots = model.__dict__["_promptintern_fast_slots"]
+    assert [k[1] for k in slots] == lens[-MAX_SLOTS:]  # the most recent shapes are kept, in use order
