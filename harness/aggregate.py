@@ -71,23 +71,25 @@ def stage_records_by_chain(store: ResultStore) -> dict[tuple, list[dict]]:
 
 def latency_fields(rec: dict) -> dict:
     """Batch-1 latency p50/p90 from the recorded measurement, or from main-run samples that ran at batch 1."""
+    from .measure import percentile, query_latency, sample_tpot
+
     lat = (rec.get("measurements") or {}).get("latency")
     if lat:
         return {"latency_p50_s": lat["e2e_s"]["p50"], "latency_p90_s": lat["e2e_s"]["p90"],
                 "ttft_p50_s": lat["ttft_s"]["p50"], "ttft_p90_s": lat["ttft_s"]["p90"],
+                "tpot_p50_s": percentile(map(sample_tpot, lat.get("samples") or []), 50),
                 "latency_n": lat["e2e_s"]["n"], "latency_source": lat.get("source", "batch1_run"),
                 "latency_max_new_tokens": lat.get("max_new_tokens")}
-    from .measure import percentile, query_latency
-
     b1 = [s for s in rec.get("samples") or [] if s.get("batch_size") == 1]
     if b1:
         ttft, e2e = zip(*(query_latency(s) for s in b1), strict=True)
         return {"latency_p50_s": percentile(e2e, 50), "latency_p90_s": percentile(e2e, 90),
                 "ttft_p50_s": percentile(ttft, 50), "ttft_p90_s": percentile(ttft, 90),
+                "tpot_p50_s": percentile(map(sample_tpot, b1), 50),
                 "latency_n": len(b1), "latency_source": "main_run_batch1",
                 "latency_max_new_tokens": (rec.get("efficiency") or {}).get("max_new_tokens")}
     nan = float("nan")
-    return {"latency_p50_s": nan, "latency_p90_s": nan, "ttft_p50_s": nan, "ttft_p90_s": nan,
+    return {"latency_p50_s": nan, "latency_p90_s": nan, "ttft_p50_s": nan, "ttft_p90_s": nan, "tpot_p50_s": nan,
             "latency_n": 0, "latency_source": "not measured", "latency_max_new_tokens": None}
 
 
@@ -255,6 +257,8 @@ def fmt_usd(x) -> str:
 def fmt_s(x) -> str:
     if _isnan(x):
         return ""
+    if x < 0.01:  # GPU decode steps: keep two decimals of a millisecond
+        return f"{x * 1000:.2f} ms"
     return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
@@ -282,6 +286,7 @@ def main_columns(include_task: bool = True) -> list[Column]:
         ("input tokens", lambda r: fmt(r["input_tokens"])),
         ("token reduction", lambda r: fmt_pct(r.get("token_reduction_pct"))),
         ("TTFT p50", lambda r: fmt_s(r.get("ttft_p50_s"))),
+        ("per token p50", lambda r: fmt_s(r.get("tpot_p50_s"))),
         ("latency p50", lambda r: fmt_s(r.get("latency_p50_s"))),
         ("latency p90", lambda r: fmt_s(r.get("latency_p90_s"))),
         ("speedup", lambda r: fmt_x(r.get("speedup"))),

@@ -211,14 +211,23 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str]
 
 def latency_samples(ids: Sequence[str], gens: Sequence, compressor_s: Sequence[float]) -> list[dict]:
     """One latency record per batch-1 generation; ``tpot_s`` is the decode time per output token after the first."""
-    return [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "tpot_s": time_per_output_token(g), "compressor_s": c,
-             "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens}
+    return [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "tpot_s": time_per_output_token(g.ttft_s, g.e2e_s,
+                                                                                          g.output_tokens),
+             "compressor_s": c, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens}
             for i, g, c in zip(ids, gens, compressor_s, strict=True)]
 
 
-def time_per_output_token(g) -> float:
-    """(end-to-end − time to first token) / (output tokens − 1): the steady decode step time of a batch-1 query."""
-    return (g.e2e_s - g.ttft_s) / (g.output_tokens - 1) if g.output_tokens > 1 else float("nan")
+def time_per_output_token(ttft_s: float, e2e_s: float, output_tokens: int) -> float:
+    """(end-to-end − time to first token) / (output tokens − 1): the steady decode step time of a batch-1 query
+    (NaN with fewer than two output tokens)."""
+    return (e2e_s - ttft_s) / (output_tokens - 1) if output_tokens and output_tokens > 1 else float("nan")
+
+
+def sample_tpot(sample: dict) -> float:
+    """A latency sample's time per output token (recomputed for records written before ``tpot_s`` existed)."""
+    if sample.get("tpot_s") is not None:
+        return float(sample["tpot_s"])
+    return time_per_output_token(sample["ttft_s"], sample["e2e_s"], sample.get("output_tokens") or 0)
 
 
 def query_latency(sample: dict) -> tuple[float, float]:
@@ -236,8 +245,7 @@ def latency_summary(samples: list[dict], source: str) -> dict:
         "samples": samples,
         "ttft_s": summary_stats([t for t, _ in lat]),
         "e2e_s": summary_stats([e for _, e in lat]),
-        "tpot_s": summary_stats([s["tpot_s"] for s in samples if s.get("tpot_s") is not None
-                                 and not math.isnan(s["tpot_s"])]),
+        "tpot_s": summary_stats([t for t in map(sample_tpot, samples) if not math.isnan(t)]),
     }
 
 

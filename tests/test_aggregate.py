@@ -197,3 +197,18 @@ def test_compressor_time_counts_in_latency():
     s = latency_summary([{"id": "a", "ttft_s": 0.1, "e2e_s": 0.5, "compressor_s": 0.25},
                          {"id": "b", "ttft_s": 0.2, "e2e_s": 0.7}], source="batch1_run")
     assert s["e2e_s"]["p50"] == pytest.approx((0.75 + 0.7) / 2) and s["ttft_s"]["p50"] == pytest.approx(0.275)
+
+
+def test_time_per_output_token_in_the_tables_also_for_older_records():
+    from harness.aggregate import latency_fields, main_columns
+
+    samples = [{"id": "a", "ttft_s": 0.1, "e2e_s": 0.5, "output_tokens": 5},   # (0.5 - 0.1) / 4 = 0.1
+               {"id": "b", "ttft_s": 0.2, "e2e_s": 0.8, "output_tokens": 4},   # (0.8 - 0.2) / 3 = 0.2
+               {"id": "c", "ttft_s": 0.3, "e2e_s": 0.3, "output_tokens": 1}]   # one token: no decode step
+    stats = {"n": 3, "p50": 0.0, "p90": 0.0, "mean": 0.0}
+    rec = {"measurements": {"latency": {"samples": samples, "e2e_s": stats, "ttft_s": stats}}}  # no tpot_s: older
+    assert latency_fields(rec)["tpot_p50_s"] == pytest.approx(0.15)
+    b1 = {"samples": [{**s, "batch_size": 1} for s in samples]}  # main run at batch 1, no measurement section
+    assert latency_fields(b1)["tpot_p50_s"] == pytest.approx(0.15)
+    fmt = dict(main_columns())["per token p50"]
+    assert fmt({"tpot_p50_s": 0.15}) == "150 ms" and fmt({"tpot_p50_s": 0.00123}) == "1.23 ms"
