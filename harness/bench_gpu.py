@@ -28,6 +28,8 @@ import statistics
 import time
 from pathlib import Path
 
+from promptintern.generation import sync_device
+
 # A Llama-2-7B-shaped decoder (random weights; timing only).
 SHAPES = {
     "7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -37,12 +39,6 @@ TARGETS = {"train_speedup": 1.5, "decode_vs_bandwidth": 3.0, "token_reduction_pc
            "score_gap_points": 1.0}
 QUICK = {"train_batch": 4, "train_seq": 256, "train_steps": 3, "n_prompts": 4, "batch_sizes": [1, 4],
          "new_tokens": 8, "decode_tokens": 16, "engines": ["hf", "static", "fast"], "shapes": []}
-
-
-def _sync(device) -> None:
-    from promptintern.generation import sync_device
-
-    sync_device(device)
 
 
 # -- 1. training ---------------------------------------------------------------------------------------------
@@ -80,7 +76,7 @@ def plain_peft_tokens_per_s(model, tok, records: list[dict], batch: int, lora, w
     peft_model.train()
     tokens, seconds = 0, 0.0
     for step, i in enumerate(range(0, len(records), batch)):
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         ids, labels, mask = collate(records[i : i + batch], pad, device)  # right padding to the longest row
         with autocast:
@@ -88,7 +84,7 @@ def plain_peft_tokens_per_s(model, tok, records: list[dict], batch: int, lora, w
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _sync(device)
+        sync_device(device)
         if step >= warmup_steps:
             seconds += time.perf_counter() - t0
             tokens += int(mask.sum())
@@ -142,11 +138,11 @@ def copy_bandwidth(device, nbytes: int = 1 << 30, reps: int = 5) -> float:
     x = torch.empty(n, dtype=torch.bfloat16, device=device)
     y = torch.empty_like(x)
     y.copy_(x)
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         y.copy_(x)
-    _sync(device)
+    sync_device(device)
     return 2 * nbytes * reps / (time.perf_counter() - t0)
 
 
@@ -168,25 +164,16 @@ def decode_bytes(model, context: int) -> int:
 
 def _timed_generate(model, tok, ids: list[list[int]], new_tokens: int, engine: str) -> float:
     """Seconds for one batch decoding exactly ``new_tokens`` tokens per row with ``engine`` (warmed up)."""
-    import torch
-
-    from promptintern.fast_decode import fast_greedy
-    from promptintern.generation import engine_kwargs, static_cache_len, warm_up
+    from promptintern.generation import generate_fixed, static_cache_len, warm_up
 
     device = next(model.parameters()).device
     cache_len = static_cache_len([len(x) for x in ids], max(new_tokens, 4))
     warm_up(model, tok, ids, engine, cache_len)
     batch = tok.pad({"input_ids": ids}, return_tensors="pt").to(device)
-    with torch.inference_mode():
-        _sync(device)
-        t0 = time.perf_counter()
-        if engine == "fast":
-            fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens, eos_ids=[],
-                        pad_id=tok.pad_token_id, cache_len=cache_len)
-        else:
-            model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=tok.pad_token_id, **engine_kwargs(engine, cache_len))
-        _sync(device)
+    sync_device(device)
+    t0 = time.perf_counter()
+    generate_fixed(model, tok, batch, new_tokens, engine, cache_len)
+    sync_device(device)
     return time.perf_counter() - t0
 
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from promptintern.generation import engine_kwargs, static_cache_len, sync_device, warm_up
+from promptintern.generation import generate_fixed, static_cache_len, sync_device, warm_up
 
 MEASURE_DEFAULTS = {
     "measure": True,
@@ -151,8 +151,8 @@ def model_info(model) -> dict:
 
 def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Sequence[int],
                        max_new_tokens: int = 16, engine: str = "hf") -> dict:
-    """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens.
-    With the static engine each batch size is warmed up (compiled) untimed before it is timed."""
+    """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens with
+    ``engine``. With a compiling engine each batch size is warmed up (compiled) untimed before it is timed."""
     import torch
 
     if not prompts or not batch_sizes:
@@ -163,12 +163,10 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
         tokenizer.pad_token = tokenizer.eos_token
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     cache_len = static_cache_len([len(e) for e in encoded], max_new_tokens)
-    kwargs = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
-                  pad_token_id=tokenizer.pad_token_id, **engine_kwargs(engine, cache_len))
     model.eval()
-    with torch.inference_mode():  # warm-up (allocations, kernels) so the first batch size is not penalised
-        warm = tokenizer.pad({"input_ids": [encoded[0]]}, return_tensors="pt").to(device)
-        model.generate(**warm, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})
+    # warm-up (allocations, kernels) so the first batch size is not penalised
+    warm = tokenizer.pad({"input_ids": [encoded[0]]}, return_tensors="pt").to(device)
+    generate_fixed(model, tokenizer, warm, 2, engine, cache_len)
     points = []
     for b in sorted(set(int(x) for x in batch_sizes)):
         ids = [encoded[i % len(encoded)] for i in range(b)]
@@ -176,13 +174,11 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
         batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        with torch.inference_mode():
-            sync_device(device)
-            t0 = time.perf_counter()
-            out = model.generate(**batch, **kwargs)
-            sync_device(device)
-            seconds = time.perf_counter() - t0
-        new_tokens = int(out.shape[1] - batch["input_ids"].shape[1]) * b
+        sync_device(device)
+        t0 = time.perf_counter()
+        new_tokens = generate_fixed(model, tokenizer, batch, max_new_tokens, engine, cache_len) * b
+        sync_device(device)
+        seconds = time.perf_counter() - t0
         point = {
             "batch_size": b,
             "seconds": seconds,

@@ -20,6 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import torch
+
 CHECK_EVERY = 16
 MAX_SLOTS = 8  # static caches (and compiled graphs) kept per model; the least recently used goes first
 
@@ -32,7 +34,6 @@ class _Slot:
 
 
 def _slot(model, batch_size: int, cache_len: int, compile: bool) -> _Slot:
-    import torch
     from transformers import StaticCache
 
     slots = model.__dict__.setdefault("_promptintern_fast_slots", {})
@@ -65,14 +66,13 @@ def _slot(model, batch_size: int, cache_len: int, compile: bool) -> _Slot:
     return slots[key]
 
 
+@torch.inference_mode()  # whoever calls: the per-model caches are created and reset in inference mode only
 def fast_greedy(model, input_ids, attention_mask, *, max_new_tokens: int, eos_ids: list[int], pad_id: int,
                 cache_len: int, compile: bool | None = None, check_every: int = CHECK_EVERY, stopped=None):
     """Greedy-decode a left-padded batch. Returns (new token ids (B, n) with ``pad_id`` after each row's EOS,
     seconds to the first token). ``cache_len`` must hold the prompt plus ``max_new_tokens``. ``stopped``, if
     given, is called at each check with the tokens so far (B, i) and returns a list of bools: rows to finish
     (stop strings); their later tokens are still written, so the caller cuts them."""
-    import torch
-
     device = input_ids.device
     b, length = input_ids.shape
     if length + max_new_tokens > cache_len:
@@ -88,27 +88,26 @@ def fast_greedy(model, input_ids, attention_mask, *, max_new_tokens: int, eos_id
     out = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        logits = model(input_ids=input_ids, attention_mask=slot.mask, position_ids=positions,
-                       past_key_values=slot.cache, cache_position=torch.arange(length, device=device),
-                       use_cache=True, logits_to_keep=1).logits
-        tok = logits[:, -1].argmax(-1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        ttft = time.perf_counter() - t0
-        next_pos = positions[:, -1:] + 1
-        n = 0
-        for i in range(max_new_tokens):
-            out[:, i] = torch.where(done, pad_id, tok)
-            done |= torch.isin(tok, eos)
-            n = i + 1
-            if (i + 1) % check_every == 0:
-                if stopped is not None:
-                    done |= torch.tensor(stopped(out[:, : i + 1]), dtype=torch.bool, device=device)
-                if bool(done.all()):
-                    break
-            if i == max_new_tokens - 1:
+    logits = model(input_ids=input_ids, attention_mask=slot.mask, position_ids=positions,
+                   past_key_values=slot.cache, cache_position=torch.arange(length, device=device),
+                   use_cache=True, logits_to_keep=1).logits
+    tok = logits[:, -1].argmax(-1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    ttft = time.perf_counter() - t0
+    next_pos = positions[:, -1:] + 1
+    n = 0
+    for i in range(max_new_tokens):
+        out[:, i] = torch.where(done, pad_id, tok)
+        done |= torch.isin(tok, eos)
+        n = i + 1
+        if (i + 1) % check_every == 0:
+            if stopped is not None:
+                done |= torch.tensor(stopped(out[:, : i + 1]), dtype=torch.bool, device=device)
+            if bool(done.all()):
                 break
-            tok = slot.step(tok[:, None].clone(), torch.tensor([length + i], device=device), next_pos.clone())
-            next_pos += 1
+        if i == max_new_tokens - 1:
+            break
+        tok = slot.step(tok[:, None].clone(), torch.tensor([length + i], device=device), next_pos.clone())
+        next_pos += 1
     return out[:, :n], ttft

@@ -92,11 +92,26 @@ def engine_kwargs(engine: str, cache_len: int) -> dict:
     return {}
 
 
+def generate_fixed(model, tokenizer, batch, new_tokens: int, engine: str, cache_len: int) -> int:
+    """Decode exactly ``new_tokens`` tokens for every row of a padded batch with ``engine`` (no end-of-sequence
+    stop: a timing that compares prompts must decode the same amount). Returns the tokens decoded per row."""
+    import torch
+
+    with torch.inference_mode():
+        if engine == "fast":
+            from .fast_decode import fast_greedy
+
+            out, _ = fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens,
+                                 eos_ids=[], pad_id=tokenizer.pad_token_id, cache_len=cache_len)
+            return int(out.shape[1])
+        out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, **engine_kwargs(engine, cache_len))
+        return int(out.shape[1] - batch["input_ids"].shape[1])
+
+
 def warm_up(model, tokenizer, input_ids: list[list[int]], engine: str, cache_len: int) -> bool:
     """Run one short untimed generate at this batch shape so compilation (CUDA graphs) happens outside timings.
     Done once per (engine, batch size, cache length) per model; returns whether it ran."""
-    import torch
-
     if engine == "hf":
         return False
     if engine == "fast" and device_of(model).type != "cuda":
@@ -107,16 +122,8 @@ def warm_up(model, tokenizer, input_ids: list[list[int]], engine: str, cache_len
         return False
     device = device_of(model)
     batch = tokenizer.pad({"input_ids": input_ids}, return_tensors="pt").to(device)
-    with torch.inference_mode():
-        # A few decode steps: the first compiles, the next ones record and replay the CUDA graph.
-        if engine == "fast":
-            from .fast_decode import fast_greedy
-
-            fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=4, eos_ids=[],
-                        pad_id=tokenizer.pad_token_id, cache_len=cache_len)
-        else:
-            model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False,
-                           pad_token_id=tokenizer.pad_token_id, **engine_kwargs(engine, cache_len))
+    # A few decode steps: the first compiles, the next ones record and replay the CUDA graph.
+    generate_fixed(model, tokenizer, batch, 4, engine, cache_len)
     sync_device(device)
     seen.add(key)
     return True

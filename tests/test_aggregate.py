@@ -212,3 +212,17 @@ def test_time_per_output_token_in_the_tables_also_for_older_records():
     assert latency_fields(b1)["tpot_p50_s"] == pytest.approx(0.15)
     fmt = dict(main_columns())["per token p50"]
     assert fmt({"tpot_p50_s": 0.15}) == "150 ms" and fmt({"tpot_p50_s": 0.00123}) == "1.23 ms"
+
+
+def test_throughput_decodes_with_the_chosen_engine(tiny, monkeypatch):
+    """engine="fast" times promptintern's own loop, never `generate` (and every row decodes the fixed count)."""
+    from promptintern import fast_decode
+
+    model, tok = tiny
+    calls = []
+    real = fast_decode.fast_greedy
+    monkeypatch.setattr(fast_decode, "fast_greedy", lambda *a, **k: calls.append(k["max_new_tokens"]) or real(*a, **k))
+    monkeypatch.setattr(model, "generate", lambda *a, **k: pytest.fail("generate used by the fast engine"))
+    tp = measure_throughput(model, tok, ["Hello there", "Add two numbers"], [1, 2], max_new_tokens=3, engine="fast")
+    assert tp["engine"] == "fast" and [p["output_tokens"] for p in tp["points"]] == [3, 6]
+    assert calls == [2, 3, 3]  # the untimed warm-up, then one timed batch per batch size
