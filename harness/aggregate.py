@@ -12,6 +12,8 @@ Tables (markdown, CSV and LaTeX) under ``<results>/<experiment>/tables/``:
   self-hosted, plus the one-time self-hosted training cost.
 - ``throughput``: tokens/s and samples/s at every measured batch size.
 - ``stages``: per training stage: mean prompt tokens, template rate requested/achieved, final loss, tokens/s.
+- ``answers``: per evaluation, what the answers look like: how generation ended (stop string, end of turn, token
+  budget), bare-fence generations, answers whose extraction failed, and (code tasks) answers that define a function.
 
 The baseline of a row is ``full_prompt_ft`` for the same model and eval task, trained on the row's train task (or,
 for untrained rows, on the eval task itself).
@@ -20,6 +22,7 @@ for untrained rows, on the eval task itself).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -162,11 +165,14 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
     return sort_rows(df) if not df.empty else df
 
 
-def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+def by_method_order(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Rows sorted (stably) by ``keys``, where ``"_o"`` stands for the methods' display order."""
     order = df["method"].map(lambda m: METHOD_ORDER.get(m, 99))
-    return (df.assign(_o=order).sort_values(["model", "eval_task", "cross_domain", "train_task", "_o", "schedule", "rate",
-                                             "label"], kind="stable")
-            .drop(columns="_o").reset_index(drop=True))
+    return df.assign(_o=order).sort_values(keys, kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return by_method_order(df, ["model", "eval_task", "cross_domain", "train_task", "_o", "schedule", "rate", "label"])
 
 
 def _se_of_mean_of_means(ses: pd.Series) -> float:
@@ -424,9 +430,7 @@ def stage_frame(store: ResultStore) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    order = df["method"].map(lambda m: METHOD_ORDER.get(m, 99))
-    return (df.assign(_o=order).sort_values(["model", "train_task", "_o", "label", "seed", "stage"], kind="stable")
-            .drop(columns="_o").reset_index(drop=True))
+    return by_method_order(df, ["model", "train_task", "_o", "label", "seed", "stage"])
 
 
 def _padding_share(train: dict) -> float:
@@ -478,9 +482,7 @@ def throughput_frame(store: ResultStore) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    order = df["method"].map(lambda m: METHOD_ORDER.get(m, 99))
-    return (df.assign(_o=order).sort_values(["model", "eval_task", "train_task", "_o", "label", "seed", "batch_size"],
-                                            kind="stable").drop(columns="_o").reset_index(drop=True))
+    return by_method_order(df, ["model", "eval_task", "train_task", "_o", "label", "seed", "batch_size"])
 
 
 def throughput_columns() -> list[Column]:
@@ -492,6 +494,47 @@ def throughput_columns() -> list[Column]:
             ("tokens/s", lambda r: fmt(r["tokens_per_s"])), ("samples/s", lambda r: fmt(r["samples_per_s"], 2))]
 
 
+_DEF = re.compile(r"^\s*(?:async\s+)?def\s+\w+\s*\(", re.M)
+_BARE_FENCE = re.compile(r"`{3}[\w+.-]*")
+CODE_TASKS = ("mbpp", "humaneval")
+
+
+def answers_frame(store: ResultStore) -> pd.DataFrame:
+    """One row per evaluation record: the shape of its answers (see the module docstring)."""
+    rows = []
+    for rec in store.records(kind="eval"):
+        c, samples = rec["config"], rec.get("samples") or []
+        n = len(samples)
+        reasons = [s.get("stop_reason") or "" for s in samples]
+        code = rec["task"]["name"] in CODE_TASKS
+        rows.append({
+            "model": c["model"], "train_task": c.get("train_task") or "-", "eval_task": c["eval_task"],
+            "method": c["method"]["name"], "label": c["method"]["label"], "seed": c["seed"], "n": n,
+            "stop": reasons.count("stop"), "eos": reasons.count("eos"), "length": reasons.count("length"),
+            "bare_fence": sum(bool(_BARE_FENCE.fullmatch((s.get("generation") or "").strip())) for s in samples),
+            "extraction_failed": sum(bool(s.get("extraction_failure")) for s in samples),
+            "defines_function": (sum(bool(_DEF.search(s.get("answer") or "")) for s in samples) / n
+                                 if code and n else float("nan")),
+            "mean_output_tokens": _nan((rec.get("efficiency") or {}).get("mean_output_tokens")),
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return by_method_order(df, ["model", "eval_task", "train_task", "_o", "label", "seed"])
+
+
+def answers_columns() -> list[Column]:
+    return [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
+            ("eval task", lambda r: str(r["eval_task"])), ("method", lambda r: str(r["label"])),
+            ("seed", lambda r: str(r["seed"])), ("n", lambda r: str(int(r["n"]))),
+            ("ended: stop / eos / budget", lambda r: f"{int(r['stop'])} / {int(r['eos'])} / {int(r['length'])}"),
+            ("bare fence", lambda r: str(int(r["bare_fence"]))),
+            ("extraction failed", lambda r: str(int(r["extraction_failed"]))),
+            ("defines a function", lambda r: "–" if _isnan(r["defines_function"])
+             else fmt_pct(100.0 * r["defines_function"])),
+            ("output tokens", lambda r: fmt(r["mean_output_tokens"]))]
+
+
 # -- writing -----------------------------------------------------------------------------------------------------
 
 def tables(store: ResultStore, price_table: PriceTable | None = None, hardware_key: str | None = None) -> dict:
@@ -500,7 +543,7 @@ def tables(store: ResultStore, price_table: PriceTable | None = None, hardware_k
     main = main_table(df, price_table.headline_model if price_table else None)
     sf = stage_frame(store)
     return {"eval": df, "main": main, "cross_domain": cross_domain_table(main), "stages_raw": sf,
-            "stages": stage_table(sf), "throughput": throughput_frame(store)}
+            "stages": stage_table(sf), "throughput": throughput_frame(store), "answers": answers_frame(store)}
 
 
 def _write(out: Path, stem: str, table: pd.DataFrame, columns: Sequence[Column], caption: str,
@@ -549,4 +592,7 @@ def write_tables(store: ResultStore, price_table: PriceTable | str | None = None
         paths[f"throughput.{fmt_name}"] = p
     for fmt_name, p in _write(out, "stages", t["stages"], stage_columns(), "Training stages.").items():
         paths[f"stages.{fmt_name}"] = p
+    for fmt_name, p in _write(out, "answers", t["answers"], answers_columns(),
+                              "How the answers ended and what extraction found.").items():
+        paths[f"answers.{fmt_name}"] = p
     return paths

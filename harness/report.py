@@ -163,6 +163,12 @@ def measurement_caveats(ev: pd.DataFrame) -> list[str]:
     return out
 
 
+ANSWERS_NOTE = ("How each evaluation's generations ended (a stop string, the end of turn, or the token budget), how "
+                "many are a bare code fence (a decoding fault if not zero), how many answers the task's extractor "
+                "could not find (each sample's extraction_failure says why), and for code tasks the share of answers "
+                "that define a function. Read a few generations in the run files before trusting a score.")
+
+
 def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: PriceTable,
                  extra_paths: dict[str, Path] | None = None) -> dict[str, Path]:
     """Write report.html and report.md from the tables and plots; returns their paths."""
@@ -196,6 +202,7 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
         md += [agg.render_markdown(cross, agg.cross_columns()), ""]
     else:
         md += [no_cross, ""]
+    md += ["## Answers", "", ANSWERS_NOTE, "", agg.render_markdown(t["answers"], agg.answers_columns()), ""]
     md += ["## Training stages", "", agg.render_markdown(t["stages"], agg.stage_columns()), "",
            "## Throughput by batch size", "", agg.render_markdown(t["throughput"], agg.throughput_columns()), "",
            "## How the numbers are measured", "", *[f"- {x}" for x in notes], "",
@@ -234,6 +241,8 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
             h.append(f"<img alt='cross_domain' src='{_data_uri(plots['cross_domain'])}'>")
     else:
         h.append(f"<div class='box'><p>{html.escape(no_cross)}</p></div>")
+    h += ["<h2>Answers</h2>", f"<p class='note'>{html.escape(ANSWERS_NOTE)}</p>",
+          render_html_table(t["answers"], agg.answers_columns())]
     h += ["<h2>Training stages</h2>", render_html_table(t["stages"], agg.stage_columns()),
           "<h2>Throughput by batch size</h2>", render_html_table(t["throughput"], agg.throughput_columns()),
           "<h2>How the numbers are measured</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes]

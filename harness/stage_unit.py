@@ -39,6 +39,7 @@ def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, tea
     from promptintern.hashing import content_id
     from promptintern.methods import DISTILL_OPTIONS
     from promptintern.prompts import render
+    from promptintern.stopping import STOP_RULE_VERSION
 
     opts = cfg["method"].get("options") or {}
     max_new = rule.max_new_tokens or task.max_new_tokens
@@ -53,6 +54,7 @@ def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, tea
         "max_new_tokens": max_new,
         "batch_size": batch_size,
         "stop": list(task.stop or []),
+        "stop_rule_version": STOP_RULE_VERSION,
     }
     path = store.root / "teacher" / f"{content_id(key)}.json"
     rendered = [render(b.prompt, tok, chat) for b in teacher_built]
@@ -135,7 +137,7 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
         "status": "ok",
         "config": cfg,
         "adapter_dir": str(out_dir.relative_to(store.root)),
-        "init_adapter": prev_adapter,
+        "init_adapter": store.relative(prev_adapter),
         "train": {
             **result.to_dict(),
             "adapter_dir": str(out_dir.relative_to(store.root)),

@@ -30,6 +30,16 @@ class ResultStore:
     def adapter_dir(self, unit_id: str) -> Path:
         return self.adapters / unit_id
 
+    def relative(self, path: str | Path | None) -> str | None:
+        """``path`` relative to the experiment folder (records never store a machine's absolute paths)."""
+        if path is None:
+            return None
+        p = Path(path).resolve()
+        try:
+            return str(p.relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)  # outside the results (a user's own adapter): kept as given
+
     def write(self, unit_id: str, record: dict) -> Path:
         record = {"schema_version": SCHEMA_VERSION, "unit_id": unit_id, **record}
         return atomic_write_json(self.path(unit_id), record)

@@ -2,8 +2,8 @@
 
 Teacher = the base model (no adapter) given the teacher prompt (full template + K retrieved examples + query).
 It answers every training query by greedy decoding (:func:`promptintern.generation.generate`). The target is
-the teacher's answer *as deployed*: its text up to and including the first task stop string (so an MBPP answer
-keeps its closing code fence, as the references do), or up to its end of turn / the token budget. The student
+the teacher's answer *as deployed*: its text up to and including the first task stop string that counts (so an
+MBPP answer keeps its closing code fence, as the references do, and a preamble's opening fence is not a stop), or up to its end of turn / the token budget. The student
 (LoRA adapter) is then fine-tuned on query-only prompts with those targets, loss on the completion only — the
 references are never used as targets. Prompt baking with ``targets: teacher`` uses the same answers.
 
@@ -22,17 +22,14 @@ from pathlib import Path
 
 
 def cut_keep_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
-    """``text`` up to and including its first stop string; and whether a stop string was found."""
-    best: tuple[int, str] | None = None
-    for s in stop or []:
-        if not s:
-            continue
-        i = text.find(s)
-        if i != -1 and (best is None or i < best[0]):
-            best = (i, s)
-    if best is None:
+    """``text`` up to and including its first stop string that counts (:mod:`promptintern.stopping`: found in
+    the continuation only, never opening or inside a code fence); and whether one was found."""
+    from .stopping import match_stop
+
+    m = match_stop(text, stop)
+    if m is None:
         return text, False
-    return text[: best[0] + len(best[1])], True
+    return text[: m[0] + len(m[1])], True
 
 
 @dataclass

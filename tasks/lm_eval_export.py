@@ -13,8 +13,19 @@ For each task ``<name>`` this writes ``OUT_DIR/<name>/``:
 - ``pi_<name>.yaml``: query-only prompting (how an internalized model is tested);
 - ``pi_<name>_full.yaml``: the task's template as lm-eval's ``description`` (the full-prompt condition; add
   ``--num_fewshot K`` for K demonstrations from the train split);
-- ``utils.py``: ``process_results`` scoring each generation with the task's own metric (for code: in
-  :mod:`tasks.sandbox`), so lm-eval reports the same numbers as the harness (means over documents).
+- ``utils.py``: ``process_results`` scoring each generation as the harness does — cut at the task's stop
+  strings by the harness's rule (:mod:`promptintern.stopping`: continuation only, never at an opening fence or
+  inside one), the task's answer extraction, the task's own metric (for code: in :mod:`tasks.sandbox`) — so
+  lm-eval reports the same numbers as the harness (means over documents).
+
+Stop strings: lm-eval cuts a generation at the first occurrence of each ``until`` string, fence or not, so a
+preamble followed by a fenced block would lose its code. The exported ``until`` is therefore empty (lm-eval adds
+the model's end-of-turn token): generation runs to the end of turn or ``max_gen_toks``, and ``process_results``
+applies the task's stop strings by the harness's rule. The text scored is the same; only the decoding time after
+the stop differs.
+
+``ids`` exports exactly those test documents, in that order (``promptintern verify`` runs lm-eval on the items of
+a result file); ``max_gen_toks`` overrides the task's token budget (an experiment's ``generation.max_new_tokens``).
 
 Everything works offline: ``dataset_path: json`` with local ``data_files``.
 """
@@ -60,6 +71,7 @@ def _get_task():
 
 
 def process_results(doc, results):
+    """The harness's scoring of one generation: stop strings (fence-aware), answer extraction, the metric."""
     from tasks.base import Example
 
     ex = Example(doc["id"], doc["query"], doc["reference"], json.loads(doc["meta_json"]))
@@ -87,9 +99,21 @@ def _jinja_raw(text: str) -> str:
     return "{% raw %}" + text + "{% endraw %}"
 
 
-def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = None,
-                limit: int | None = None) -> list[Path]:  # fmt: skip
+def _select(examples, ids: list[str] | None, name: str):
+    if ids is None:
+        return examples
+    by_id = {ex.id: ex for ex in examples}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"task {name!r}: ids not in the test split: {missing[:5]}")
+    return [by_id[i] for i in ids]
+
+
+def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = None, limit: int | None = None,
+                ids: list[str] | None = None, max_gen_toks: int | None = None) -> list[Path]:  # fmt: skip
     """Write the lm-eval task folder for one task; returns the YAML paths written."""
+    from promptintern.prompts import Prompt
+
     task = get_task(name, data_dir)
     folder = Path(out_dir).resolve() / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,12 +122,15 @@ def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = No
     probe = None
     for split in splits:
         examples = task.load(split, limit)
+        if split == task.test_split:
+            examples = _select(examples, ids, name)
         path = folder / f"{split}.jsonl"
         with open(path, "w", encoding="utf-8") as f:
             for ex in examples:
                 doc = {
                     "id": ex.id,
-                    "text": task.format_query(ex),
+                    # the user turn exactly as the harness sends a query-only prompt
+                    "text": Prompt(query=task.format_query(ex)).user_text(),
                     "target": task.format_target(ex),
                     "query": ex.query,
                     "reference": ex.reference,
@@ -130,13 +157,16 @@ def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = No
         "doc_to_target": "{{target}}",
         "target_delimiter": target_delimiter,
         "fewshot_delimiter": task.config.demo_separator,
+        # empty: lm-eval stops at the end of turn only; process_results applies the task's stop strings with the
+        # harness's fence-aware rule (module docstring)
         "generation_kwargs": {
-            "until": list(task.stop) or ["\n\n\n"],
-            "max_gen_toks": task.max_new_tokens,
+            "until": [],
+            "max_gen_toks": int(max_gen_toks or task.max_new_tokens),
             "do_sample": False,
         },
         "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics],
-        "metadata": {"version": 1.0, "source": "promptintern tasks/" + name},
+        "metadata": {"version": 2.0, "source": "promptintern tasks/" + name, "stop": list(task.stop),
+                     "scoring": task.scoring_identity()},
     }
     if task.train_split:
         base["fewshot_split"] = task.train_split

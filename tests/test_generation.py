@@ -19,7 +19,9 @@ def test_generate_keeps_order_counts_tokens_and_times_batches(tiny):
 
 
 def test_cut_at_stop():
-    assert cut_at_stop("ls -la\n```\nmore", ["\n```"]) == "ls -la"
+    assert cut_at_stop("```bash\nls -la\n```\nmore", ["\n```"]) == "```bash\nls -la"
+    # a bare "\n```" after text opens a fence (markdown's rule): it is not a stop (see promptintern.stopping)
+    assert cut_at_stop("ls -la\n```\nmore", ["\n```"]) == "ls -la\n```\nmore"
     assert cut_at_stop("abc", []) == "abc"
     assert cut_at_stop("a;b|c", [";", "|"]) == "a"
 

@@ -85,7 +85,8 @@ def test_grid_completes_resumes_and_reruns_corrupt_results(tmp_path, ray_local, 
         assert "pass@1" in rec["metrics"]
     stage2 = next(u for u in units if u.kind == "stage" and u.config["stage"] == 1)
     rec2 = store.read(stage2.id)
-    assert rec2["init_adapter"] == str(store.adapter_dir(stage2.deps[0]).resolve())  # chained from stage 1
+    assert rec2["init_adapter"] == f"adapters/{stage2.deps[0]}"  # chained from stage 1; relative to the results
+    assert all(rec["adapter"] == f"adapters/{u.deps[0]}" for rec in evals for u in units if u.id == rec["unit_id"])
 
     second = run_plan(units, store, data_dir=str(data_dir), progress=False)
     assert second.completed == 0 and second.skipped == len(units)

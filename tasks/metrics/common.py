@@ -1,32 +1,8 @@
-"""Shared helpers for metrics: answer extraction from generations and the default aggregate."""
+"""Shared helpers for metrics: the default aggregate and grouped means (extraction is in tasks/extract.py)."""
 
 from __future__ import annotations
 
 import math
-import re
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.S)
-
-
-def code_blocks(text: str) -> list[tuple[str, str]]:
-    """(language, body) of each fenced block; an unclosed final fence runs to the end of the text."""
-    return [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
-
-
-def extract_python(text: str, must_define: str | None = None) -> str:
-    """The Python code in a generation: the first fenced block that defines ``must_define`` (or any python
-    block, or any block), else the text itself with leading prose lines and a trailing fence removed."""
-    blocks = code_blocks(text)
-    if blocks:
-        if must_define:
-            for _, body in blocks:
-                if re.search(rf"\bdef\s+{re.escape(must_define)}\s*\(", body):
-                    return body
-        for lang, body in blocks:
-            if lang in ("python", "py", "python3"):
-                return body
-        return blocks[0][1]
-    return text.replace("```", "")
 
 
 def mean_aggregate(per_sample: list[dict], **_) -> dict[str, float]:

@@ -8,32 +8,14 @@ even when shorter than four tokens); the aggregate also reports ``corpus_bleu`` 
 
 from __future__ import annotations
 
-import re
-
 from ..base import Example
 from ..loaders.nl2bash import UnparsableCommand, command_utilities
 from ..registry import register_metric
-from .common import code_blocks, mean_aggregate
+from .common import mean_aggregate
 
 
 def normalize_ws(s: str) -> str:
     return " ".join(s.split())
-
-
-def extract_command(text: str) -> str:
-    """The shell command in a generation: the first fenced block if any, else the first non-empty line;
-    a leading ``$ `` prompt and wrapping backquotes are removed."""
-    blocks = code_blocks(text)
-    if blocks:
-        text = blocks[0][1]
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            line = re.sub(r"^\$\s+", "", line)
-            if len(line) > 1 and line.startswith("`") and line.endswith("`"):
-                line = line.strip("`")
-            return line.strip()
-    return ""
 
 
 def _utilities(cmd: str) -> list[str] | None:
@@ -54,15 +36,14 @@ def bleu_aggregate(per_sample: list[dict], **_) -> dict[str, float]:
     return out
 
 
-@register_metric("nl2bash", aggregate=bleu_aggregate)
-def nl2bash_metrics(predictions: list[str], examples: list[Example], **_) -> list[dict]:
+@register_metric("nl2bash", aggregate=bleu_aggregate, version=2)
+def nl2bash_metrics(answers: list[str], examples: list[Example], **_) -> list[dict]:
     """bleu (sentence BLEU 0-100), exact_match (whitespace-normalised), utility_first / utility_all
     (the first utility / the whole sequence of utilities equal to the reference's)."""
     import sacrebleu
 
     out = []
-    for pred, ex in zip(predictions, examples, strict=True):
-        cmd = extract_command(pred)
+    for cmd, ex in zip(answers, examples, strict=True):
         ref = ex.reference
         pu, ru = _utilities(cmd), _utilities(ref) or []
         out.append(
