@@ -104,11 +104,24 @@ def throughput_fields(rec: dict) -> dict:
             "throughput_batch_sizes": ",".join(str(p["batch_size"]) for p in tp.get("points") or [])}
 
 
-def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardware_key: str | None = None) -> pd.DataFrame:
-    """One row per eval result file, with every per-run measure and (when a price table is given) costs."""
-    from .env_info import describe_hardware
+def item_scores(rec: dict) -> dict[str, float]:
+    """Sample id -> primary-metric score on the display scale (points): what paired differences compare."""
+    primary = rec["task"]["primary_metric"]
+    out = {}
+    for s in rec.get("samples") or []:
+        v = (s.get("score") or {}).get(primary)
+        if v is not None and not isinstance(v, str):
+            out[str(s["id"])] = display_score(primary, float(v))
+    return out
 
-    chains = stage_records_by_chain(store) if price_table is not None else {}
+
+def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardware_key: str | None = None) -> pd.DataFrame:
+    """One row per eval result file, with every per-run measure and (when a price table is given) costs; plus one
+    row per evaluation of the plan (``plan.json``) that has no valid result, with ``status`` failed or missing."""
+    from .env_info import describe_hardware
+    from .measure import per_query_latency
+
+    chains = stage_records_by_chain(store)
     rows = []
     for rec in store.records(kind="eval"):
         c = rec["config"]
@@ -119,8 +132,13 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
         samples = rec.get("samples") or []
         eff = rec.get("efficiency") or {}
         train_task = c.get("train_task")
+        lat = (rec.get("measurements") or {}).get("latency") or {}
+        # MetaTuner: the generator reads the query and writes the prompt on every call: its tokens count too
+        gen_in = [s["generator_tokens"] for s in samples if s.get("generator_tokens")]
         row = {
             "unit_id": rec["unit_id"],
+            "status": "ok",
+            "error": "",
             "model": c["model"],
             "method": m["name"],
             "label": m["label"],
@@ -135,10 +153,11 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
             "score": float(rec["metrics"].get(primary, mean)),
             "score_se": se,
             "n": len(values),
-            "input_tokens": _nan(eff.get("mean_input_tokens")),
-            "input_tokens_cl100k": mean_or_nan(s["tokens"].get("cl100k_base") for s in samples),
-            "input_tokens_o200k": mean_or_nan(s["tokens"].get("o200k_base") for s in samples),
-            "output_tokens": _nan(eff.get("mean_output_tokens")),
+            "input_tokens": _nan(eff.get("mean_total_input_tokens", eff.get("mean_input_tokens"))),
+            "input_tokens_cl100k": mean_or_nan(_api_input(s, "cl100k_base") for s in samples),
+            "input_tokens_o200k": mean_or_nan(_api_input(s, "o200k_base") for s in samples),
+            "output_tokens": _nan(eff.get("mean_total_output_tokens", eff.get("mean_output_tokens"))),
+            "includes_generator": bool(gen_in),
             "template_rate_achieved": mean_or_nan(s.get("template_rate_achieved") for s in samples),
             "seconds_per_query": _nan(eff.get("generation_seconds")) / len(samples) if samples else float("nan"),
             "compressor_s_per_query": _nan(eff.get("compressor_seconds")) / len(samples) if samples else float("nan"),
@@ -148,7 +167,17 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
             **throughput_fields(rec),
             "hardware": describe_hardware(rec.get("hardware") or {}),
             "device": (rec.get("hardware") or {}).get("device"),
+            "budget": (c.get("budget") or {}).get("policy") or ("trained" if train_task else "untrained"),
+            "item_scores": item_scores(rec),
+            "query_latency": per_query_latency(lat.get("samples") or []),
         }
+        stages = chains.get(chain_key(c), []) if train_task else []
+        row["train_steps"] = float(sum((s.get("train") or {}).get("steps") or 0 for s in stages)) if stages else \
+            (float("nan") if train_task else 0.0)
+        row["train_tokens"] = float(sum((s.get("train") or {}).get("train_tokens") or 0 for s in stages)) if stages \
+            else (float("nan") if train_task else 0.0)
+        if rec.get("metatuner"):  # its own phases: the optimizer steps its training summary lists
+            row["train_steps"] = float(len((rec["metatuner"].get("train") or {}).get("steps") or []))
         if price_table is not None:
             costs = record_costs(rec, price_table, hardware_key)
             sh = costs["self_hosted"]
@@ -157,12 +186,59 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
             for model, a in costs["api"].items():
                 row[f"api_usd_per_1k[{model}]"] = a["usd_per_1k"]
                 row[f"api_usd_per_1k_cached[{model}]"] = a["usd_per_1k_cached"]
-            stages = chains.get(chain_key(c), []) if train_task else []
             row["train_seconds"] = sum((s.get("train") or {}).get("seconds") or 0.0 for s in stages) if stages else 0.0
             row["train_usd"] = training_usd(stages, price_table, hardware_key) if stages else 0.0
         rows.append(row)
+    rows += unfinished_rows(store, {r["unit_id"] for r in rows})
     df = pd.DataFrame(rows)
     return sort_rows(df) if not df.empty else df
+
+
+def _api_input(sample: dict, encoding: str):
+    """A sample's API input tokens in one encoding, the MetaTuner generator's input included."""
+    v = (sample.get("tokens") or {}).get(encoding)
+    g = (sample.get("generator_tokens") or {}).get(encoding)
+    return None if v is None else v + (g or 0)
+
+
+def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
+    """Rows for the plan's evaluations without a valid result (``plan.json``, written by ``promptintern run``):
+    status "failed" (with the error of its failure record) or "missing" (never ran, or still running)."""
+    import json
+
+    from .plan import PLAN_FILE
+
+    path = store.root / PLAN_FILE
+    if not path.is_file():
+        return []
+    try:
+        units = json.loads(path.read_text()).get("units") or []
+    except (OSError, ValueError):
+        return []
+    rows = []
+    for u in units:
+        if u.get("kind") not in ("eval", "metatuner") or u["id"] in done:
+            continue
+        status, error = "missing", "no result file"
+        try:
+            failed = json.loads(store.path(u["id"]).read_text())
+            if failed.get("status") == "failed":
+                status, error = "failed", str(failed.get("error") or "")
+        except (OSError, ValueError):
+            pass
+        if status == "missing" and (store.runs / f"{u['id']}.running").exists():
+            error = "running (or interrupted)"
+        train_task = u.get("train_task")
+        rows.append({
+            "unit_id": u["id"], "status": status, "error": error, "model": u.get("model"),
+            "method": u.get("method"), "label": u.get("method_label"), "schedule": u.get("schedule") or "-",
+            "stages": int(u.get("stages") or 1) if u.get("schedule") else (0 if not train_task else 1),
+            "rate": float(u.get("rate") or 1.0), "train_task": train_task or "-", "eval_task": u.get("eval_task"),
+            "cross_domain": bool(train_task) and train_task != u.get("eval_task"), "seed": u.get("seed"),
+            "metric": "", "score": float("nan"), "score_se": float("nan"), "n": 0, "item_scores": {},
+            "query_latency": {}, "budget": "",
+        })
+    return rows
 
 
 def by_method_order(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -182,51 +258,51 @@ def _se_of_mean_of_means(ses: pd.Series) -> float:
     return math.sqrt(sum(v * v for v in vals)) / len(vals)
 
 
+def _merge_items(dicts) -> dict[str, float]:
+    """Per-key mean over several id -> value dicts (the seeds of one grid point)."""
+    acc: dict[str, list[float]] = {}
+    for d in dicts:
+        for k, v in (d or {}).items():
+            acc.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
 def main_table(df: pd.DataFrame, headline_api: str | None = None) -> pd.DataFrame:
     """One row per (model, eval task, train task, method grid point), averaged over seeds, with comparisons to the
-    full-prompt FT baseline: token reduction, latency speedup, cost saving and score difference."""
+    baselines on the same test items (:mod:`harness.compare`): paired score differences against full-prompt and
+    query-only FT with 95 % intervals, token reduction, latency speedup with its interval, cost saving. Grid
+    points without a valid result are kept, with their status (failed / missing)."""
     if df.empty:
         return df
-    numeric = [c for c in df.columns if c not in GROUP_KEYS and c not in ("score_se", "n", "seed", "unit_id")
-               and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-    text = [c for c in ("metric", "hardware", "latency_source", "price_table", "hardware_key", "throughput_batch_sizes")
-            if c in df.columns]
+    ok = df[df["status"] == "ok"]
+    numeric = [c for c in ok.columns if c not in GROUP_KEYS and c not in ("score_se", "n", "seed", "unit_id")
+               and pd.api.types.is_numeric_dtype(ok[c]) and not pd.api.types.is_bool_dtype(ok[c])]
+    text = [c for c in ("metric", "hardware", "latency_source", "price_table", "hardware_key", "throughput_batch_sizes",
+                        "budget") if c in ok.columns]
     agg = {c: (c, "mean") for c in numeric}
     agg.update({c: (c, "first") for c in text})
+    agg["includes_generator"] = ("includes_generator", "any")
+    agg["item_scores"] = ("item_scores", _merge_items)
+    agg["query_latency"] = ("query_latency", _merge_items)
     agg["score_se"] = ("score_se", _se_of_mean_of_means)
     agg["n"] = ("n", "sum")
     agg["seeds"] = ("seed", "nunique")
-    g = df.groupby(GROUP_KEYS, dropna=False, sort=False).agg(**agg).reset_index()
+    g = ok.groupby(GROUP_KEYS, dropna=False, sort=False).agg(**agg).reset_index() if len(ok) else ok.iloc[0:0]
+    g["status"], g["error"] = "ok", ""
+    # A grid point some of whose seeds failed or never ran: shown with its status (no partial average).
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        keys = set(map(tuple, bad[GROUP_KEYS].astype(str).values))
+        g = g[[tuple(map(str, k)) not in keys for k in g[GROUP_KEYS].values]]
+        first = bad.groupby(GROUP_KEYS, dropna=False, sort=False).agg(
+            status=("status", "first"), error=("error", "first"), seeds=("seed", "nunique")).reset_index()
+        g = pd.concat([g, first], ignore_index=True)
     g["api_usd_per_1k"] = g[f"api_usd_per_1k[{headline_api}]"] if headline_api and \
         f"api_usd_per_1k[{headline_api}]" in g.columns else float("nan")
     g["api_model"] = headline_api or ""
-    base = g[g["method"] == BASELINE_METHOD].set_index(["model", "eval_task", "train_task"])
+    from .compare import add_comparisons
 
-    def lookup(row, col):
-        key = (row["model"], row["eval_task"], row["train_task"] if row["train_task"] != "-" else row["eval_task"])
-        if key not in base.index or col not in base.columns:
-            return float("nan")
-        v = base.loc[key, col]
-        return float(v.iloc[0]) if isinstance(v, pd.Series) else float(v)
-
-    def ratio_reduction(col):
-        def f(row):
-            b = lookup(row, col)
-            return 100.0 * (1.0 - row[col] / b) if b and not math.isnan(b) else float("nan")
-        return f
-
-    def speedup(row):
-        b = lookup(row, "latency_p50_s")
-        v = row["latency_p50_s"]
-        return b / v if v and not math.isnan(v) and not math.isnan(b) else float("nan")
-
-    g["token_reduction_pct"] = g.apply(ratio_reduction("input_tokens"), axis=1)
-    g["speedup"] = g.apply(speedup, axis=1)
-    g["score_delta"] = g.apply(lambda r: r["score"] - lookup(r, "score"), axis=1)
-    if "self_hosted_usd_per_1k" in g.columns:
-        g["self_hosted_saving_pct"] = g.apply(ratio_reduction("self_hosted_usd_per_1k"), axis=1)
-    if headline_api:
-        g["api_saving_pct"] = g.apply(ratio_reduction("api_usd_per_1k"), axis=1)
+    g = add_comparisons(g, headline_api)
     return sort_rows(g)
 
 
@@ -269,11 +345,38 @@ def fmt_s(x) -> str:
 
 
 def fmt_score(row) -> str:
+    status = row.get("status", "ok")
+    if status not in ("ok", None) and not _isnan(status):
+        err = str(row.get("error") or "").strip()
+        return status.upper() + (f": {err[:80]}" if err else "")
     s = display_score(row["metric"], row["score"])
     if _isnan(s):
         return ""
     se = display_score(row["metric"], row["score_se"])
     return f"{s:.1f}" + ("" if _isnan(se) else f" ± {se:.1f}")
+
+
+def fmt_delta(prefix: str) -> Callable[[pd.Series], str]:
+    """A paired difference in points with its 95 % interval; "ns" where the interval includes 0."""
+
+    def f(r) -> str:
+        d = r.get(prefix)
+        if _isnan(d):
+            return ""
+        lo, hi = r.get(f"{prefix}_lo"), r.get(f"{prefix}_hi")
+        if _isnan(lo) or _isnan(hi):
+            return f"{d:+.1f}"
+        return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (" ns" if r.get(f"{prefix}_ns") else "")
+
+    return f
+
+
+def fmt_speedup(r) -> str:
+    x = r.get("speedup")
+    if _isnan(x):
+        return ""
+    lo, hi = r.get("speedup_lo"), r.get("speedup_hi")
+    return fmt_x(x) + ("" if _isnan(lo) or _isnan(hi) else f" [{lo:.2f}, {hi:.2f}]")
 
 
 Column = tuple[str, Callable[[pd.Series], str]]
@@ -288,14 +391,17 @@ def main_columns(include_task: bool = True) -> list[Column]:
         ("method", lambda r: str(r["label"])),
         ("metric", lambda r: str(r["metric"])),
         ("score ± se", fmt_score),
-        ("n", lambda r: str(int(r["n"]))),
-        ("input tokens", lambda r: fmt(r["input_tokens"])),
+        ("n", lambda r: str(int(r["n"])) if not _isnan(r.get("n")) else ""),
+        ("steps", lambda r: fmt(r.get("train_steps"), 0)),
+        ("Δ vs full-prompt FT [95% CI]", fmt_delta("delta_full")),
+        ("Δ vs query-only FT [95% CI]", fmt_delta("delta_query")),
+        ("input tokens", lambda r: fmt(r.get("input_tokens"))),
         ("token reduction", lambda r: fmt_pct(r.get("token_reduction_pct"))),
         ("TTFT p50", lambda r: fmt_s(r.get("ttft_p50_s"))),
         ("per token p50", lambda r: fmt_s(r.get("tpot_p50_s"))),
         ("latency p50", lambda r: fmt_s(r.get("latency_p50_s"))),
         ("latency p90", lambda r: fmt_s(r.get("latency_p90_s"))),
-        ("speedup", lambda r: fmt_x(r.get("speedup"))),
+        ("speedup [95% CI]", fmt_speedup),
         ("throughput tok/s", lambda r: fmt(r.get("throughput_tok_s"))),
     ]
     cols += [
@@ -478,6 +584,9 @@ def throughput_frame(store: ResultStore) -> pd.DataFrame:
                          "method": c["method"]["name"], "label": c["method"]["label"], "seed": c["seed"],
                          "batch_size": p["batch_size"], "max_new_tokens": tp.get("max_new_tokens"),
                          "prompt_tokens": p["prompt_tokens"], "tokens_per_s": p["tokens_per_s"],
+                         "tokens_per_s_lo": _nan((p.get("tokens_per_s_ci") or [None, None])[0]),
+                         "tokens_per_s_hi": _nan((p.get("tokens_per_s_ci") or [None, None])[1]),
+                         "repeats": len(p.get("seconds_repeats") or [p["seconds"]]),
                          "samples_per_s": p["samples_per_s"], "seconds": p["seconds"]})
     df = pd.DataFrame(rows)
     if df.empty:
@@ -491,7 +600,10 @@ def throughput_columns() -> list[Column]:
             ("seed", lambda r: str(r["seed"])), ("batch", lambda r: str(int(r["batch_size"]))),
             ("new tokens/row", lambda r: str(r["max_new_tokens"])),
             ("prompt tokens", lambda r: str(int(r["prompt_tokens"]))),
-            ("tokens/s", lambda r: fmt(r["tokens_per_s"])), ("samples/s", lambda r: fmt(r["samples_per_s"], 2))]
+            ("tokens/s", lambda r: fmt(r["tokens_per_s"])),
+            ("95% CI", lambda r: "" if _isnan(r.get("tokens_per_s_lo")) else
+             f"[{r['tokens_per_s_lo']:.1f}, {r['tokens_per_s_hi']:.1f}]"),
+            ("repeats", lambda r: str(int(r.get("repeats") or 1))), ("samples/s", lambda r: fmt(r["samples_per_s"], 2))]
 
 
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s+\w+\s*\(", re.M)
@@ -546,11 +658,15 @@ def tables(store: ResultStore, price_table: PriceTable | None = None, hardware_k
             "stages": stage_table(sf), "throughput": throughput_frame(store), "answers": answers_frame(store)}
 
 
+OBJECT_COLUMNS = ("item_scores", "query_latency")  # per-item dicts: in the result files, not in the CSV
+
+
 def _write(out: Path, stem: str, table: pd.DataFrame, columns: Sequence[Column], caption: str,
            csv_frame: pd.DataFrame | None = None) -> dict[str, Path]:
     paths = {"markdown": out / f"{stem}.md", "csv": out / f"{stem}.csv", "latex": out / f"{stem}.tex"}
     paths["markdown"].write_text(render_markdown(table, columns) + "\n")
-    (csv_frame if csv_frame is not None else table).to_csv(paths["csv"], index=False)
+    frame = csv_frame if csv_frame is not None else table
+    frame.drop(columns=[c for c in OBJECT_COLUMNS if c in frame.columns]).to_csv(paths["csv"], index=False)
     paths["latex"].write_text(render_latex(table, columns, caption))
     return paths
 

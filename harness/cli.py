@@ -36,11 +36,30 @@ def _data_dir(cfg) -> str | None:
     return str(d) if d else None
 
 
+def _warn(cfg) -> None:
+    from .config import WARNINGS_KEY
+
+    for w in cfg.get(WARNINGS_KEY) or []:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _selection_lines(prep) -> list[str]:
+    out = []
+    for name, p in prep.items():
+        s = p["selection"]
+        out.append(f"{name}: {len(s.train_ids)} training items (of {s.pool_size} in the pool), {len(s.test_ids)} test "
+                   f"items (of {s.test_split_size}); {len(s.removed)} near-duplicates of test items removed from "
+                   "training and the pool")
+    return out
+
+
 def cmd_plan(args) -> int:
-    from .plan import build_plan
+    from .plan import build_plan, prepare_tasks
 
     cfg = _experiment(args)
-    units = build_plan(cfg)
+    _warn(cfg)
+    prep = prepare_tasks(cfg)
+    units = build_plan(cfg, prep)
     store = _store(cfg)
     from rich.console import Console
     from rich.table import Table
@@ -56,24 +75,28 @@ def cmd_plan(args) -> int:
     print(f"grid: {len(cfg['models'])} model(s) x {len(cfg['methods'])} method entries x "
           f"{len(cfg['tasks']['train'])} train task(s) x {len(cfg['seeds'])} seed(s) -> {stages} stages, "
           f"{len(units) - stages} evaluations")
+    print("\n".join(_selection_lines(prep)))
     return 0
 
 
 def cmd_run(args, *, report: bool = False) -> int:
     from .aggregate import write_tables
     from .executor import run_plan
-    from .plan import build_plan
+    from .plan import build_plan, prepare_tasks, write_plan
+    from .store import atomic_write_json
 
     cfg = _experiment(args)
+    _warn(cfg)
     store = _store(cfg)
     data_dir = _data_dir(cfg)
     if data_dir:
         os.environ["PROMPTINTERN_DATA_DIR"] = data_dir
-    units = build_plan(cfg)
+    prep = prepare_tasks(cfg)
+    units = build_plan(cfg, prep)
     store.root.mkdir(parents=True, exist_ok=True)
-    from .store import atomic_write_json
-
     atomic_write_json(store.root / "experiment.json", cfg)
+    write_plan(store.root, units, prep)
+    print("\n".join(_selection_lines(prep)))
     ray_opts = {k: v for k, v in cfg["ray"].items() if v is not None}
     summary = run_plan(units, store, data_dir=data_dir, retries=cfg["retries"], progress=not args.quiet,
                        ray_options=ray_opts)

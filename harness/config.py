@@ -14,7 +14,8 @@ DEFAULTS: dict = {
     "results_dir": "results",
     "data_dir": None,
     "models": ["smollm2-135m"],
-    "tasks": {"train": ["mbpp"], "eval": "same", "train_limit": 16, "test_limit": 10},
+    "tasks": {"train": ["mbpp"], "eval": "same", "train_limit": 16, "test_limit": 10, "sample_seed": 0,
+              "near_duplicate_threshold": 0.9, "stratify": {}},
     "methods": [{"name": "full_prompt_ft"}, {"name": "query_only_ft"}],
     "seeds": [0],
     "prompt": {
@@ -23,6 +24,7 @@ DEFAULTS: dict = {
         "pool_overlap": "drop",
         "compressor": {"name": "perplexity", "model": "smollm2-135m"},
         "chat": True,
+        "first_stage": "full",
     },
     "train": {
         "lr": 3e-4,
@@ -36,6 +38,9 @@ DEFAULTS: dict = {
         "group_by_length": True,
         "packing": False,
         "gradient_checkpointing": False,
+        # matched: every fine-tuning chain of a (model, train task, seed) gets the optimizer steps of the longest
+        # (per_stage x its stages); per_stage: every stage runs `epochs` (the paper's recipe: T stages = T x steps)
+        "budget": "matched",
         "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
     },
     "generation": {
@@ -45,8 +50,11 @@ DEFAULTS: dict = {
         "measure": True,
         "throughput_batch_sizes": [1, 8],
         "throughput_max_new_tokens": 16,
+        "throughput_repeats": 3,
         "latency_samples": 3,
+        "latency_repeats": 3,
         "latency_max_new_tokens": None,
+        "exclusive_timing": True,
     },
     "resources": {"num_cpus": 1, "num_gpus": 0},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None},
@@ -54,6 +62,8 @@ DEFAULTS: dict = {
 }
 
 METHOD_KEYS = {"name", "schedules", "rates", "stages", "lam", "k_examples", "options"}
+BUDGETS = ("matched", "per_stage")
+WARNINGS_KEY = "_warnings"  # validation warnings, kept in the resolved config (and so in experiment.json)
 
 
 # Sections that a file replaces whole instead of merging key by key (their keys depend on a chosen backend).
@@ -125,9 +135,19 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     import tasks
     from promptintern import schedules
     from promptintern.compressors import COMPRESSORS
-    from promptintern.methods import METHODS, SCHEDULED_METHODS
+    from promptintern.methods import (
+        FIRST_STAGES,
+        METHODS,
+        MIN_STAGES,
+        SCHEDULED_METHODS,
+        STAGED_METHODS,
+        coinciding_schedules,
+        method_keys,
+    )
     from promptintern.retrievers import RETRIEVERS
 
+    cfg.pop(WARNINGS_KEY, None)
+    warnings: list[str] = []
     _check_keys(cfg, set(DEFAULTS), "", source)
     for sec in ("tasks", "prompt", "train", "generation", "resources", "ray"):
         _require(isinstance(cfg[sec], dict), sec, "must be a mapping", source)
@@ -146,9 +166,28 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     _require(ev == "same" or isinstance(ev, list), "tasks.eval", "must be 'same' or a list of task names", source)
     for t in train_tasks + (ev if isinstance(ev, list) else []):
         _require(t in known, "tasks", f"unknown task {t!r}; allowed: {', '.join(sorted(known))}", source)
+    def _count(v) -> bool:
+        return v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+
     for key in ("train_limit", "test_limit"):
         v = cfg["tasks"][key]
-        _require(v is None or (isinstance(v, int) and v > 0), f"tasks.{key}", "must be a positive integer or null", source)
+        if isinstance(v, dict):
+            for k, x in v.items():
+                _require(k in known, f"tasks.{key}.{k}", f"unknown task {k!r}", source)
+                _require(_count(x), f"tasks.{key}.{k}", "must be a positive integer or null", source)
+        else:
+            _require(_count(v), f"tasks.{key}", "must be a positive integer, null, or a mapping task -> either",
+                     source)
+    _require(isinstance(cfg["tasks"]["sample_seed"], int) and not isinstance(cfg["tasks"]["sample_seed"], bool),
+             "tasks.sample_seed", "must be an integer (the seed of the train/test item draws)", source)
+    th = cfg["tasks"]["near_duplicate_threshold"]
+    _require(th is None or (isinstance(th, int | float) and not isinstance(th, bool) and 0 < th <= 1),
+             "tasks.near_duplicate_threshold", "must be a Jaccard similarity in (0, 1], or null (no guard)", source)
+    strat = cfg["tasks"]["stratify"]
+    _require(isinstance(strat, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in strat.items()),
+             "tasks.stratify", "must map task names to a meta field, e.g. {nl2bash: utilities}", source)
+    for k in strat:
+        _require(k in known, f"tasks.stratify.{k}", f"unknown task {k!r}", source)
     _require(isinstance(cfg["methods"], list) and cfg["methods"], "methods", "must be a non-empty list", source)
     for i, m in enumerate(cfg["methods"]):
         where = f"methods[{i}]"
@@ -156,6 +195,9 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         _check_keys(m, METHOD_KEYS, f"{where}.", source)
         _require(m["name"] in METHODS, f"{where}.name",
                  f"unknown method {m['name']!r}; allowed: {', '.join(sorted(METHODS))}", source)
+        for k in sorted(set(m) - method_keys(m["name"])):
+            raise ConfigError(f"{where}.{k}", f"{m['name']} does not use {k!r} (it would be ignored); its keys: "
+                              f"{', '.join(sorted(method_keys(m['name'])))}", source)
         for s in m.get("schedules") or []:
             try:
                 schedules.get_schedule(s)
@@ -165,13 +207,26 @@ def validate(cfg: dict, source: str = "<config>") -> None:
             _require(bool(m.get("schedules")), f"{where}.schedules", "this method needs a list of schedules", source)
         for r in m.get("rates") or []:
             _require(isinstance(r, int | float) and 0 < r <= 1, f"{where}.rates", f"rates must be in (0, 1], got {r!r}", source)
-        st = m.get("stages", 1)
-        _require(isinstance(st, int) and st >= 1, f"{where}.stages", "must be an integer >= 1", source)
+        if m["name"] in SCHEDULED_METHODS | STAGED_METHODS:
+            st = m.get("stages")
+            _require(isinstance(st, int) and not isinstance(st, bool) and st >= MIN_STAGES, f"{where}.stages",
+                     f"{m['name']} needs an integer stages >= {MIN_STAGES} (with one stage it is query_only_ft), "
+                     f"got {st!r}", source)
+        if m["name"] in SCHEDULED_METHODS and len(m.get("schedules") or []) > 1:
+            same = coinciding_schedules(m["name"], list(m["schedules"]), m["stages"],
+                                        int(m.get("k_examples", cfg["prompt"]["k_examples"])),
+                                        float(m.get("lam", 3.0)), list(m.get("rates") or [1.0]),
+                                        cfg["prompt"].get("first_stage", "full"))
+            for a, b in same:
+                warnings.append(f"{where}.schedules: {a} and {b} give identical stage plans at stages="
+                                f"{m['stages']}: comparing them compares identical runs (use more stages)")
     p = cfg["prompt"]
     _require(isinstance(p["k_examples"], int) and p["k_examples"] >= 0, "prompt.k_examples", "must be an integer >= 0", source)
     _require(p["retriever"] in RETRIEVERS, "prompt.retriever",
              f"unknown retriever {p['retriever']!r}; allowed: {', '.join(sorted(RETRIEVERS))}", source)
     _require(p["pool_overlap"] in ("drop", "raise"), "prompt.pool_overlap", "must be 'drop' or 'raise'", source)
+    _require(p["first_stage"] in FIRST_STAGES, "prompt.first_stage",
+             f"must be one of {', '.join(FIRST_STAGES)} (does PromptIntern's stage 0 see the full template?)", source)
     comp = p["compressor"]
     _require(isinstance(comp, dict) and comp.get("name") in COMPRESSORS, "prompt.compressor.name",
              f"unknown compressor {comp.get('name') if isinstance(comp, dict) else comp!r}; allowed: {', '.join(sorted(COMPRESSORS))}", source)
@@ -181,14 +236,19 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         _require(isinstance(cfg["train"][key], int) and cfg["train"][key] > 0, f"train.{key}", "must be a positive integer", source)
     for key in ("group_by_length", "packing", "gradient_checkpointing"):
         _require(isinstance(cfg["train"][key], bool), f"train.{key}", "must be true or false", source)
+    _require(cfg["train"]["budget"] in BUDGETS, "train.budget", f"must be one of {', '.join(BUDGETS)}", source)
     g = cfg["generation"]
     from promptintern.generation import ENGINES
 
     _require(g["engine"] in ENGINES, "generation.engine",
              f"unknown engine {g['engine']!r}; allowed: {', '.join(sorted(ENGINES))}", source)
     _require(isinstance(g["batch_size"], int) and g["batch_size"] > 0, "generation.batch_size", "must be a positive integer", source)
-    _require(g["max_new_tokens"] is None or (isinstance(g["max_new_tokens"], int) and g["max_new_tokens"] > 0),
-             "generation.max_new_tokens", "must be null (the task's own) or a positive integer", source)
+    mnt = g["max_new_tokens"]
+    for k, v in (mnt.items() if isinstance(mnt, dict) else [(None, mnt)]):
+        where = "generation.max_new_tokens" + (f".{k}" if k is not None else "")
+        _require(k is None or k in known, where, f"unknown task {k!r}", source)
+        _require(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0), where,
+                 "must be null (the task's own), a positive integer, or a mapping task -> either", source)
     _require(isinstance(g["measure"], bool), "generation.measure", "must be true or false", source)
     sizes = g["throughput_batch_sizes"]
     _require(isinstance(sizes, list) and sizes and all(isinstance(b, int) and b > 0 for b in sizes),
@@ -197,6 +257,10 @@ def validate(cfg: dict, source: str = "<config>") -> None:
              "generation.throughput_max_new_tokens", "must be a positive integer", source)
     _require(isinstance(g["latency_samples"], int) and g["latency_samples"] >= 0,
              "generation.latency_samples", "must be an integer >= 0", source)
+    for key in ("latency_repeats", "throughput_repeats"):
+        _require(isinstance(g[key], int) and not isinstance(g[key], bool) and g[key] >= 1, f"generation.{key}",
+                 "must be an integer >= 1 (timed repetitions)", source)
+    _require(isinstance(g["exclusive_timing"], bool), "generation.exclusive_timing", "must be true or false", source)
     lm = g["latency_max_new_tokens"]
     _require(lm is None or (isinstance(lm, int) and lm > 0), "generation.latency_max_new_tokens",
              "must be null or a positive integer", source)
@@ -204,3 +268,5 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         v = cfg["resources"][key]
         _require(isinstance(v, int | float) and v >= 0, f"resources.{key}", "must be a number >= 0 (fractions allowed)", source)
     _require(isinstance(cfg["retries"], int) and cfg["retries"] >= 0, "retries", "must be an integer >= 0", source)
+    if warnings:
+        cfg[WARNINGS_KEY] = warnings

@@ -209,14 +209,18 @@ def mean_or_nan(xs) -> float:
 
 
 def sample_api_tokens(sample: dict, encoding: str) -> dict:
-    """Input, output and template tokens of one sample in one tiktoken encoding (output counted on demand)."""
+    """Input, output and template tokens of one sample in one tiktoken encoding (output counted on demand). A
+    MetaTuner sample's generator call is paid on every query too: its input and output tokens are added."""
     out = (sample.get("output_tokens_tiktoken") or {}).get(encoding)
     if out is None:
         from promptintern.tokens import TiktokenCounter
 
         out = TiktokenCounter(encoding).count(sample.get("generation") or "")
     parts = (sample.get("parts_tiktoken") or {}).get(encoding) or {}
-    return {"input": sample["tokens"][encoding], "output": out, "template": parts.get("template", 0)}
+    g = sample.get("generator_tokens") or {}
+    return {"input": sample["tokens"][encoding] + (g.get(encoding) or 0),
+            "output": out + ((g.get("output_tiktoken") or {}).get(encoding) or 0),
+            "template": parts.get("template", 0)}
 
 
 def is_trained(rec: dict) -> bool:

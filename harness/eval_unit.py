@@ -8,7 +8,7 @@ import time
 from .measure import generations_sha256, model_info, run_measurements, sha256_dir
 from .samples import sample_record
 from .store import ResultStore
-from .unit_common import adapter_host, prompt_builder, run_meta, set_threads, task_data
+from .unit_common import adapter_host, max_new_tokens, prompt_builder, run_meta, set_threads, task_data
 
 
 def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | None) -> dict:
@@ -22,9 +22,9 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     set_threads(unit["resources"].get("num_cpus"))
     store = ResultStore(store_root)
     t0 = time.perf_counter()
-    task, train, test = task_data(cfg, cfg["eval_task"], data_dir)
-    builder = prompt_builder(cfg, task, train, test)
-    test = test[: cfg["test_limit"]] if cfg["test_limit"] else test
+    items = task_data(unit, cfg["eval_task"], data_dir)
+    task, test = items.task, items.test
+    builder = prompt_builder(cfg, task, items.pool, items.test_split)
     rule = PromptRule(**cfg["rule"])
     built = [builder.build(ex, rule, with_answer=False, compress_context=cfg["test_compressed"]) for ex in test]
     # The worker's base model is reused across units; the adapter is merged into it (previous one undone exactly).
@@ -40,14 +40,14 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
         model,
         tok,
         rendered,
-        max_new_tokens=gen_cfg.get("max_new_tokens") or task.max_new_tokens,
+        max_new_tokens=max_new_tokens(gen_cfg, task),
         stop=task.stop,
         batch_size=gen_cfg["batch_size"],
         engine=gen_cfg.get("engine", "hf"),
     )
     scores = task.score([g.text for g in gens], test)
     counters = counters_for(tok)
-    max_new = gen_cfg.get("max_new_tokens") or task.max_new_tokens
+    max_new = max_new_tokens(gen_cfg, task)
     measurements = run_measurements(model, tok, rendered, [b.example.id for b in built], gen_cfg, gens,
                                     max_new_tokens=max_new, stop=task.stop,
                                     compressor_s=[b.compressor_seconds for b in built])

@@ -13,18 +13,30 @@ per-sample prompt/output tokens and the wall time of each batch; this module add
   test-time compressor's seconds for that prompt (compression at inference is part of the query's latency). The
   same example ids are used by every method of a grid, so speedups compare the same queries.
 
+Repetition: each throughput point is timed ``generation.throughput_repeats`` times and each latency query
+generated ``generation.latency_repeats`` times; every repeat is recorded, so tables give means with intervals
+(:mod:`harness.stats`) and the speedup an interval from a paired bootstrap over the queries.
+
+Exclusive timing (``generation.exclusive_timing``, default true): the timed measurements of a unit hold a lock
+file in the machine's temp directory, so two workers (or two runs) on one machine never time each other's load.
+The record says how long the unit waited for it.
+
 Config keys (read with defaults, so they work before the experiment schema lists them):
 ``generation.measure`` (bool, default True), ``generation.throughput_batch_sizes`` (default [1, 8]),
-``generation.throughput_max_new_tokens`` (default 16), ``generation.latency_samples`` (default 3),
+``generation.throughput_max_new_tokens`` (default 16), ``generation.throughput_repeats`` (default 3),
+``generation.latency_samples`` (default 3), ``generation.latency_repeats`` (default 3),
 ``generation.latency_max_new_tokens`` (default null: the evaluation's own limit, so end-to-end time is real; a
-number caps the batch-1 decode to bound CPU time, and the cap is recorded beside the latencies).
+number caps the batch-1 decode to bound CPU time, and the cap is recorded beside the latencies),
+``generation.exclusive_timing`` (default true).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,9 +47,13 @@ MEASURE_DEFAULTS = {
     "measure": True,
     "throughput_batch_sizes": [1, 8],
     "throughput_max_new_tokens": 16,
+    "throughput_repeats": 3,
     "latency_samples": 3,
+    "latency_repeats": 3,
     "latency_max_new_tokens": None,  # None: the evaluation's own max_new_tokens (real end-to-end time)
+    "exclusive_timing": True,
 }
+TIMING_LOCK = "promptintern-timing.lock"
 SATURATION_GAIN = 0.10  # a doubling of the batch that gains less than this is "saturated"
 
 
@@ -48,6 +64,9 @@ def measure_settings(gen_cfg: dict) -> dict:
     out["throughput_batch_sizes"] = sorted({int(b) for b in sizes if int(b) > 0})
     out["throughput_max_new_tokens"] = max(1, int(out["throughput_max_new_tokens"]))
     out["latency_samples"] = max(0, int(out["latency_samples"] or 0))
+    out["latency_repeats"] = max(1, int(out["latency_repeats"] or 1))
+    out["throughput_repeats"] = max(1, int(out["throughput_repeats"] or 1))
+    out["exclusive_timing"] = bool(out["exclusive_timing"])
     cap = out["latency_max_new_tokens"]
     out["latency_max_new_tokens"] = int(cap) if cap else None
     out["measure"] = bool(out["measure"])
@@ -150,10 +169,13 @@ def model_info(model) -> dict:
 # -- measurements ----------------------------------------------------------------------------------------------
 
 def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Sequence[int],
-                       max_new_tokens: int = 16, engine: str = "hf") -> dict:
+                       max_new_tokens: int = 16, engine: str = "hf", repeats: int = 1) -> dict:
     """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens with
-    ``engine``. With a compiling engine each batch size is warmed up (compiled) untimed before it is timed."""
+    ``engine``, timed ``repeats`` times (the point's figures are the means; ``tokens_per_s_ci`` their 95 % t
+    interval). With a compiling engine each batch size is warmed up (compiled) untimed before it is timed."""
     import torch
+
+    from .stats import mean_interval
 
     if not prompts or not batch_sizes:
         return {"max_new_tokens": max_new_tokens, "points": [], **{"saturating": saturating([])}}
@@ -174,17 +196,23 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
         batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        sync_device(device)
-        t0 = time.perf_counter()
-        new_tokens = generate_fixed(model, tokenizer, batch, max_new_tokens, engine, cache_len) * b
-        sync_device(device)
-        seconds = time.perf_counter() - t0
+        timed = []
+        for _ in range(max(1, int(repeats))):
+            sync_device(device)
+            t0 = time.perf_counter()
+            new_tokens = generate_fixed(model, tokenizer, batch, max_new_tokens, engine, cache_len) * b
+            sync_device(device)
+            timed.append(time.perf_counter() - t0)
+        seconds = sum(timed) / len(timed)
+        rates = mean_interval([new_tokens / t for t in timed if t > 0])
         point = {
             "batch_size": b,
             "seconds": seconds,
+            "seconds_repeats": timed,
             "prompt_tokens": int(sum(len(x) for x in ids)),
             "output_tokens": new_tokens,
-            "tokens_per_s": new_tokens / seconds if seconds > 0 else float("nan"),
+            "tokens_per_s": rates["mean"],
+            "tokens_per_s_ci": [rates["lo"], rates["hi"]],
             "samples_per_s": b / seconds if seconds > 0 else float("nan"),
         }
         if device.type == "cuda":
@@ -194,23 +222,49 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
 
 
 def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], *, max_new_tokens: int,
-                    stop: list[str] | None, compressor_s: Sequence[float] | None = None, engine: str = "hf") -> dict:
-    """Batch-1 generation of each prompt: per-query TTFT and end-to-end seconds, with p50/p90. ``compressor_s``
-    (per prompt) is the test-time compressor's time, counted in the query's latency."""
+                    stop: list[str] | None, compressor_s: Sequence[float] | None = None, engine: str = "hf",
+                    repeats: int = 1, first_repeat: int = 0) -> list[dict]:
+    """Batch-1 generation of each prompt, ``repeats`` times over: one latency sample per (query, repeat), with TTFT
+    and end-to-end seconds. ``compressor_s`` (per prompt) is the test-time compressor's time, counted in the
+    query's latency."""
     from promptintern.generation import generate
 
-    gens = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop=stop, batch_size=1,
-                    engine=engine)
-    comp = list(compressor_s) if compressor_s is not None else [0.0] * len(gens)
-    return latency_summary(latency_samples(ids, gens, comp), source="batch1_run")
+    comp = list(compressor_s) if compressor_s is not None else [0.0] * len(prompts)
+    out = []
+    for r in range(first_repeat, first_repeat + repeats):
+        gens = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop=stop, batch_size=1,
+                        engine=engine)
+        out += latency_samples(ids, gens, comp, repeat=r)
+    return out
 
 
-def latency_samples(ids: Sequence[str], gens: Sequence, compressor_s: Sequence[float]) -> list[dict]:
+def latency_samples(ids: Sequence[str], gens: Sequence, compressor_s: Sequence[float], repeat: int = 0) -> list[dict]:
     """One latency record per batch-1 generation; ``tpot_s`` is the decode time per output token after the first."""
-    return [{"id": i, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s, "tpot_s": time_per_output_token(g.ttft_s, g.e2e_s,
-                                                                                          g.output_tokens),
+    return [{"id": i, "repeat": repeat, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s,
+             "tpot_s": time_per_output_token(g.ttft_s, g.e2e_s, g.output_tokens),
              "compressor_s": c, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens}
             for i, g, c in zip(ids, gens, compressor_s, strict=True)]
+
+
+def per_query_latency(samples: Sequence[dict]) -> dict[str, float]:
+    """Query id -> mean end-to-end seconds over its repeats (compressor time included): what speedups pair on."""
+    acc: dict[str, list[float]] = {}
+    for s in samples:
+        acc.setdefault(str(s["id"]), []).append(query_latency(s)[1])
+    return {k: sum(v) / len(v) for k, v in acc.items()}
+
+
+@contextlib.contextmanager
+def exclusive_timing(enabled: bool = True):
+    """Hold the machine-wide timing lock (see the module docstring); yields ``{"exclusive", "waited_s"}``."""
+    if not enabled:
+        yield {"exclusive": False, "waited_s": 0.0}
+        return
+    from filelock import FileLock
+
+    t0 = time.perf_counter()
+    with FileLock(str(Path(tempfile.gettempdir()) / TIMING_LOCK)):
+        yield {"exclusive": True, "waited_s": time.perf_counter() - t0}
 
 
 def time_per_output_token(ttft_s: float, e2e_s: float, output_tokens: int) -> float:
@@ -255,21 +309,26 @@ def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[st
     if not s["measure"] or not rendered:
         out["skipped"] = "generation.measure is false" if not s["measure"] else "no prompts"
         return out
-    t0 = time.perf_counter()
     engine = gen_cfg.get("engine", "hf")
-    out["throughput"] = measure_throughput(model, tokenizer, rendered, s["throughput_batch_sizes"],
-                                           s["throughput_max_new_tokens"], engine=engine)
     n = min(s["latency_samples"], len(rendered))
     cap = s["latency_max_new_tokens"]
     lat_max = min(cap, max_new_tokens) if cap else max_new_tokens
-    if n:
-        if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # main run was batch 1: reuse it
-            comp = list(compressor_s or [0.0] * n)[:n]
-            out["latency"] = latency_summary(latency_samples(ids[:n], main_gens[:n], comp), source="main_run_batch1")
-        else:
-            out["latency"] = measure_latency(model, tokenizer, rendered[:n], ids[:n], max_new_tokens=lat_max,
-                                             stop=stop, compressor_s=list(compressor_s)[:n] if compressor_s else None,
-                                             engine=engine)
-        out["latency"]["max_new_tokens"] = lat_max
-    out["seconds"] = time.perf_counter() - t0
+    comp = list(compressor_s)[:n] if compressor_s else [0.0] * n
+    with exclusive_timing(s["exclusive_timing"]) as lock:
+        t0 = time.perf_counter()
+        out["timing_lock"] = lock
+        out["throughput"] = measure_throughput(model, tokenizer, rendered, s["throughput_batch_sizes"],
+                                               s["throughput_max_new_tokens"], engine=engine,
+                                               repeats=s["throughput_repeats"])
+        if n:
+            samples, source, repeats = [], "batch1_run", s["latency_repeats"]
+            if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # main run was batch 1: its first repeat
+                samples, source, repeats = latency_samples(ids[:n], main_gens[:n], comp), "main_run_batch1", repeats - 1
+            samples += measure_latency(model, tokenizer, rendered[:n], ids[:n], max_new_tokens=lat_max, stop=stop,
+                                       compressor_s=comp, engine=engine, repeats=repeats,
+                                       first_repeat=1 if samples else 0) if repeats else []
+            out["latency"] = latency_summary(samples, source=source)
+            out["latency"]["max_new_tokens"] = lat_max
+            out["latency"]["repeats"] = s["latency_repeats"]
+        out["seconds"] = time.perf_counter() - t0
     return out

@@ -6,7 +6,7 @@ Unit config keys read (``unit["config"]``):
 - ``model``: the actor M (and G unless ``method.options.generator_model`` names another model)
 - ``seed``; ``method``: ``{name: "metatuner", label, options: {...MetaTunerConfig fields}}``; the label
   defaults to :func:`promptintern.metatuner.method_label` of the options ("metatuner-J/no-param" ...)
-- ``train_task``, ``eval_task`` (either may be missing: it then equals the other), ``train_limit``, ``test_limit``
+- ``train_task``, ``eval_task`` (either may be missing: it then equals the other); the items are ``unit["inputs"]``
 - ``generation``: ``{batch_size, max_new_tokens}`` (null max_new_tokens: the task's own), and the measurement
   keys of :mod:`harness.measure` (``measure``, ``throughput_batch_sizes``, ``throughput_max_new_tokens``,
   ``latency_samples``, ``latency_max_new_tokens``), applied to the whole pipeline
@@ -29,10 +29,18 @@ import statistics
 import time
 from pathlib import Path
 
-from .measure import generations_sha256, latency_summary, measure_settings, model_info, saturating, sha256_dir
+from .measure import (
+    exclusive_timing,
+    generations_sha256,
+    latency_summary,
+    measure_settings,
+    model_info,
+    saturating,
+    sha256_dir,
+)
 from .samples import sample_record
 from .store import ResultStore
-from .unit_common import release_hosts, run_meta, set_threads
+from .unit_common import max_new_tokens, release_hosts, run_meta, set_threads, task_data
 
 
 def train_key(cfg: dict, options: dict) -> str:
@@ -44,7 +52,7 @@ def train_key(cfg: dict, options: dict) -> str:
         "seed": cfg.get("seed", 0),
         "options": {k: v for k, v in options.items() if k != "progress"},
         "train_task": train_task,
-        "train_limit": cfg.get("train_limit"),
+        "train_items": (cfg.get("items") or {}).get("train"),
         "chat": (cfg.get("prompt") or {}).get("chat", True),
     })
 
@@ -66,37 +74,41 @@ def measure(mt, task, examples: list, seed_prompt: str, gen_cfg: dict, main: lis
     if not st["measure"] or not examples:
         out["skipped"] = "generation.measure is false" if not st["measure"] else "no prompts"
         return out
-    t0 = time.perf_counter()
-    points = measure_pipeline_throughput(mt, task, examples, seed_prompt, st["throughput_batch_sizes"],
-                                         st["throughput_max_new_tokens"])
-    out["throughput"] = {"max_new_tokens": st["throughput_max_new_tokens"], "points": points,
-                         "saturating": saturating(points)}
-    n = min(st["latency_samples"], len(examples))
-    cap = st["latency_max_new_tokens"]
-    lat_max = min(cap, max_new_tokens) if cap else max_new_tokens
-    if n:
-        if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # the main run was batch 1: reuse it
-            runs, source = main[:n], "main_run_batch1"
-        else:
-            runs, _ = run_inference(mt, task, examples[:n], seed_prompt, batch_size=1, max_new_tokens=lat_max)
-            source = "batch1_run"
-        samples = [
-            {"id": r.id, "ttft_s": r.ttft_s, "e2e_s": r.e2e_s, "compressor_s": 0.0,
-             "prompt_tokens": r.actor.prompt_tokens, "output_tokens": r.actor.output_tokens,
-             "prompt_generation_s": r.prompt_generation_s, "hypernetwork_s": r.hypernetwork_s,
-             "actor_ttft_s": r.actor.ttft_s, "actor_e2e_s": r.actor.e2e_s,
-             "generator_input_tokens": r.generator_input_tokens, "generator_output_tokens": r.generator_output_tokens}
-            for r in runs
-        ]
-        out["latency"] = latency_summary(samples, source=source)
-        out["latency"]["max_new_tokens"] = lat_max
-    out["seconds"] = time.perf_counter() - t0
+    with exclusive_timing(st["exclusive_timing"]) as lock:
+        out["timing_lock"] = lock
+        t0 = time.perf_counter()
+        points = measure_pipeline_throughput(mt, task, examples, seed_prompt, st["throughput_batch_sizes"],
+                                             st["throughput_max_new_tokens"])
+        out["throughput"] = {"max_new_tokens": st["throughput_max_new_tokens"], "points": points,
+                             "saturating": saturating(points)}
+        n = min(st["latency_samples"], len(examples))
+        cap = st["latency_max_new_tokens"]
+        lat_max = min(cap, max_new_tokens) if cap else max_new_tokens
+        if n:
+            runs, source = [], "batch1_run"
+            if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # the main run was batch 1: repeat 0
+                runs, source = [(0, r) for r in main[:n]], "main_run_batch1"
+            for rep in range(1 if runs else 0, st["latency_repeats"]):
+                again, _ = run_inference(mt, task, examples[:n], seed_prompt, batch_size=1, max_new_tokens=lat_max)
+                runs += [(rep, r) for r in again]
+            samples = [
+                {"id": r.id, "repeat": rep, "ttft_s": r.ttft_s, "e2e_s": r.e2e_s, "compressor_s": 0.0,
+                 "prompt_tokens": r.actor.prompt_tokens, "output_tokens": r.actor.output_tokens,
+                 "prompt_generation_s": r.prompt_generation_s, "hypernetwork_s": r.hypernetwork_s,
+                 "actor_ttft_s": r.actor.ttft_s, "actor_e2e_s": r.actor.e2e_s,
+                 "generator_input_tokens": r.generator_input_tokens,
+                 "generator_output_tokens": r.generator_output_tokens}
+                for rep, r in runs
+            ]
+            out["latency"] = latency_summary(samples, source=source)
+            out["latency"]["max_new_tokens"] = lat_max
+            out["latency"]["repeats"] = st["latency_repeats"]
+        out["seconds"] = time.perf_counter() - t0
     return out
 
 
 def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str | None) -> dict:
     """Train (or load) and evaluate one MetaTuner grid point on one eval task; write and return the record."""
-    import tasks
     from promptintern.metatuner.config import MetaTunerConfig, method_label, seed_prompt_text
     from promptintern.metatuner.infer import run_inference
     from promptintern.metatuner.train import artefacts_complete, load_metatuner, train_metatuner
@@ -133,9 +145,8 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
         curve = source / "metatuner_curve.json"
         train_summary = json.loads(curve.read_text()) if curve.is_file() else {}
     else:
-        train_task = tasks.get_task(train_name, data_dir=data_dir)
-        train = train_task.load(train_task.train_split)
-        train = train[: cfg["train_limit"]] if cfg.get("train_limit") else train
+        train_items = task_data(unit, train_name, data_dir)
+        train_task, train = train_items.task, train_items.train
         seed_train = seed_prompt_text(mcfg, train_task.template)
         mt, train_summary = train_metatuner(
             mcfg,
@@ -152,17 +163,16 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
         )
         source = art
 
-    eval_task = tasks.get_task(eval_name, data_dir=data_dir)
-    test = eval_task.load(eval_task.test_split)
-    test = test[: cfg["test_limit"]] if cfg.get("test_limit") else test
+    eval_items = task_data(unit, eval_name, data_dir)
+    eval_task, test = eval_items.task, eval_items.test
     seed_eval = seed_prompt_text(mcfg, eval_task.template)
     inf, seconds = run_inference(
         mt, eval_task, test, seed_eval,
         batch_size=int(gen_cfg.get("batch_size") or 8),
-        max_new_tokens=gen_cfg.get("max_new_tokens") or None,
+        max_new_tokens=max_new_tokens(gen_cfg, eval_task),
     )
     scores = eval_task.score([s.actor.text for s in inf], test)
-    max_new = gen_cfg.get("max_new_tokens") or eval_task.max_new_tokens
+    max_new = max_new_tokens(gen_cfg, eval_task)
     measurements = measure(mt, eval_task, test, seed_eval, gen_cfg, inf, max_new)
     tok = mt.tok
     counters = counters_for(tok)

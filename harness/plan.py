@@ -7,10 +7,14 @@ Units:
 
 A unit's id hashes its resolved config and the ids it depends on, so an unchanged unit keeps its id and its
 result file, and a changed upstream stage changes every id downstream. The config includes what the unit's
-result depends on beyond the experiment file (:func:`task_identities`): ``data``, the fingerprint of the data
+result depends on beyond the experiment file (:func:`prepare_tasks`): ``data``, the fingerprint of the data
 files of the task it reads (a stage: its train task; an evaluation: its eval task, whose train split is the
 example pool), and, for evaluations, ``scoring``, the task's metric, extractor and stop rule with their code
-versions. A changed data file or a fixed metric re-runs exactly the units affected.
+versions; ``items``, the hashes of the grid's item selection the unit uses (:mod:`harness.selection`: seeded
+subsets shared by every method, near-duplicates of test items removed); ``budget``, the training-budget policy
+(``train.budget``: with ``matched``, every stage's ``train.max_steps`` makes each fine-tuning chain of a (model,
+train task, seed) take as many optimizer steps as the longest one). A changed data file, a fixed metric or another
+selection re-runs exactly the units affected.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class Unit:
     config: dict
     deps: list[str] = field(default_factory=list)
     resources: dict = field(default_factory=dict)
+    # The item ids per task the unit reads (harness.selection); not part of the id: ``config["items"]`` has hashes
+    inputs: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -82,12 +88,13 @@ def method_specs(cfg: dict) -> list[MethodSpec]:
                         lam=float(m.get("lam", 3.0)),
                         k_examples=int(m.get("k_examples", k)),
                         options=dict(m.get("options") or {}),
+                        first_stage=cfg["prompt"].get("first_stage", "full"),
                     )
                 )
     return out
 
 
-def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, ident) -> list[Unit]:
+def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, prep) -> list[Unit]:
     """Methods that train and evaluate in one unit (MetaTuner): one unit per (train task, eval task). A
     cross-task unit depends on the train task's own unit and loads its artefacts instead of retraining."""
     out = []
@@ -103,58 +110,95 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, ident) -> 
                 "train_task": train_task,
                 "eval_task": eval_task,
                 "generation": cfg["generation"],
-                "data": {"train": ident[train_task]["data"], "eval": ident[eval_task]["data"]},
-                "scoring": ident[eval_task]["scoring"],
+                "data": {"train": prep[train_task]["data"], "eval": prep[eval_task]["data"]},
+                "scoring": prep[eval_task]["scoring"],
+                "items": {"train": _train_items(prep, train_task), "eval": _eval_items(prep, eval_task)},
+                "budget": {"policy": "own", "note": "MetaTuner's phases have their own step counts"},
                 **shared,
             }
             uid = f"{kind}-" + content_id({"c": c, "prev": anchor})
-            out.append(Unit(uid, kind, c, [anchor] if anchor else [], resources))
+            out.append(Unit(uid, kind, c, [anchor] if anchor else [], resources,
+                            _inputs(prep, train_task, eval_task)))
             anchor = anchor or uid
     return out
 
 
-def task_identities(cfg: dict, data_dir=None) -> dict[str, dict]:
-    """For every task of the grid: ``{"data": fingerprint of its files, "scoring": its scoring identity}``.
-    Loads the tasks' train and test splits, so missing or malformed data fails here, before any unit runs."""
+def _train_items(prep: dict, task: str) -> dict:
+    """What a training chain depends on of the selection: its items and the pool its prompts retrieve from."""
+    i = prep[task]["selection"].identity()
+    return {k: i[k] for k in ("train", "removed", "n_train", "n_removed", "pool")}
+
+
+def _eval_items(prep: dict, task: str) -> dict:
+    i = prep[task]["selection"].identity()
+    return {k: i[k] for k in ("test", "removed", "n_test", "n_removed", "pool")}
+
+
+def _inputs(prep: dict, *names: str) -> dict:
+    return {n: prep[n]["selection"].inputs() for n in dict.fromkeys(n for n in names if n)}
+
+
+def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
+    """For every task of the grid: ``data`` (fingerprint of its files), ``scoring`` (its scoring identity) and
+    ``selection`` (:mod:`harness.selection`: the items every method trains and tests on). Loads the tasks' data,
+    so missing or malformed data fails here, before any unit runs."""
     import tasks
     from promptintern.paths import data_dir as resolve_data_dir
+
+    from .selection import select
 
     root = resolve_data_dir(data_dir if data_dir is not None else cfg.get("data_dir"))
     names = list(cfg["tasks"]["train"])
     ev = cfg["tasks"]["eval"]
     names += [] if ev == "same" else [t for t in ev if t not in names]
-    out = {}
-    for name in names:
-        task = tasks.get_task(name, data_dir=root)
-        out[name] = {"data": task.data_fingerprint(), "scoring": task.scoring_identity()}
-    return out
+    loaded = {name: tasks.get_task(name, data_dir=root) for name in names}
+    selection = select(cfg, loaded)
+    return {name: {"data": task.data_fingerprint(), "scoring": task.scoring_identity(), "selection": selection[name]}
+            for name, task in loaded.items()}
 
 
-def build_plan(cfg: dict, identities: dict[str, dict] | None = None) -> list[Unit]:
-    """The grid's units in dependency order. ``identities``: :func:`task_identities` (computed when None)."""
-    ident = identities if identities is not None else task_identities(cfg)
+def chain_budget(cfg: dict, specs: list[MethodSpec], n_train: int) -> int:
+    """Total optimizer steps of the longest fine-tuning chain of the grid on ``n_train`` items (``train.budget:
+    matched`` gives every chain this many)."""
+    from promptintern.trainer import TrainConfig, planned_steps
+
+    per_stage = planned_steps(n_train, TrainConfig.from_dict({**cfg["train"], "max_steps": None}))
+    stages = [len(plan_method(s).train) for s in specs if s.name not in UNIT_KINDS]
+    return per_stage * max([n for n in stages if n] or [0])
+
+
+def stage_steps(total: int, n_stages: int) -> list[int]:
+    """``total`` optimizer steps split over ``n_stages`` stages as evenly as possible (earlier stages first)."""
+    base, extra = divmod(total, n_stages)
+    return [base + (1 if t < extra else 0) for t in range(n_stages)]
+
+
+def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]:
+    """The grid's units in dependency order. ``prepared``: :func:`prepare_tasks` (computed when None)."""
+    prep = prepared if prepared is not None else prepare_tasks(cfg)
     units: list[Unit] = []
-    shared = {
-        "prompt": cfg["prompt"],
-        "train_limit": cfg["tasks"]["train_limit"],
-        "test_limit": cfg["tasks"]["test_limit"],
-    }
+    shared = {"prompt": cfg["prompt"]}
     resources = dict(cfg["resources"])
+    specs = method_specs(cfg)
+    policy = cfg["train"].get("budget", "matched")
     for model in cfg["models"]:
         for seed in cfg["seeds"]:
-            for spec in method_specs(cfg):
+            for spec in specs:
                 plan = plan_method(spec)
                 method = {**spec.to_dict(), "label": spec.label}
                 # A method that trains exactly like another grid point (MethodPlan.train_spec) shares its stages.
                 train_spec = plan.train_spec or spec
                 train_method = {**train_spec.to_dict(), "label": train_spec.label}
-                train_tasks = cfg["tasks"]["train"]
                 if spec.name in UNIT_KINDS:
                     units.extend(_own_unit_kind(cfg, UNIT_KINDS[spec.name], model, seed, method, shared, resources,
-                                                ident))
+                                                prep))
                     continue
-                for train_task in train_tasks:
+                for train_task in cfg["tasks"]["train"]:
                     prev: str | None = None
+                    n_train = len(prep[train_task]["selection"].train_ids)
+                    total = chain_budget(cfg, specs, n_train)
+                    steps = stage_steps(total, len(plan.train)) if plan.train and policy == "matched" else None
+                    budget = {"policy": policy, "chain_steps": total if policy == "matched" else None}
                     for t, rule in enumerate(plan.train):
                         c = {
                             "model": model,
@@ -164,12 +208,15 @@ def build_plan(cfg: dict, identities: dict[str, dict] | None = None) -> list[Uni
                             "stage": t,
                             "n_stages": len(plan.train),
                             "rule": asdict(rule),
-                            "train": cfg["train"],
-                            "data": ident[train_task]["data"],
+                            "train": {**cfg["train"], **({"max_steps": steps[t]} if steps else {})},
+                            "budget": budget,
+                            "data": prep[train_task]["data"],
+                            "items": _train_items(prep, train_task),
                             **shared,
                         }
                         uid = "stage-" + content_id({"c": c, "prev": prev})
-                        units.append(Unit(uid, "stage", c, [prev] if prev else [], resources))
+                        units.append(Unit(uid, "stage", c, [prev] if prev else [], resources,
+                                          _inputs(prep, train_task)))
                         prev = uid
                     ev = cfg["tasks"]["eval"]
                     eval_tasks = [train_task] if ev == "same" else list(ev)
@@ -183,12 +230,15 @@ def build_plan(cfg: dict, identities: dict[str, dict] | None = None) -> list[Uni
                             "rule": asdict(plan.test),
                             "test_compressed": plan.test_compressed,
                             "generation": cfg["generation"],
-                            "data": ident[eval_task]["data"],
-                            "scoring": ident[eval_task]["scoring"],
+                            "data": prep[eval_task]["data"],
+                            "scoring": prep[eval_task]["scoring"],
+                            "items": _eval_items(prep, eval_task),
+                            "budget": budget if plan.train else {"policy": "untrained"},
                             **shared,
                         }
                         uid = "eval-" + content_id({"c": c, "prev": prev})
-                        units.append(Unit(uid, "eval", c, [prev] if prev else [], resources))
+                        units.append(Unit(uid, "eval", c, [prev] if prev else [], resources,
+                                          _inputs(prep, eval_task)))
     # Untrained methods evaluate the same base model whatever the train task: keep one unit per id.
     seen, unique = set(), []
     for u in units:
@@ -196,3 +246,29 @@ def build_plan(cfg: dict, identities: dict[str, dict] | None = None) -> list[Uni
             seen.add(u.id)
             unique.append(u)
     return unique
+
+
+PLAN_FILE = "plan.json"
+SELECTION_FILE = "selection.json"
+
+
+def unit_summary(u: Unit) -> dict:
+    """What a table needs to show a unit that has no valid result (failed or missing)."""
+    c = u.config
+    m = c.get("method") or {}
+    return {"id": u.id, "kind": u.kind, "label": u.label, "model": c.get("model"), "seed": c.get("seed"),
+            "method": m.get("name"), "method_label": m.get("label"), "schedule": m.get("schedule"),
+            "stages": m.get("stages"), "rate": m.get("rate"), "train_task": c.get("train_task"),
+            "eval_task": c.get("eval_task"), "deps": list(u.deps)}
+
+
+def write_plan(root, units: list[Unit], prepared: dict[str, dict]) -> None:
+    """``plan.json`` (every unit of the grid, so tables can show the ones without a result) and
+    ``selection.json`` (every item id used and every near-duplicate removed) beside the results."""
+    from pathlib import Path
+
+    from .store import atomic_write_json
+
+    root = Path(root)
+    atomic_write_json(root / PLAN_FILE, {"units": [unit_summary(u) for u in units]})
+    atomic_write_json(root / SELECTION_FILE, {name: p["selection"].to_dict() for name, p in prepared.items()})

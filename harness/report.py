@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import aggregate as agg
+from . import compare
 from .cost import PriceTable, load_price_table
 from .store import ResultStore
 
@@ -60,12 +61,25 @@ def _score(metric: str, v: float) -> str:
     return agg.fmt(agg.display_score(metric, v))
 
 
+def _delta_text(r, prefix: str, name: str) -> str | None:
+    d = r.get(prefix)
+    if agg._isnan(d):
+        return None
+    lo, hi = r.get(f"{prefix}_lo"), r.get(f"{prefix}_hi")
+    if agg._isnan(lo) or agg._isnan(hi):
+        return f"{d:+.1f} points vs {name} (no interval: fewer than 2 paired items)"
+    verdict = "interval includes 0: no difference shown" if r.get(f"{prefix}_ns") else "interval excludes 0"
+    return f"{d:+.1f} points vs {name} [95% CI {lo:+.1f}, {hi:+.1f}; {verdict}]"
+
+
 def key_findings(main: pd.DataFrame) -> list[str]:
-    """One sentence per non-baseline row that has a full-prompt FT baseline: score kept, tokens, speed, cost."""
+    """One sentence per non-baseline row that has a full-prompt FT baseline: the paired score differences with
+    their intervals (a difference whose interval includes 0 is said to show none), tokens, speed, cost."""
     lines = []
     if main.empty:
         return ["No evaluation results yet."]
-    on_task = main[~main["cross_domain"]]
+    ok = main[main["status"] == "ok"]
+    on_task = ok[~ok["cross_domain"]]
     for task in sorted(on_task["eval_task"].unique()):
         t = on_task[on_task["eval_task"] == task]
         base = t[t["method"] == agg.BASELINE_METHOD]
@@ -77,17 +91,72 @@ def key_findings(main: pd.DataFrame) -> list[str]:
         lines.append(f"**{task}** ({b['metric']}, n={int(b['n'])} per method): full-prompt FT scores "
                      f"{_score(b['metric'], b['score'])} with {b['input_tokens']:.0f} input tokens per query.")
         for _, r in t[t["method"] != agg.BASELINE_METHOD].iterrows():
-            parts = [f"{_score(r['metric'], r['score'])} ({agg.display_score(r['metric'], r['score_delta']):+.1f} vs full-prompt FT)"
-                     if not agg._isnan(r["score_delta"]) else _score(r["metric"], r["score"])]
+            parts = [_score(r["metric"], r["score"])]
+            parts += [x for x in (_delta_text(r, "delta_full", "full-prompt FT"),
+                                  _delta_text(r, "delta_query", "query-only FT") if r["method"] != "query_only_ft"
+                                  else None) if x]
             if not agg._isnan(r.get("token_reduction_pct")):
                 parts.append(f"{r['token_reduction_pct']:.0f}% fewer input tokens")
             if not agg._isnan(r.get("speedup")):
-                parts.append(f"{r['speedup']:.2f}x batch-1 latency speedup")
+                ci = ("" if agg._isnan(r.get("speedup_lo")) else
+                      f" [95% CI {r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]")
+                parts.append(f"{r['speedup']:.2f}x batch-1 latency speedup{ci}")
             if not agg._isnan(r.get("self_hosted_saving_pct")):
                 parts.append(f"{r['self_hosted_saving_pct']:.0f}% self-hosted cost saving")
             if not agg._isnan(r.get("api_saving_pct")):
                 parts.append(f"{r['api_saving_pct']:.0f}% {r.get('api_model')} API cost saving")
             lines.append(f"- {r['label']} (train {r['train_task']}): " + ", ".join(parts) + ".")
+    bad = main[main["status"] != "ok"]
+    if len(bad):
+        lines.append(f"**{len(bad)} grid point(s) have no result** (failed or missing): see 'Failed and missing grid "
+                     "points'; they are absent from every comparison.")
+    return lines
+
+
+def unfinished_lines(main: pd.DataFrame) -> list[str]:
+    bad = main[main["status"] != "ok"] if not main.empty else main
+    return [f"- {r['status'].upper()}: {r['label']} {r['train_task']}→{r['eval_task']}"
+            + (f" — {r['error']}" if r.get("error") else "") for _, r in bad.iterrows()]
+
+
+def selection_lines(store: ResultStore) -> list[str]:
+    """Items and contamination, from ``selection.json``."""
+    import json
+
+    from .plan import SELECTION_FILE
+
+    path = store.root / SELECTION_FILE
+    if not path.is_file():
+        return ["No selection.json (results written before item selection was recorded)."]
+    sel = json.loads(path.read_text())
+    out = []
+    for name, s in sel.items():
+        removed = s.get("removed") or []
+        ids = ", ".join(f"{r['id']}≈{r['test_id']}" for r in removed[:12])
+        out.append(f"- {name}: {len(s['train_ids'])} training items drawn from a pool of {s['pool_size']} "
+                   f"(training split {s['train_split_size']}), {len(s['test_ids'])} test items drawn from "
+                   f"{s['test_split_size']}; {len(removed)} near-duplicates of test items removed from training and "
+                   f"the pool" + (f": {ids}" + (" ..." if len(removed) > 12 else "") if removed else "") + ".")
+    return out
+
+
+def budget_lines(main: pd.DataFrame) -> list[str]:
+    if main.empty or "budget" not in main.columns:
+        return []
+    pol = sorted({str(b) for b in main["budget"].dropna() if b and b not in ("untrained", "")})
+    if not pol:
+        return []
+    steps = main[(main["status"] == "ok") & main["train_steps"].notna() & (main["train_steps"] > 0)]
+    desc = {"matched": "every fine-tuning chain of a (model, train task, seed) takes the optimizer steps of the "
+                       "longest one (train.budget: matched)",
+            "per_stage": "every stage runs train.epochs, so a T-stage chain takes T times the steps of a one-stage "
+                         "method (train.budget: per_stage, the paper's recipe; comparisons are confounded by budget)",
+            "own": "MetaTuner's phases have their own step counts (not matched)"}
+    lines = [f"Training budget: {desc.get(p, p)}." for p in pol]
+    if len(steps):
+        lines.append("Optimizer steps per row: " + ", ".join(
+            f"{r['label']} on {r['train_task']}: {int(r['train_steps'])}" for _, r in
+            steps.drop_duplicates(["label", "train_task"]).iterrows()) + ".")
     return lines
 
 
@@ -128,11 +197,19 @@ METHOD_NOTES = [
     "run's prompts and outputs priced at that model's rates (fine-tuned rates for fine-tuned methods, base rates for "
     "untrained ones); that model's outputs would differ in length. 'cached' assumes every query hits the prompt cache "
     "for the shared template prefix.",
+    "Differences (Δ): the paired difference of per-item scores against full-prompt FT and query-only FT on the same "
+    "test items, in points, with a 95 % paired-bootstrap interval (2,000 resamples of the items, fixed seed); 'ns' "
+    "marks an interval that includes 0 (no difference shown).",
     "Latency: time to first token and end-to-end seconds per query at batch size 1 on the first test items (the same "
-    "items for every method), p50/p90, including the test-time compressor's seconds for methods that compress at "
-    "inference. Speedup is full-prompt FT's p50 over the method's p50.",
+    "items for every method), each query repeated (generation.latency_repeats), p50/p90 over all repeats, including "
+    "the test-time compressor's seconds for methods that compress at inference. Timed sections of concurrent units "
+    "on one machine take turns (generation.exclusive_timing). Speedup: full-prompt FT's mean end-to-end latency over "
+    "the method's, on the same queries, with a 95 % bootstrap interval over the queries.",
     "Throughput: output tokens/s when the same prompts are decoded for a fixed number of new tokens at each measured "
-    "batch size; the saturating batch is the one with the most tokens/s among those tried.",
+    "batch size, the mean of generation.throughput_repeats timings; the saturating batch is the one with the most "
+    "tokens/s among those tried.",
+    "MetaTuner rows count the generator's input and output tokens in the token and API-cost columns, and its prompt "
+    "generation and hypernetwork time in latency, throughput and self-hosted cost: both run on every query.",
     "Self-hosted cost: measured generation seconds per query in the main batched run (plus compressor seconds for "
     "compression at inference) x the hourly price of the hardware the run was measured on. Training cost: measured "
     "training seconds of every stage x the same price (one-time).",
@@ -142,6 +219,8 @@ METHOD_NOTES = [
 def measurement_caveats(ev: pd.DataFrame) -> list[str]:
     """Facts about how this experiment's latencies were measured that a reader must know."""
     out = []
+    if "status" in ev.columns:
+        ev = ev[ev["status"] == "ok"]
     if ev.empty:
         return out
     if "latency_max_new_tokens" in ev.columns and "max_new_tokens" in ev.columns:
@@ -158,8 +237,9 @@ def measurement_caveats(ev: pd.DataFrame) -> list[str]:
                    "the files predate it): their latency, speedup and throughput cells are empty.")
     n = sorted({int(x) for x in ev["latency_n"] if x}) if "latency_n" in ev.columns else []
     if n:
-        out.append(f"Latency percentiles come from {', '.join(map(str, n))} batch-1 quer(ies) per evaluation "
-                   "(generation.latency_samples); with so few, p90 is close to the maximum.")
+        out.append(f"Latency percentiles come from {', '.join(map(str, n))} batch-1 measurements per evaluation "
+                   "(generation.latency_samples queries x generation.latency_repeats); with so few, p90 is close to "
+                   "the maximum.")
     return out
 
 
@@ -202,6 +282,11 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
         md += [agg.render_markdown(cross, agg.cross_columns()), ""]
     else:
         md += [no_cross, ""]
+    unfinished = unfinished_lines(main)
+    md += ["## Failed and missing grid points", "", *(unfinished or ["None: every planned evaluation has a result."]),
+           ""]
+    md += ["## Items, contamination and budget", "", *selection_lines(store), "", *budget_lines(main), ""]
+    md += ["## Statistical power", "", *[f"- {compare.power_line(p)}" for p in compare.power_rows(main)], ""]
     md += ["## Answers", "", ANSWERS_NOTE, "", agg.render_markdown(t["answers"], agg.answers_columns()), ""]
     md += ["## Training stages", "", agg.render_markdown(t["stages"], agg.stage_columns()), "",
            "## Throughput by batch size", "", agg.render_markdown(t["throughput"], agg.throughput_columns()), "",
@@ -241,6 +326,14 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
             h.append(f"<img alt='cross_domain' src='{_data_uri(plots['cross_domain'])}'>")
     else:
         h.append(f"<div class='box'><p>{html.escape(no_cross)}</p></div>")
+    h += ["<h2>Failed and missing grid points</h2><ul>"]
+    h += [f"<li>{html.escape(x.lstrip('- '))}</li>" for x in unfinished] or ["<li>None: every planned evaluation has "
+                                                                           "a result.</li>"]
+    h += ["</ul><h2>Items, contamination and budget</h2><ul>"]
+    h += [f"<li>{html.escape(x.lstrip('- '))}</li>" for x in selection_lines(store) + budget_lines(main)]
+    h += ["</ul><h2>Statistical power</h2><ul>"]
+    h += [f"<li>{html.escape(compare.power_line(p))}</li>" for p in compare.power_rows(main)]
+    h += ["</ul>"]
     h += ["<h2>Answers</h2>", f"<p class='note'>{html.escape(ANSWERS_NOTE)}</p>",
           render_html_table(t["answers"], agg.answers_columns())]
     h += ["<h2>Training stages</h2>", render_html_table(t["stages"], agg.stage_columns()),

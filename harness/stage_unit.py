@@ -80,9 +80,9 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
     release_hosts()  # a base model an earlier eval unit left in this worker would train beside us, uncounted
     store = ResultStore(store_root)
     t0 = time.perf_counter()
-    task, train, test = task_data(cfg, cfg["train_task"], data_dir)
-    items = train[: cfg["train_limit"]] if cfg["train_limit"] else train
-    builder = prompt_builder(cfg, task, train, test)
+    data = task_data(unit, cfg["train_task"], data_dir)
+    task, items = data.task, data.train
+    builder = prompt_builder(cfg, task, data.pool, data.test_split)
     rule = rule_from_dict(cfg["rule"])
     objective = objective_of(rule)
     student_rule = getattr(rule, "student", rule)

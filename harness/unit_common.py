@@ -20,13 +20,23 @@ def set_threads(num_cpus: float | None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def task_data(cfg: dict, task_name: str, data_dir: str | None):
+def task_data(unit: dict, task_name: str, data_dir: str | None):
+    """The unit's items of one task (:func:`harness.selection.unit_items`: pool, training items, test items and
+    the whole test split) from the ids the plan chose (``unit["inputs"]``)."""
     import tasks
 
+    from .selection import unit_items
+
     task = tasks.get_task(task_name, data_dir=data_dir)
-    train = task.load(task.train_split)
-    test = task.load(task.test_split)  # the whole split: none of it may enter the example pool
-    return task, train, test
+    return unit_items(task, (unit.get("inputs") or {}).get(task_name))
+
+
+def max_new_tokens(gen_cfg: dict, task) -> int:
+    """``generation.max_new_tokens`` for this task: a number, a mapping task -> number, or null (the task's own)."""
+    v = gen_cfg.get("max_new_tokens")
+    if isinstance(v, dict):
+        v = v.get(task.name)
+    return int(v) if v else int(task.max_new_tokens)
 
 
 def prompt_builder(cfg: dict, task, pool, test):

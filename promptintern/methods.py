@@ -149,6 +149,8 @@ class MethodSpec:
     lam: float = DEFAULT_LAMBDA
     k_examples: int = 1
     options: dict = field(default_factory=dict)
+    # PromptIntern's stage 0: "full" = the full template (then rate·S_t), "rate" = already compressed to ``rate``
+    first_stage: str = "full"
 
     @property
     def label(self) -> str:
@@ -165,6 +167,8 @@ class MethodSpec:
             parts.append(f"r{self.rate:g}")
         if self.name == "prompt_baking":
             parts.append(f"{self.options.get('targets', BAKE_DEFAULT_TARGETS)}-targets")
+        if self.first_stage != "full" and (self.name in SCHEDULED_METHODS or self.name in STAGED_METHODS):
+            parts.append(f"first-{self.first_stage}")
         return "/".join(parts)
 
     def to_dict(self) -> dict:
@@ -205,11 +209,30 @@ def _needs_schedule(spec: MethodSpec) -> None:
         raise ConfigError(f"methods.{spec.name}.schedule", f"{spec.name} needs a schedule")
 
 
+FIRST_STAGES = ("full", "rate")
+
+
+def _check_stages(spec: MethodSpec) -> None:
+    if spec.stages < MIN_STAGES:
+        raise ConfigError(
+            f"methods.{spec.name}.stages",
+            f"needs stages >= {MIN_STAGES} (got {spec.stages}); with one stage it would be query_only_ft",
+        )
+
+
 def _stage_plans(spec: MethodSpec, **kw):
+    """The schedule's stage plans; with ``first_stage: full`` stage 0 keeps the whole template (the later stages
+    follow rate·S_t), with ``rate`` it starts compressed to ``rate``."""
+    from dataclasses import replace
+
     _needs_schedule(spec)
-    return plan_stages(
-        spec.schedule, spec.stages, spec.k_examples, lam=spec.lam, template_ceiling=spec.rate, **kw
-    )
+    _check_stages(spec)
+    if spec.first_stage not in FIRST_STAGES:
+        raise ConfigError("prompt.first_stage", f"must be one of {FIRST_STAGES}, got {spec.first_stage!r}")
+    plans = plan_stages(spec.schedule, spec.stages, spec.k_examples, lam=spec.lam, template_ceiling=spec.rate, **kw)
+    if spec.first_stage == "full" and plans and plans[0].template_rate > 0:
+        plans[0] = replace(plans[0], template_rate=1.0)
+    return plans
 
 
 def full_prompt_ft(spec: MethodSpec) -> MethodPlan:
@@ -244,9 +267,7 @@ def full_prompt_ft_compressed(spec: MethodSpec) -> MethodPlan:
 
 
 def promptintern(spec: MethodSpec) -> MethodPlan:
-    if not spec.schedule:
-        raise ConfigError("methods.promptintern.schedule", "PromptIntern needs a schedule")
-    plans = plan_stages(spec.schedule, spec.stages, spec.k_examples, lam=spec.lam, template_ceiling=spec.rate)
+    plans = _stage_plans(spec)
     return MethodPlan(train=[PromptRule(p.template_rate, p.n_examples) for p in plans], test=QUERY_ONLY)
 
 
@@ -269,15 +290,15 @@ def promptintern_no_progression(spec: MethodSpec) -> MethodPlan:
     """Ablation "no progression": T stages like PromptIntern, but the keep fraction jumps from 1 to 0 — stages
     0..T-2 train on the stage-0 prompt (template at ``rate``, K examples), the last stage on the query alone
     (a ``step`` schedule [(0, 1), (T-1, 0)]). Same compute, same first and last prompt, no gradual steps."""
-    if spec.stages < 2:
-        raise ConfigError(
-            f"methods.{spec.name}.stages",
-            f"needs stages >= 2 (got {spec.stages}); with one stage it would be query_only_ft",
-        )
+    _check_stages(spec)
     T = spec.stages
     plans = plan_stages(
         "step", T, spec.k_examples, template_ceiling=spec.rate, steps=[(0, 1.0), (T - 1, 0.0)]
     )
+    if spec.first_stage == "full":  # the same first prompt as PromptIntern's
+        from dataclasses import replace
+
+        plans = [replace(p, template_rate=1.0) if p.template_rate > 0 else p for p in plans]
     return MethodPlan(train=[PromptRule(p.template_rate, p.n_examples) for p in plans], test=QUERY_ONLY)
 
 
@@ -362,16 +383,47 @@ STAGED_METHODS = {"promptintern_no_progression"}
 TEACHER_METHODS = {"context_distillation", "prompt_baking"}
 
 
+# Methods that read ``options`` (the others have none: an options key there is an error).
+OPTION_METHODS = {"context_distillation", "prompt_baking", "metatuner"}
+# The smallest T of the staged methods: with one stage PromptIntern (and its ablations) is query-only FT.
+MIN_STAGES = 2
+
+
 def register_method(
-    name: str, fn: Callable[[MethodSpec], MethodPlan], *, uses_rate=False, scheduled=False, staged=False
+    name: str, fn: Callable[[MethodSpec], MethodPlan], *, uses_rate=False, scheduled=False, staged=False,
+    options=False,
 ):
     METHODS[name] = fn
-    if uses_rate:
-        RATE_METHODS.add(name)
-    if scheduled:
-        SCHEDULED_METHODS.add(name)
-    if staged:
-        STAGED_METHODS.add(name)
+    for flag, group in ((uses_rate, RATE_METHODS), (scheduled, SCHEDULED_METHODS), (staged, STAGED_METHODS),
+                        (options, OPTION_METHODS)):
+        if flag:
+            group.add(name)
+
+
+def method_keys(name: str) -> set[str]:
+    """The keys a ``methods`` entry of this method may have: a key the method would ignore is an error."""
+    keys = {"name", "k_examples"}
+    if name in RATE_METHODS:
+        keys.add("rates")
+    if name in SCHEDULED_METHODS:
+        keys |= {"schedules", "stages", "lam"}
+    if name in STAGED_METHODS:
+        keys.add("stages")
+    if name in OPTION_METHODS:
+        keys.add("options")
+    return keys
+
+
+def coinciding_schedules(name: str, schedules: list[str], stages: int, k: int, lam: float,
+                         rates: list[float], first_stage: str = "full") -> list[tuple[str, str]]:
+    """Pairs of the given schedules that give identical stage plans at this T, K, λ and every rate (comparing them
+    compares identical runs: e.g. linear, exponential and inverse-exponential all give [1, 0] at T = 2)."""
+    plans = {}
+    for sched in schedules:
+        plans[sched] = [plan_method(MethodSpec(name=name, schedule=sched, rate=float(r), stages=stages, lam=lam,
+                                               k_examples=k, first_stage=first_stage)).train for r in rates]
+    names = list(plans)
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :] if plans[a] == plans[b]]
 
 
 def plan_method(spec: MethodSpec) -> MethodPlan:

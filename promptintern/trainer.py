@@ -54,6 +54,11 @@ class TrainConfig:
     # Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory for
     # long prompts (benchmarks/checkpointing_memory.py measures both), at the cost of a second forward pass.
     gradient_checkpointing: bool = False
+    # Optimizer steps of this stage, exactly (epochs are repeated, reshuffled, until reached); None = ``epochs``.
+    # The harness sets it to give every method of a grid the same training budget (train.budget: matched).
+    max_steps: int | None = None
+    # The harness's budget policy (train.budget) that set max_steps: recorded with the stage, unused here.
+    budget: str = "per_stage"
     seed: int = 0
     lora: LoraSpec = field(default_factory=LoraSpec)
     progress: bool = True
@@ -91,6 +96,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def planned_steps(n_records: int, cfg: TrainConfig) -> int:
+    """Optimizer steps :func:`train_loop` takes on ``n_records`` records with ``cfg`` (``max_steps`` if set)."""
+    if cfg.max_steps is not None:
+        return int(cfg.max_steps)
+    per_epoch = math.ceil(n_records / cfg.batch_size)
+    full = max(1, math.ceil(cfg.epochs))
+    micro = per_epoch * (full - 1)
+    micro += max(1, round(per_epoch * (cfg.epochs - full + 1))) if cfg.epochs < full else per_epoch
+    return math.ceil(micro / cfg.grad_accum)
 
 
 def batches(records: list[dict], batch_size: int, group_by_length: bool, rng: random.Random) -> list[list[dict]]:
@@ -282,13 +298,19 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
     device = next(model.parameters()).device
     seed_everything(cfg.seed)
     rng = random.Random(cfg.seed)
-    epochs_full = max(1, math.ceil(cfg.epochs))
     plan = []
-    for epoch in range(epochs_full):
-        ep_batches = batches(records, cfg.batch_size, cfg.group_by_length, rng)
-        if epoch == epochs_full - 1 and cfg.epochs < epochs_full:
-            ep_batches = ep_batches[: max(1, round(len(ep_batches) * (cfg.epochs - epoch)))]
-        plan.extend(ep_batches)
+    if cfg.max_steps is not None:  # exactly max_steps optimizer steps: whole reshuffled epochs, then a part of one
+        need = int(cfg.max_steps) * cfg.grad_accum
+        while len(plan) < need:
+            plan.extend(batches(records, cfg.batch_size, cfg.group_by_length, rng))
+        plan = plan[:need]
+    else:
+        epochs_full = max(1, math.ceil(cfg.epochs))
+        for epoch in range(epochs_full):
+            ep_batches = batches(records, cfg.batch_size, cfg.group_by_length, rng)
+            if epoch == epochs_full - 1 and cfg.epochs < epochs_full:
+                ep_batches = ep_batches[: max(1, round(len(ep_batches) * (cfg.epochs - epoch)))]
+            plan.extend(ep_batches)
     steps = math.ceil(len(plan) / cfg.grad_accum)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")

@@ -39,6 +39,7 @@ _SCHEMA: dict[str, tuple[bool, type | tuple]] = {
     "generation": (True, dict),
     "lm_eval": (False, dict),
     "protect": (False, list),
+    "near_duplicates": (False, dict),
     "notes": (False, str),
 }
 _FORMAT_FIELDS = {"query", "reference", "target", "id", "meta"}
@@ -69,6 +70,7 @@ class TaskConfig:
     source: str = ""
     extract: str = "raw"
     extract_args: dict = field(default_factory=dict)
+    near_duplicate_fields: list[str] = field(default_factory=lambda: ["{query}", "{reference}"])
 
 
 def _type_name(t) -> str:
@@ -179,6 +181,15 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
     if extra:
         raise ConfigError(f"generation.{sorted(extra)[0]}", "unknown key; allowed: max_new_tokens, stop, temperature", source)
 
+    nd = raw.get("near_duplicates") or {}
+    if set(nd) - {"fields"}:
+        raise ConfigError(f"near_duplicates.{sorted(set(nd) - {'fields'})[0]}", "unknown key; allowed: fields", source)
+    nd_fields = nd.get("fields", ["{query}", "{reference}"])
+    if not isinstance(nd_fields, list) or not nd_fields or not all(isinstance(f, str) and f for f in nd_fields):
+        raise ConfigError("near_duplicates.fields", "should be a non-empty list of format strings", source)
+    for f in nd_fields:
+        _check_format(f, "near_duplicates.fields", source)
+
     protect = raw.get("protect")
     if protect is not None:
         import re
@@ -213,6 +224,7 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
         metric_args=dict(metric_args),
         extract=extract["name"],
         extract_args=dict(extract_args),
+        near_duplicate_fields=list(nd_fields),
         primary_metric=raw["primary_metric"],
         max_new_tokens=mnt,
         stop=list(stop),

@@ -163,12 +163,16 @@ def test_measure_on_tiny_model(tiny):
     assert [p["batch_size"] for p in tp["points"]] == [1, 2]
     assert [p["output_tokens"] for p in tp["points"]] == [3, 6]  # every row decodes exactly max_new_tokens
     for p in tp["points"]:
-        assert p["tokens_per_s"] == pytest.approx(p["output_tokens"] / p["seconds"])
+        assert p["tokens_per_s"] == pytest.approx(p["output_tokens"] / p["seconds"])  # one repeat
+    rep = measure_throughput(model, tok, prompts, [2], max_new_tokens=3, repeats=3)["points"][0]
+    assert len(rep["seconds_repeats"]) == 3 and rep["seconds"] == pytest.approx(sum(rep["seconds_repeats"]) / 3)
+    assert rep["tokens_per_s"] == pytest.approx(sum(6 / t for t in rep["seconds_repeats"]) / 3)
+    assert rep["tokens_per_s_ci"][0] <= rep["tokens_per_s"] <= rep["tokens_per_s_ci"][1]
     assert tp["saturating"]["batch_size"] in (1, 2)
-    lat = measure_latency(model, tok, prompts, ["a", "b"], max_new_tokens=3, stop=None)
-    assert [s["id"] for s in lat["samples"]] == ["a", "b"] and lat["e2e_s"]["n"] == 2
-    assert all(0 < s["ttft_s"] <= s["e2e_s"] for s in lat["samples"])
-    for s in lat["samples"]:  # decode time per token after the first
+    lat = measure_latency(model, tok, prompts, ["a", "b"], max_new_tokens=3, stop=None, repeats=2)
+    assert [(s["id"], s["repeat"]) for s in lat] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert all(0 < s["ttft_s"] <= s["e2e_s"] for s in lat)
+    for s in lat:  # decode time per token after the first
         if s["output_tokens"] > 1:
             assert s["tpot_s"] == pytest.approx((s["e2e_s"] - s["ttft_s"]) / (s["output_tokens"] - 1))
     static = measure_throughput(model, tok, prompts, [2], max_new_tokens=3, engine="static")
@@ -187,7 +191,8 @@ def test_run_measurements_settings(tiny):
     m = run_measurements(model, tok, prompts, ids, cfg, [], max_new_tokens=8, stop=None)
     assert m["settings"]["throughput_batch_sizes"] == [1, 2]
     assert [p["output_tokens"] for p in m["throughput"]["points"]] == [2, 4]
-    assert m["latency"]["max_new_tokens"] == 3 and [s["id"] for s in m["latency"]["samples"]] == ["a"]
+    assert m["latency"]["max_new_tokens"] == 3 and [s["id"] for s in m["latency"]["samples"]] == ["a"] * 3
+    assert m["timing_lock"]["exclusive"] is True
     assert all(s["output_tokens"] <= 3 for s in m["latency"]["samples"])
 
 

@@ -236,7 +236,7 @@ def test_stage_records_follow_the_method_plans(grid):
             stages.setdefault(u.config["method"]["label"], []).append(records[u.id]["train"])
     assert [s["examples_per_prompt"] for s in stages["promptintern_template_only/linear-T2/r0.5"]] == [2, 2]
     assert [s["template_rate_requested"] for s in stages["promptintern_examples_only/linear-T2"]] == [1.0, 1.0]
-    assert [s["template_rate_requested"] for s in stages["promptintern_no_progression/jump-T3/r0.5"]] == [0.5, 0.5, 0]
+    assert [s["template_rate_requested"] for s in stages["promptintern_no_progression/jump-T3/r0.5"]] == [1.0, 1.0, 0]
     (bake,) = stages["prompt_baking/teacher-targets"]
     (ref_bake,) = stages["prompt_baking/reference-targets"]
     (distill,) = stages["context_distillation"]
@@ -263,9 +263,10 @@ def test_context_distillation_targets_come_from_the_teacher_not_the_references(g
     targets = [it["target"] for it in saved["items"]]
 
     cfg = u.config
-    task, train, test = task_data(cfg, cfg["train_task"], None)
-    items = train[: cfg["train_limit"]]
-    builder = prompt_builder(cfg, task, train, test)
+    data = task_data(u.to_dict(), cfg["train_task"], None)
+    task, items = data.task, data.train
+    assert len(items) == 3  # the grid's train_limit, drawn by the plan
+    builder = prompt_builder(cfg, task, data.pool, data.test_split)
     model, tok = load_model("tiny")
     prompts = [render(builder.build(ex, PromptRule(1.0, 2), with_answer=False).prompt, tok) for ex in items]
     answers = teacher_answers(model, tok, prompts, max_new_tokens=12, stop=task.stop, batch_size=3)

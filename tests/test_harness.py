@@ -65,7 +65,7 @@ def test_overrides_and_plan_ids_are_stable(tmp_path):
     assert [u.id for u in build_plan(cfg)] == [u.id for u in units]
     stage2 = next(u for u in units if u.kind == "stage" and u.config["stage"] == 1)
     stage1 = next(u for u in units if u.id == stage2.deps[0])
-    assert stage1.config["rule"] == {"template_rate": 0.5, "n_examples": 1}
+    assert stage1.config["rule"] == {"template_rate": 1.0, "n_examples": 1}  # prompt.first_stage: full
     assert stage2.config["rule"] == {"template_rate": 0.0, "n_examples": 0}
     # Changing an upstream setting changes every id downstream.
     units_lr = build_plan(load_experiment(_experiment(tmp_path), ["train.lr=0.001"]))
@@ -179,4 +179,4 @@ def test_fast_paths_run_through_the_grid(tmp_path, ray_local, data_dir):
     ev = store.records(kind="eval")[0]
     assert ev["measurements"]["throughput"]["engine"] == "fast"
     assert ev["efficiency"]["model_load"]["reused"] in (True, False)
-    assert ev["measurements"]["latency"]["tpot_s"]["n"] <= 1
+    assert ev["measurements"]["latency"]["tpot_s"]["n"] <= 3  # one query, 3 repeats (generation.latency_repeats)

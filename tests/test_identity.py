@@ -8,7 +8,7 @@ import pytest
 
 from harness.config import load_experiment
 from harness.executor import run_plan, units_to_run
-from harness.plan import build_plan, task_identities
+from harness.plan import build_plan, prepare_tasks
 from harness.store import ResultStore
 
 GRID = [
@@ -89,4 +89,4 @@ def test_missing_data_fails_at_plan_time_naming_the_dataset(tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = load_experiment(None, [*GRID, f"data_dir={tmp_path / 'empty'}"])
     with pytest.raises(DatasetNotFoundError, match="mbpp"):
-        task_identities(cfg)
+        prepare_tasks(cfg)

@@ -24,20 +24,29 @@ TINY_OPTIONS = {
 }
 
 
+def _inputs(task: str) -> dict:
+    """The plan's item selection for a hand-built unit: the first 8 training and 5 test items."""
+    import tasks
+
+    t = tasks.get_task(task)
+    return {task: {"train_ids": [ex.id for ex in t.load(t.train_split)[:8]],
+                   "test_ids": [ex.id for ex in t.load(t.test_split)[:5]], "removed_ids": []}}
+
+
 def _unit(uid: str, task: str, measure: bool = False, **options) -> dict:
     return {
         "id": uid,
         "kind": "metatuner",
         "resources": {"num_cpus": 1, "num_gpus": 0},
         "deps": [],
+        "inputs": _inputs(task),
         "config": {
             "model": "tiny",
             "seed": 0,
             "method": {"name": "metatuner", "options": {**TINY_OPTIONS, **options}},
             "train_task": task,
             "eval_task": task,
-            "train_limit": 8,
-            "test_limit": 5,
+            "items": {"train": {"n_train": 8}},
             "generation": {"batch_size": 5, "max_new_tokens": 8, "measure": measure, "throughput_batch_sizes": [1, 2],
                            "throughput_max_new_tokens": 3, "latency_samples": 2},
             "prompt": {"chat": True},
@@ -71,7 +80,7 @@ def test_metatuner_unit_trains_evaluates_and_reloads(tmp_path, data_dir):
 
     # pipeline measurements in eval_unit's shape: batch-1 latency and throughput count G and F too
     lat = rec["measurements"]["latency"]
-    assert lat["e2e_s"]["n"] == 2 and all(
+    assert lat["e2e_s"]["n"] == 2 * 3 and all(  # 2 queries x 3 repeats (generation.latency_repeats)
         x["e2e_s"] == pytest.approx(x["prompt_generation_s"] + x["hypernetwork_s"] + x["actor_e2e_s"]) for x in lat["samples"])
     points = rec["measurements"]["throughput"]["points"]
     assert [p["batch_size"] for p in points] == [1, 2] and all(p["output_tokens"] == 3 * p["batch_size"] for p in points)

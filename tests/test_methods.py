@@ -78,14 +78,19 @@ def test_full_prompt_ft_compressed_shares_the_full_prompt_ft_chain():
 
 
 def test_promptintern_unchanged():
+    # prompt.first_stage: full (the default) — stage 0 sees the whole template, later stages rate·S_t
     p = plan_method(spec("promptintern"))
-    assert p.train == [PromptRule(0.5, 2), PromptRule(0.25, 1), QUERY_ONLY] and p.test == QUERY_ONLY
+    assert p.train == [PromptRule(1.0, 2), PromptRule(0.25, 1), QUERY_ONLY] and p.test == QUERY_ONLY
+    # first_stage: rate — the earlier plans, stage 0 already compressed to the rate
+    r = plan_method(spec("promptintern", first_stage="rate"))
+    assert r.train == [PromptRule(0.5, 2), PromptRule(0.25, 1), QUERY_ONLY]
+    assert spec("promptintern", first_stage="rate").label.endswith("/first-rate")
 
 
 def test_template_only_keeps_examples_everywhere_and_schedules_the_template():
     p = plan_method(spec("promptintern_template_only"))
     pi = plan_method(spec("promptintern"))
-    assert [r.template_rate for r in p.train] == [r.template_rate for r in pi.train] == [0.5, 0.25, 0.0]
+    assert [r.template_rate for r in p.train] == [r.template_rate for r in pi.train] == [1.0, 0.25, 0.0]
     assert [r.n_examples for r in p.train] == [K, K, K]
     assert p.test == PromptRule(0.0, K) and not p.test_compressed
 
@@ -100,7 +105,9 @@ def test_examples_only_keeps_the_full_template_and_absorbs_examples():
 
 def test_no_progression_jumps_from_the_first_prompt_to_query_only():
     p = plan_method(spec("promptintern_no_progression", stages=4, rate=0.7))
-    assert p.train == [PromptRule(0.7, K)] * 3 + [QUERY_ONLY] and p.test == QUERY_ONLY
+    assert p.train == [PromptRule(1.0, K)] * 3 + [QUERY_ONLY] and p.test == QUERY_ONLY  # first_stage: full
+    p = plan_method(spec("promptintern_no_progression", stages=4, rate=0.7, first_stage="rate"))
+    assert p.train == [PromptRule(0.7, K)] * 3 + [QUERY_ONLY]
     # T = 2 has no intermediate stage, so it equals PromptIntern's linear T = 2.
     two = plan_method(spec("promptintern_no_progression", stages=2))
     assert two.train == plan_method(spec("promptintern", stages=2)).train

@@ -66,9 +66,12 @@ def test_markdown_report(built):
     line = next(x for x in cross.splitlines() if x.startswith("| tiny | mbpp | nl2bash | promptintern"))
     assert "| 15.0 ± 5.0 | 2 | 30.0 | -15.0 | 30.0 | -15.0 |" in line
     assert "test-prices" in md and "retrieved 2026-01-01" in md
-    # the summary restates table values against the baseline
-    assert ("- promptintern/linear-T2/r0.5 (train mbpp): 75.0 (+0.0 vs full-prompt FT), 95% fewer input tokens, "
-            "3.50x batch-1 latency speedup, 50% self-hosted cost saving, 92% api-o200k API cost saving.") in md
+    # the summary restates table values against the baselines, with their intervals; none excludes 0 here
+    # (PI [1,1,1,0] vs full [1,0,1,1]: differences 0, +100, 0, -100 points)
+    assert ("- promptintern/linear-T2/r0.5 (train mbpp): 75.0, +0.0 points vs full-prompt FT [95% CI -75.0, +75.0; "
+            "interval includes 0: no difference shown], +25.0 points vs query-only FT [95% CI -50.0, +100.0; interval "
+            "includes 0: no difference shown], 95% fewer input tokens, 3.50x batch-1 latency speedup [95% CI 3.00, "
+            "5.00], 50% self-hosted cost saving, 92% api-o200k API cost saving.") in md
 
 
 def test_report_without_cross_domain_data_says_so(built_on_task_only):
