@@ -59,8 +59,9 @@ def primary_values(rec: dict) -> list[float]:
 
 
 def chain_key(cfg: dict) -> tuple:
-    """What ties an evaluation to its training stages: model, method grid point, train task, seed."""
-    return (cfg["model"], cfg["method"]["label"], cfg.get("train_task"), cfg["seed"])
+    """What ties an evaluation to its training stages: model, the grid point that trained (``train_label``: a
+    method that reuses another's chain, e.g. full_prompt_ft_compressed, names it), train task, seed."""
+    return (cfg["model"], cfg.get("train_label") or cfg["method"]["label"], cfg.get("train_task"), cfg["seed"])
 
 
 def stage_records_by_chain(store: ResultStore) -> dict[tuple, list[dict]]:
@@ -206,7 +207,7 @@ def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
     status "failed" (with the error of its failure record) or "missing" (never ran, or still running)."""
     import json
 
-    from .plan import PLAN_FILE
+    from .store import PLAN_FILE
 
     path = store.root / PLAN_FILE
     if not path.is_file():

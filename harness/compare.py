@@ -106,7 +106,8 @@ def power_rows(main: pd.DataFrame, delta: float = POWER_DELTA) -> list[dict]:
         else:
             pooled = float("nan")
         out.append({"eval_task": task, "metric": sub["metric"].iloc[0], "delta": delta, "pooled_sd": pooled,
-                    "n_measured": int(sub["n"].max()), "comparisons": len(sds),
+                    "n_measured": int(max(len(r["item_scores"] or {}) for _, r in sub.iterrows())),
+                    "comparisons": len(sds),
                     "items_needed": items_for_difference(pooled, delta)})
     return out
 

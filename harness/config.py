@@ -139,9 +139,11 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         FIRST_STAGES,
         METHODS,
         MIN_STAGES,
+        RATE_METHODS,
         SCHEDULED_METHODS,
         STAGED_METHODS,
         coinciding_schedules,
+        ineffective_rates,
         method_keys,
     )
     from promptintern.retrievers import RETRIEVERS
@@ -175,6 +177,10 @@ def validate(cfg: dict, source: str = "<config>") -> None:
             for k, x in v.items():
                 _require(k in known, f"tasks.{key}.{k}", f"unknown task {k!r}", source)
                 _require(_count(x), f"tasks.{key}.{k}", "must be a positive integer or null", source)
+            grid_tasks = list(train_tasks) + ([] if ev == "same" else [t for t in ev if t not in train_tasks])
+            missing = [t for t in grid_tasks if t not in v]
+            _require(not missing, f"tasks.{key}", f"a mapping must name every task of the grid (missing: "
+                     f"{', '.join(missing)}; null means all items)", source)
         else:
             _require(_count(v), f"tasks.{key}", "must be a positive integer, null, or a mapping task -> either",
                      source)
@@ -220,6 +226,17 @@ def validate(cfg: dict, source: str = "<config>") -> None:
             for a, b in same:
                 warnings.append(f"{where}.schedules: {a} and {b} give identical stage plans at stages="
                                 f"{m['stages']}: comparing them compares identical runs (use more stages)")
+        if m["name"] in RATE_METHODS and m.get("rates"):
+            for sched in (m.get("schedules") or [None]):
+                idle = ineffective_rates(m["name"], list(m["rates"]), schedule=sched, stages=m.get("stages", 1),
+                                         k=int(m.get("k_examples", cfg["prompt"]["k_examples"])),
+                                         lam=float(m.get("lam", 3.0)),
+                                         first_stage=cfg["prompt"].get("first_stage", "full"))
+                if idle:
+                    warnings.append(f"{where}.rates: {', '.join(f'{r:g}' for r in idle)} change nothing for "
+                                    f"{m['name']}{'/' + sched if sched else ''} at stages={m.get('stages', 1)} with "
+                                    f"prompt.first_stage={cfg['prompt'].get('first_stage', 'full')}: the run equals "
+                                    "rate 1 (no template is ever compressed)")
     p = cfg["prompt"]
     _require(isinstance(p["k_examples"], int) and p["k_examples"] >= 0, "prompt.k_examples", "must be an integer >= 0", source)
     _require(p["retriever"] in RETRIEVERS, "prompt.retriever",

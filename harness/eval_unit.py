@@ -48,7 +48,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     scores = task.score([g.text for g in gens], test)
     counters = counters_for(tok)
     max_new = max_new_tokens(gen_cfg, task)
-    measurements = run_measurements(model, tok, rendered, [b.example.id for b in built], gen_cfg, gens,
+    measurements = run_measurements(model, tok, rendered, [b.example.id for b in built], gen_cfg,
                                     max_new_tokens=max_new, stop=task.stop,
                                     compressor_s=[b.compressor_seconds for b in built])
     samples = [

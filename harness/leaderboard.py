@@ -153,7 +153,15 @@ def _comparisons(entries: list[dict], entry: dict, task: str) -> dict:
     t_mine, t_base = mine["mean_input_tokens"].get("model"), theirs["mean_input_tokens"].get("model")
     if t_mine is not None and t_base:
         out["token_reduction_vs_full_prompt_pct"] = 100.0 * (1.0 - t_mine / t_base)
-    if mine["latency_p50_s"] and theirs["latency_p50_s"]:
+    # as in the main table: mean batch-1 latency of full-prompt FT over this entry's, on the queries both timed
+    from .measure import per_query_latency
+    from .stats import paired_ratio
+
+    ratio = paired_ratio(per_query_latency(entry["records"][task].get("latency") or []),
+                         per_query_latency(base["records"][task].get("latency") or []))["ratio"]
+    if ratio == ratio:  # not NaN
+        out["speedup_vs_full_prompt"] = ratio
+    elif mine["latency_p50_s"] and theirs["latency_p50_s"]:  # no common query ids: the ratio of p50s
         out["speedup_vs_full_prompt"] = theirs["latency_p50_s"] / mine["latency_p50_s"]
     return out
 
@@ -183,7 +191,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
     """A submission for every system in a results folder, every number computed from the result files."""
     if not isinstance(price_table, PriceTable):
         price_table = load_price_table(price_table)
-    from .aggregate import stage_records_by_chain
+    from .aggregate import chain_key, stage_records_by_chain
 
     chains = stage_records_by_chain(store)
     groups: dict[tuple, list[dict]] = {}
@@ -195,7 +203,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
         recs.sort(key=lambda r: r["config"]["eval_task"])
         first = recs[0]
         c, m = first["config"], first["config"]["method"]
-        stages = chains.get((model, label, train_task, seed), []) if train_task else []
+        stages = chains.get(chain_key(c), []) if train_task else []
         info = first.get("model_info") or {}
         entry = {
             "name": _system_name(model, label, train_task, seed),
@@ -214,7 +222,8 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
                 "test_rule": c.get("rule"), "test_compressed": bool(c.get("test_compressed")),
                 "compressor": (c.get("prompt") or {}).get("compressor"),
                 "retriever": (c.get("prompt") or {}).get("retriever"),
-                "train_task": train_task, "train_limit": c.get("train_limit"),
+                "train_task": train_task,
+                "train_items": (stages[0]["config"].get("items") or {}).get("n_train") if stages else None,
             },
             "results": {}, "efficiency": {}, "records": {},
             "meta": {"versions": first.get("versions"), "hardware": first.get("hardware"), "seed": seed,
@@ -237,8 +246,9 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
                 "generation_seconds": eff.get("generation_seconds") or 0.0,
                 "compressor_seconds": eff.get("compressor_seconds") or 0.0,
                 "generation_batch_size": eff.get("generation_batch_size") or (c.get("generation") or {}).get("batch_size"),
-                "latency": [{k: x.get(k, 0.0 if k == "compressor_s" else None)
-                             for k in ("id", "ttft_s", "e2e_s", "compressor_s", "prompt_tokens", "output_tokens")}
+                "latency": [{k: x.get(k, 0.0 if k in ("compressor_s", "repeat") else None)
+                             for k in ("id", "repeat", "ttft_s", "e2e_s", "compressor_s", "prompt_tokens",
+                                       "output_tokens")}
                             for x in lat],
                 "throughput": ((meas.get("throughput") or {}).get("points")) or [],
                 "throughput_max_new_tokens": (meas.get("throughput") or {}).get("max_new_tokens"),

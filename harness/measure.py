@@ -211,9 +211,10 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
             "seconds_repeats": timed,
             "prompt_tokens": int(sum(len(x) for x in ids)),
             "output_tokens": new_tokens,
+            # means over the repeats of each repeat's rate (so tokens/s over samples/s is the tokens per row)
             "tokens_per_s": rates["mean"],
             "tokens_per_s_ci": [rates["lo"], rates["hi"]],
-            "samples_per_s": b / seconds if seconds > 0 else float("nan"),
+            "samples_per_s": rates["mean"] * b / new_tokens if new_tokens else float("nan"),
         }
         if device.type == "cuda":
             point["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
@@ -223,7 +224,7 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
 
 def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], *, max_new_tokens: int,
                     stop: list[str] | None, compressor_s: Sequence[float] | None = None, engine: str = "hf",
-                    repeats: int = 1, first_repeat: int = 0) -> list[dict]:
+                    repeats: int = 1) -> list[dict]:
     """Batch-1 generation of each prompt, ``repeats`` times over: one latency sample per (query, repeat), with TTFT
     and end-to-end seconds. ``compressor_s`` (per prompt) is the test-time compressor's time, counted in the
     query's latency."""
@@ -231,7 +232,7 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str]
 
     comp = list(compressor_s) if compressor_s is not None else [0.0] * len(prompts)
     out = []
-    for r in range(first_repeat, first_repeat + repeats):
+    for r in range(repeats):
         gens = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop=stop, batch_size=1,
                         engine=engine)
         out += latency_samples(ids, gens, comp, repeat=r)
@@ -299,8 +300,8 @@ def latency_summary(samples: list[dict], source: str) -> dict:
     }
 
 
-def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[str], gen_cfg: dict,
-                     main_gens: Sequence, *, max_new_tokens: int, stop: list[str] | None,
+def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[str], gen_cfg: dict, *,
+                     max_new_tokens: int, stop: list[str] | None,
                      compressor_s: Sequence[float] | None = None) -> dict:
     """Throughput and batch-1 latency for one evaluation, as configured in its ``generation`` section.
     ``compressor_s``: per prompt, seconds the test-time compressor took (added to that query's latency)."""
@@ -320,14 +321,10 @@ def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[st
         out["throughput"] = measure_throughput(model, tokenizer, rendered, s["throughput_batch_sizes"],
                                                s["throughput_max_new_tokens"], engine=engine,
                                                repeats=s["throughput_repeats"])
-        if n:
-            samples, source, repeats = [], "batch1_run", s["latency_repeats"]
-            if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # main run was batch 1: its first repeat
-                samples, source, repeats = latency_samples(ids[:n], main_gens[:n], comp), "main_run_batch1", repeats - 1
-            samples += measure_latency(model, tokenizer, rendered[:n], ids[:n], max_new_tokens=lat_max, stop=stop,
-                                       compressor_s=comp, engine=engine, repeats=repeats,
-                                       first_repeat=1 if samples else 0) if repeats else []
-            out["latency"] = latency_summary(samples, source=source)
+        if n:  # every repeat inside the lock (the main run's batch-1 timings, if any, were not exclusive)
+            samples = measure_latency(model, tokenizer, rendered[:n], ids[:n], max_new_tokens=lat_max, stop=stop,
+                                      compressor_s=comp, engine=engine, repeats=s["latency_repeats"])
+            out["latency"] = latency_summary(samples, source="batch1_run")
             out["latency"]["max_new_tokens"] = lat_max
             out["latency"]["repeats"] = s["latency_repeats"]
         out["seconds"] = time.perf_counter() - t0

@@ -62,7 +62,7 @@ def _mean(xs) -> float:
     return statistics.fmean(xs) if xs else 0.0
 
 
-def measure(mt, task, examples: list, seed_prompt: str, gen_cfg: dict, main: list, max_new_tokens: int) -> dict:
+def measure(mt, task, examples: list, seed_prompt: str, gen_cfg: dict, max_new_tokens: int) -> dict:
     """eval_unit's ``measurements`` for the whole pipeline (settings from the ``generation`` section, as in
     :func:`harness.measure.run_measurements`): throughput at each batch size and batch-1 latency, both counting
     prompt generation and the hypernetwork. A latency sample's ``ttft_s`` / ``e2e_s`` include both phases
@@ -78,17 +78,15 @@ def measure(mt, task, examples: list, seed_prompt: str, gen_cfg: dict, main: lis
         out["timing_lock"] = lock
         t0 = time.perf_counter()
         points = measure_pipeline_throughput(mt, task, examples, seed_prompt, st["throughput_batch_sizes"],
-                                             st["throughput_max_new_tokens"])
+                                             st["throughput_max_new_tokens"], repeats=st["throughput_repeats"])
         out["throughput"] = {"max_new_tokens": st["throughput_max_new_tokens"], "points": points,
                              "saturating": saturating(points)}
         n = min(st["latency_samples"], len(examples))
         cap = st["latency_max_new_tokens"]
         lat_max = min(cap, max_new_tokens) if cap else max_new_tokens
         if n:
-            runs, source = [], "batch1_run"
-            if gen_cfg.get("batch_size") == 1 and lat_max == max_new_tokens:  # the main run was batch 1: repeat 0
-                runs, source = [(0, r) for r in main[:n]], "main_run_batch1"
-            for rep in range(1 if runs else 0, st["latency_repeats"]):
+            runs = []  # every repeat inside the lock, as for eval units
+            for rep in range(st["latency_repeats"]):
                 again, _ = run_inference(mt, task, examples[:n], seed_prompt, batch_size=1, max_new_tokens=lat_max)
                 runs += [(rep, r) for r in again]
             samples = [
@@ -100,7 +98,7 @@ def measure(mt, task, examples: list, seed_prompt: str, gen_cfg: dict, main: lis
                  "generator_output_tokens": r.generator_output_tokens}
                 for rep, r in runs
             ]
-            out["latency"] = latency_summary(samples, source=source)
+            out["latency"] = latency_summary(samples, source="batch1_run")
             out["latency"]["max_new_tokens"] = lat_max
             out["latency"]["repeats"] = st["latency_repeats"]
         out["seconds"] = time.perf_counter() - t0
@@ -173,7 +171,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
     )
     scores = eval_task.score([s.actor.text for s in inf], test)
     max_new = max_new_tokens(gen_cfg, eval_task)
-    measurements = measure(mt, eval_task, test, seed_eval, gen_cfg, inf, max_new)
+    measurements = measure(mt, eval_task, test, seed_eval, gen_cfg, max_new)
     tok = mt.tok
     counters = counters_for(tok)
     api_counters = {name: c for name, c in counters.items() if name != "model"}

@@ -8,7 +8,7 @@ Units:
 A unit's id hashes its resolved config and the ids it depends on, so an unchanged unit keeps its id and its
 result file, and a changed upstream stage changes every id downstream. The config includes what the unit's
 result depends on beyond the experiment file (:func:`prepare_tasks`): ``data``, the fingerprint of the data
-files of the task it reads (a stage: its train task; an evaluation: its eval task, whose train split is the
+files of the task it reads and a hash of the task's YAML definition (a stage: its train task; an evaluation: its eval task, whose train split is the
 example pool), and, for evaluations, ``scoring``, the task's metric, extractor and stop rule with their code
 versions; ``items``, the hashes of the grid's item selection the unit uses (:mod:`harness.selection`: seeded
 subsets shared by every method, near-duplicates of test items removed); ``budget``, the training-budget policy
@@ -153,7 +153,8 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     names += [] if ev == "same" else [t for t in ev if t not in names]
     loaded = {name: tasks.get_task(name, data_dir=root) for name in names}
     selection = select(cfg, loaded)
-    return {name: {"data": task.data_fingerprint(), "scoring": task.scoring_identity(), "selection": selection[name]}
+    return {name: {"data": {**task.data_fingerprint(), "task_definition": task.definition_id()},
+                   "scoring": task.scoring_identity(), "selection": selection[name]}
             for name, task in loaded.items()}
 
 
@@ -226,6 +227,7 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                             "seed": seed,
                             "method": method,
                             "train_task": train_task if plan.train else None,
+                            "train_label": train_method["label"] if plan.train else None,
                             "eval_task": eval_task,
                             "rule": asdict(plan.test),
                             "test_compressed": plan.test_compressed,
@@ -248,7 +250,6 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
     return unique
 
 
-PLAN_FILE = "plan.json"
 SELECTION_FILE = "selection.json"
 
 
@@ -267,7 +268,7 @@ def write_plan(root, units: list[Unit], prepared: dict[str, dict]) -> None:
     ``selection.json`` (every item id used and every near-duplicate removed) beside the results."""
     from pathlib import Path
 
-    from .store import atomic_write_json
+    from .store import PLAN_FILE, atomic_write_json
 
     root = Path(root)
     atomic_write_json(root / PLAN_FILE, {"units": [unit_summary(u) for u in units]})

@@ -113,10 +113,15 @@ def key_findings(main: pd.DataFrame) -> list[str]:
     return lines
 
 
-def unfinished_lines(main: pd.DataFrame) -> list[str]:
+def unfinished_lines(main: pd.DataFrame, store: ResultStore | None = None) -> list[str]:
     bad = main[main["status"] != "ok"] if not main.empty else main
-    return [f"- {r['status'].upper()}: {r['label']} {r['train_task']}→{r['eval_task']}"
-            + (f" — {r['error']}" if r.get("error") else "") for _, r in bad.iterrows()]
+    out = [f"- {r['status'].upper()}: {r['label']} {r['train_task']}→{r['eval_task']}"
+           + (f" — {r['error']}" if r.get("error") else "") for _, r in bad.iterrows()]
+    stale = store.stale_records() if store is not None else []
+    if stale:
+        out.append(f"- {len(stale)} result file(s) from earlier plans of this folder (other data, scoring, items or "
+                   "budget) are left out of every table.")
+    return out
 
 
 def selection_lines(store: ResultStore) -> list[str]:
@@ -282,7 +287,7 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
         md += [agg.render_markdown(cross, agg.cross_columns()), ""]
     else:
         md += [no_cross, ""]
-    unfinished = unfinished_lines(main)
+    unfinished = unfinished_lines(main, store)
     md += ["## Failed and missing grid points", "", *(unfinished or ["None: every planned evaluation has a result."]),
            ""]
     md += ["## Items, contamination and budget", "", *selection_lines(store), "", *budget_lines(main), ""]

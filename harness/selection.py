@@ -4,7 +4,8 @@ For every task of a grid:
 
 - **near-duplicates out** (``tasks.near_duplicate_threshold``, default 0.9; null turns the guard off): every
   training-split record that is a near-duplicate (:mod:`tasks.contamination`) of a record of its own test split,
-  or of the test split of any task the grid evaluates on, is removed from training and from the example pool;
+  or (with a list in ``tasks.eval``) of the test split of any task its models are evaluated on, is removed from
+  training and from the example pool;
 - **test items**: ``tasks.test_limit`` records (a number, or a mapping task -> number) drawn from the test split at random with ``tasks.sample_seed``
   (all of them when the limit is null), in file order;
 - **training items**: ``tasks.train_limit`` records drawn the same way from what remains of the training split.
@@ -102,7 +103,7 @@ def select(cfg: dict, tasks_by_name: dict) -> dict[str, TaskSelection]:
     threshold = t.get("near_duplicate_threshold", DEFAULT_THRESHOLD)
     stratify = t.get("stratify") or {}
     ev = t["eval"]
-    eval_names = list(t["train"]) if ev == "same" else list(ev)
+    cross = [] if ev == "same" else list(ev)  # with "same", a task's models are tested on its own split only
     out: dict[str, TaskSelection] = {}
     for name, task in tasks_by_name.items():
         test = task.load(task.test_split)
@@ -111,7 +112,7 @@ def select(cfg: dict, tasks_by_name: dict) -> dict[str, TaskSelection]:
         if threshold is not None and train:
             # its own test split, and those of the tasks the grid evaluates on (a cross-domain test item must not
             # be trained on either)
-            others = [n for n in dict.fromkeys([name, *eval_names]) if n in tasks_by_name]
+            others = [n for n in dict.fromkeys([name, *cross]) if n in tasks_by_name]
             for other in others:
                 o = tasks_by_name[other]
                 for d in near_duplicates(train, o.load(o.test_split), float(threshold),

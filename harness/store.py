@@ -16,6 +16,7 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+PLAN_FILE = "plan.json"  # every unit of the last plan run here (promptintern run writes it)
 
 
 class ResultStore:
@@ -52,14 +53,33 @@ class ResultStore:
     def done(self, unit_id: str) -> bool:
         return self.read(unit_id) is not None
 
-    def records(self, kind: str | None = None) -> list[dict]:
-        """Every valid record (adapters not required: readers need only the records)."""
+    def planned_ids(self) -> set[str] | None:
+        """Ids of the units of the last plan run into this folder (``plan.json``), or None when there is none."""
+        try:
+            return {u["id"] for u in json.loads((self.root / PLAN_FILE).read_text())["units"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def records(self, kind: str | None = None, current: bool = True) -> list[dict]:
+        """Every valid record (adapters not required: readers need only the records). With ``current`` and a
+        ``plan.json``, only the records of that plan: a result of an earlier plan (other data, scoring version,
+        items or budget) is not averaged with the current one."""
+        planned = self.planned_ids() if current else None
         out = []
         for p in sorted(self.runs.glob("*.json")) if self.runs.is_dir() else []:
+            if planned is not None and p.stem not in planned:
+                continue
             rec = load_valid(p, p.stem, require_artifacts=False)
             if rec is not None and (kind is None or rec.get("kind") == kind):
                 out.append(rec)
         return out
+
+    def stale_records(self) -> list[str]:
+        """Ids of valid records that the current plan does not contain (kept on disk, left out of every table)."""
+        planned = self.planned_ids()
+        if planned is None:
+            return []
+        return [r["unit_id"] for r in self.records(current=False) if r["unit_id"] not in planned]
 
 
 def atomic_write_json(path: Path, obj) -> Path:

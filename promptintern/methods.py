@@ -414,6 +414,19 @@ def method_keys(name: str) -> set[str]:
     return keys
 
 
+def ineffective_rates(name: str, rates: list[float], *, schedule: str | None = None, stages: int = 1, k: int = 1,
+                      lam: float = DEFAULT_LAMBDA, first_stage: str = "full") -> list[float]:
+    """The rates (other than 1) that give exactly the plan of rate 1 — the rate is ignored there (e.g.
+    PromptIntern at T = 2 with ``first_stage: full`` trains [full prompt, query only] whatever the rate)."""
+    def plan(r):
+        p = plan_method(MethodSpec(name=name, schedule=schedule, rate=float(r), stages=stages, lam=lam, k_examples=k,
+                                   first_stage=first_stage))
+        return p.train, p.test, p.test_compressed
+
+    full = plan(1.0)
+    return [float(r) for r in rates if float(r) != 1.0 and plan(r) == full]
+
+
 def coinciding_schedules(name: str, schedules: list[str], stages: int, k: int, lam: float,
                          rates: list[float], first_stage: str = "full") -> list[tuple[str, str]]:
     """Pairs of the given schedules that give identical stage plans at this T, K, λ and every rate (comparing them

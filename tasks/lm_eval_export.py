@@ -76,7 +76,9 @@ def process_results(doc, results):
 
     ex = Example(doc["id"], doc["query"], doc["reference"], json.loads(doc["meta_json"]))
     rec = _get_task().score([results[0]], [ex])[0]
-    return {{k: float(rec.get(k) or 0.0) for k in METRICS}}
+    # a metric the harness could not compute for this item (None, e.g. Spider execution without its database) is
+    # NaN here: lm-eval's mean then says so, instead of counting it as 0
+    return {{k: float("nan") if rec.get(k) is None else float(rec[k]) for k in METRICS}}
 '''
 
 

@@ -363,6 +363,18 @@ class YamlTask:
             out.append({**rec, "answer": f.answer, "extraction": f.how, "extraction_failure": failure})
         return out
 
+    def definition_id(self) -> str:
+        """A hash of everything the YAML defines (template, formats, loader and its arguments, metric, extraction,
+        generation settings, contamination fields) and of the stop rule's version: part of every unit's id, so an
+        edited task re-runs the units that use it. The file's location is not part of it."""
+        from dataclasses import asdict
+
+        from promptintern.hashing import content_id
+        from promptintern.stopping import STOP_RULE_VERSION
+
+        d = {k: v for k, v in asdict(self.config).items() if k != "source"}
+        return content_id({**d, "stop_rule_version": STOP_RULE_VERSION})
+
     def scoring_identity(self) -> dict:
         """What a score depends on besides the generation: a change here re-runs the evaluations of this task."""
         from promptintern.stopping import STOP_RULE_VERSION

@@ -184,11 +184,11 @@ def test_run_measurements_settings(tiny):
 
     model, tok = tiny
     prompts, ids = ["Hello there", "Add two numbers"], ["a", "b"]
-    off = run_measurements(model, tok, prompts, ids, {"batch_size": 2, "measure": False}, [], max_new_tokens=8, stop=None)
+    off = run_measurements(model, tok, prompts, ids, {"batch_size": 2, "measure": False}, max_new_tokens=8, stop=None)
     assert off["skipped"] == "generation.measure is false" and "throughput" not in off
     cfg = {"batch_size": 2, "throughput_batch_sizes": [2, 1, 2], "throughput_max_new_tokens": 2, "latency_samples": 1,
            "latency_max_new_tokens": 3}
-    m = run_measurements(model, tok, prompts, ids, cfg, [], max_new_tokens=8, stop=None)
+    m = run_measurements(model, tok, prompts, ids, cfg, max_new_tokens=8, stop=None)
     assert m["settings"]["throughput_batch_sizes"] == [1, 2]
     assert [p["output_tokens"] for p in m["throughput"]["points"]] == [2, 4]
     assert m["latency"]["max_new_tokens"] == 3 and [s["id"] for s in m["latency"]["samples"]] == ["a"] * 3

@@ -54,8 +54,8 @@ def test_main_table_has_steps_paired_differences_and_speedup_intervals(tmp_path)
 
 
 def test_a_failed_grid_point_shows_as_failed_in_the_tables_and_the_report(tmp_path):
-    from harness.plan import PLAN_FILE
     from harness.report import build_all
+    from harness.store import PLAN_FILE
 
     store = build_store(tmp_path / "exp", cross_domain=False)
     units = [{"id": r["unit_id"], "kind": "eval", "label": r["config"]["method"]["label"]} for r in store.records("eval")]
@@ -101,6 +101,11 @@ def test_schedules_that_coincide_at_the_chosen_stages_are_warned_about():
     assert any("linear and exponential give identical stage plans" in w for w in two[WARNINGS_KEY])
     three = load_experiment(None, ["methods=[{name: promptintern, schedules: [linear, exponential], stages: 3}]"])
     assert WARNINGS_KEY not in three
+    # at T = 2 with the full first stage no template is ever compressed: the rate is ignored
+    idle = load_experiment(None, ["methods=[{name: promptintern, schedules: [linear], stages: 2, rates: [0.5]}]"])
+    assert any("methods[0].rates: 0.5 change nothing" in w for w in idle[WARNINGS_KEY])
+    assert WARNINGS_KEY not in load_experiment(None, ["methods=[{name: promptintern, schedules: [linear], "
+                                                      "stages: 3, rates: [0.5]}]"])
 
 
 def test_first_stage_full_sees_the_whole_template():

@@ -65,9 +65,15 @@ def test_a_modified_data_file_reruns_exactly_the_units_that_read_it(tmp_path, da
     units_c = build_plan(load_experiment(None, [*GRID, f"results_dir={tmp_path / 'results'}", f"data_dir={data_c}"]))
     assert units_to_run(units_c, store) == set()
 
-    # records name the data they read, and no absolute path of this machine
+    # records name the data they read (by content), and no absolute path of this machine
+    from promptintern.hashing import file_sha256
+
+    expected = {"mbpp": {"mbpp/mbpp.jsonl"}, "nl2bash": {"nl2bash/all.nl", "nl2bash/all.cm"}}
     for rec in store.records():
-        assert set(rec["config"]["data"]) <= {"mbpp/mbpp.jsonl", "nl2bash/all.nl", "nl2bash/all.cm"}
+        task = rec["config"].get("train_task") or rec["config"]["eval_task"]
+        files = {k: v for k, v in rec["config"]["data"].items() if k != "task_definition"}
+        assert set(files) == expected[task]
+        assert all(v in (file_sha256(data_a / k), file_sha256(data_b / k)) for k, v in files.items())
         assert str(tmp_path) not in json.dumps({k: v for k, v in rec.items() if k not in ("hardware",)})
 
 

@@ -127,7 +127,7 @@ def run_inference(
 
 @torch.inference_mode()
 def measure_pipeline_throughput(
-    mt: MetaTuner, task, examples: list, seed_prompt: str, batch_sizes, max_new_tokens: int = 16
+    mt: MetaTuner, task, examples: list, seed_prompt: str, batch_sizes, max_new_tokens: int = 16, repeats: int = 1
 ) -> list[dict]:
     """Throughput of the whole pipeline at each batch size: the queries (cycled to the batch size) go through
     prompt generation, the hypernetwork and the actor, which decodes exactly ``max_new_tokens`` tokens per row
@@ -174,5 +174,14 @@ def measure_pipeline_throughput(
             "actor_s": t3 - t2,
         }
 
+    def repeated(b: int) -> dict:
+        """``repeats`` timings of one batch size: means of the times and rates, each repeat's seconds kept."""
+        runs = [one(b, int(max_new_tokens)) for _ in range(max(1, int(repeats)))]
+        point = dict(runs[0])
+        for k in ("seconds", "tokens_per_s", "samples_per_s", "prompt_generation_s", "hypernetwork_s", "actor_s"):
+            point[k] = sum(r[k] for r in runs) / len(runs)
+        point["seconds_repeats"] = [r["seconds"] for r in runs]
+        return point
+
     one(1, 2)  # warm-up (allocations, kernels), not reported
-    return [one(int(b), int(max_new_tokens)) for b in sorted({int(x) for x in batch_sizes if int(x) > 0})]
+    return [repeated(int(b)) for b in sorted({int(x) for x in batch_sizes if int(x) > 0})]
