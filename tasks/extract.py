@@ -12,7 +12,8 @@ can be told apart from an answer that was never there.
   closing fence); otherwise the raw text. ``continuation: true`` (HumanEval) accepts a function body that
   continues the prompt instead of defining the function.
 - ``command`` (NL2Bash), ``sql`` (Spider), ``formula`` (NL2Formula): the fenced block if any, else the text; then
-  the first non-empty line (command, formula) or the text up to the first ``;`` or blank line (SQL).
+  the first non-empty line (command: the first that is not a ``#`` comment or shebang; formula) or the text up to
+  the first ``;`` or blank line (SQL).
 """
 
 from __future__ import annotations
@@ -114,12 +115,12 @@ def _region(text: str, languages) -> tuple[str, str]:
     return b.body, _describe(b)
 
 
-@register_extractor("command")
+@register_extractor("command", version=2)
 def extract_command(text: str, ex: Example, languages=("bash", "sh", "shell", "console", "zsh"), **_) -> Extracted:
     region, how = _region(text, languages)
     for line in region.splitlines():
         line = line.strip()
-        if line:
+        if line and not line.startswith("#"):  # a comment or a shebang line is not the command
             line = re.sub(r"^\$\s+", "", line)
             if len(line) > 1 and line.startswith("`") and line.endswith("`"):
                 line = line.strip("`")

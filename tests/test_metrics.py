@@ -73,10 +73,11 @@ def test_a_fenced_nl2bash_answer_scores_its_content():
     task = get_task("nl2bash")
     ref = "find . -name '*.txt'"
     gens = ["```bash\nfind . -name '*.txt'\n```\nThis finds the text files.", "```bash\n$ find . -name '*.txt'\n```",
-            "find . -name '*.txt'\nExplanation follows", "```bash\n```", ""]
+            "find . -name '*.txt'\nExplanation follows", "```bash\n```", "",
+            "```bash\n#!/bin/bash\n# list the text files\nfind . -name '*.txt'\n```"]
     per = task.score(gens, [_ex(ref)] * len(gens))
-    assert [p["bleu"] for p in per[:3]] == [pytest.approx(100.0)] * 3
-    assert [p["answer"] for p in per[:3]] == [ref] * 3
+    assert [p["bleu"] for p in per[:3] + per[5:]] == [pytest.approx(100.0)] * 4
+    assert [p["answer"] for p in per[:3] + per[5:]] == [ref] * 4  # comments and the shebang are not the command
     assert per[0]["extraction"] == "fenced block (bash), first line" and per[2]["extraction"].startswith("raw text")
     assert per[3]["extraction_failure"] == per[4]["extraction_failure"] == "no command in the generation"
     assert per[3]["bleu"] == per[4]["bleu"] == 0.0
