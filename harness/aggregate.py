@@ -357,6 +357,12 @@ def fmt_score(row) -> str:
     return f"{s:.1f}" + ("" if _isnan(se) else f" ± {se:.1f}")
 
 
+def fmt_bound(x: float) -> str:
+    """An interval bound: one decimal, two where one would round a non-zero bound to 0 (so "+0.0" never hides
+    which side of 0 it is on)."""
+    return f"{x:+.2f}" if x != 0 and abs(x) < 0.05 else f"{x:+.1f}"
+
+
 def fmt_delta(prefix: str) -> Callable[[pd.Series], str]:
     """A paired difference in points with its 95 % interval; "ns" where the interval includes 0."""
 
@@ -367,7 +373,7 @@ def fmt_delta(prefix: str) -> Callable[[pd.Series], str]:
         lo, hi = r.get(f"{prefix}_lo"), r.get(f"{prefix}_hi")
         if _isnan(lo) or _isnan(hi):
             return f"{d:+.1f}"
-        return f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (" ns" if r.get(f"{prefix}_ns") else "")
+        return f"{d:+.1f} [{fmt_bound(lo)}, {fmt_bound(hi)}]" + (" ns" if r.get(f"{prefix}_ns") else "")
 
     return f
 

@@ -209,7 +209,18 @@ def cmd_verify(args) -> int:
     results = verify(args.results, data_dir=args.data_dir, checks=args.checks, max_evals=args.max_evals,
                      samples=args.samples, lm_eval_evals=args.lm_eval_evals)
     counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
-    print(f"verify {args.results}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    summary = f"verify {args.results}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"
+    print(summary)
+    if args.out:
+        import datetime
+
+        from .env_info import describe_hardware, git_commit, hardware
+
+        lines = [f"# promptintern verify {args.results}", "",
+                 f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit {git_commit()}, on "
+                 f"{describe_hardware(hardware())}: `promptintern verify {' '.join(sys.argv[2:])}`.", "",
+                 "```", *[r.line() for r in results], "```", "", summary, ""]
+        Path(args.out).write_text("\n".join(lines))
     return 1 if counts["fail"] else 0
 
 
@@ -252,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--samples", type=int, default=8,
                     help="samples re-generated per evaluation (whole recorded batches: at least this many)")
     sp.add_argument("--lm-eval-evals", type=int, default=1, help="query-only evaluations per eval task re-run through lm_eval")
+    sp.add_argument("--out", help="also write the lines as a markdown file")
     sp.set_defaults(fn=cmd_verify)
     sp = sub.add_parser("tasks", help="list tasks with split sizes and template token counts")
     sp.add_argument("--data-dir")

@@ -69,7 +69,7 @@ def _delta_text(r, prefix: str, name: str) -> str | None:
     if agg._isnan(lo) or agg._isnan(hi):
         return f"{d:+.1f} points vs {name} (no interval: fewer than 2 paired items)"
     verdict = "interval includes 0: no difference shown" if r.get(f"{prefix}_ns") else "interval excludes 0"
-    return f"{d:+.1f} points vs {name} [95% CI {lo:+.1f}, {hi:+.1f}; {verdict}]"
+    return f"{d:+.1f} points vs {name} [95% CI {agg.fmt_bound(lo)}, {agg.fmt_bound(hi)}; {verdict}]"
 
 
 def key_findings(main: pd.DataFrame) -> list[str]:
