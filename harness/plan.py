@@ -33,17 +33,24 @@ from promptintern.methods import (
 
 # Keys added to the experiment schema after results were first published: at these values they are left out
 # of unit ids, so adding a key does not orphan every stored result (a non-default value still changes the id).
-LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("train", "gradient_checkpointing"): False,
-                                             ("generation", "engine"): "hf"}
+LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("generation", "engine"): "hf"}
+# Keys that change how a unit is executed, not what it computes, are never part of its id (like ``resources``):
+# gradient checkpointing recomputes activations with the RNG state kept, so the adapter is the same
+# (tests/test_packing_flops.py) and a stored record answers the config either way; its record says which ran.
+EXECUTION_KEYS: tuple[tuple[str, str], ...] = (("train", "gradient_checkpointing"),)
 
 
 def content_id(obj: dict) -> str:
-    """A unit's id: the content hash of its config (and deps), with late-added keys at their default dropped."""
+    """A unit's id: the content hash of its config (and deps), with late-added keys at their default and execution
+    keys dropped."""
     c = obj.get("c") if isinstance(obj, dict) else None
     if isinstance(c, dict):
         c = dict(c)
         for (section, key), default in LATE_KEYS.items():
             if isinstance(c.get(section), dict) and c[section].get(key, default) == default:
+                c[section] = {k: v for k, v in c[section].items() if k != key}
+        for section, key in EXECUTION_KEYS:
+            if isinstance(c.get(section), dict) and key in c[section]:
                 c[section] = {k: v for k, v in c[section].items() if k != key}
         obj = {**obj, "c": c}
     return _content_id(obj)

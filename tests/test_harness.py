@@ -70,6 +70,13 @@ def test_overrides_and_plan_ids_are_stable(tmp_path):
     # Changing an upstream setting changes every id downstream.
     units_lr = build_plan(load_experiment(_experiment(tmp_path), ["train.lr=0.001"]))
     assert not set(u.id for u in units) & set(u.id for u in units_lr)
+    # ... but how a unit is executed does not: resources and gradient checkpointing leave every id as it was,
+    # while the unit's config still carries the setting it runs with.
+    ckpt = build_plan(load_experiment(_experiment(tmp_path), ["tasks.test_limit=3", "train.lora.r=4",
+                                                              "train.gradient_checkpointing=true",
+                                                              "resources.num_cpus=2"]))
+    assert [u.id for u in ckpt] == [u.id for u in units]
+    assert all(u.config["train"]["gradient_checkpointing"] for u in ckpt if u.kind == "stage")
 
 
 def test_grid_completes_resumes_and_reruns_corrupt_results(tmp_path, ray_local, data_dir):
