@@ -96,6 +96,8 @@ def test_metatuner_unit_trains_evaluates_and_reloads(tmp_path, data_dir):
               "actor_warmup/adapter_model.safetensors", "actor_warmup/loss_curve.json"):
         assert (art / f).is_file(), f
     assert json.loads((art / "metatuner_curve.json").read_text())["steps"]
+    assert train["actor_warmup"]["adapter_dir"] == "actor_warmup"  # relative to the artefact folder
+    assert str(tmp_path) not in json.dumps({k: v for k, v in rec.items() if k != "hardware"})
 
     # a unit that depends on it (same training key) loads the artefacts and reproduces the generations
     again = run_metatuner(_unit("mt-gsm8k-I-again", "gsm8k", variant="I"), str(tmp_path), rec, str(data_dir))

@@ -66,6 +66,9 @@ def test_markdown_report(built):
     line = next(x for x in cross.splitlines() if x.startswith("| tiny | mbpp | nl2bash | promptintern"))
     assert "| 15.0 ± 5.0 | 2 | 30.0 | -15.0 | 30.0 | -15.0 |" in line
     assert "test-prices" in md and "retrieved 2026-01-01" in md
+    # files are named relative to the folder the report lies in, not by this machine's paths
+    assert "result file(s) in `runs/`" in md and "- tables: `tables`" in md and str(store.root) not in md
+    assert str(store.root) not in out["report"]["html"].read_text()
     # the summary restates table values against the baselines, with their intervals; none excludes 0 here
     # (PI [1,1,1,0] vs full [1,0,1,1]: differences 0, +100, 0, -100 points)
     assert ("- promptintern/linear-T2/r0.5 (train mbpp): 75.0, +0.0 points vs full-prompt FT [95% CI -75.0, +75.0; "

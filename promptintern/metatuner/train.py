@@ -290,8 +290,13 @@ def actor_warmup(m_lm, tok, cfg: MetaTunerConfig, items: list[TrainItem], seed_p
             m_lm = PeftModel.from_pretrained(m_lm, str(cache)).merge_and_unload()
     if cache is not None:
         shutil.copytree(cache, target, dirs_exist_ok=True)
-    curve = target / "loss_curve.json"
-    return m_lm, (json.loads(curve.read_text()) if curve.is_file() else None)
+    curve_path = target / "loss_curve.json"
+    if not curve_path.is_file():
+        return m_lm, None
+    curve = json.loads(curve_path.read_text())
+    # where the warm-up adapter lies, relative to the unit's artefact folder (the cache's path is this machine's)
+    curve["adapter_dir"] = target.name
+    return m_lm, curve
 
 
 def generator_warmup(mt: MetaTuner, items: list[TrainItem], seed_prompt: str, *, seed: int, cache: Path | None,
