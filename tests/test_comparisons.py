@@ -216,3 +216,12 @@ def test_metatuner_rows_pay_for_the_generator_call(tmp_path):
     row = eval_frame(store).iloc[0]
     assert row["input_tokens"] == 420.0 and row["output_tokens"] == 44.0 and row["includes_generator"]
     assert row["input_tokens_o200k"] == pytest.approx(260.0)
+
+
+def test_interval_bounds_never_round_to_a_signless_zero():
+    from harness.aggregate import fmt_bound, fmt_delta
+
+    assert fmt_bound(0.04) == "+0.04" and fmt_bound(-0.004) == "-0.00" and fmt_bound(0.0) == "+0.0"
+    assert fmt_bound(2.6) == "+2.6" and fmt_bound(-0.05) == "-0.1"
+    row = {"d_query": 2.6, "d_query_lo": 0.04, "d_query_hi": 6.1, "d_query_ns": False}
+    assert fmt_delta("d_query")(row) == "+2.6 [+0.04, +6.1]"

