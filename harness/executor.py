@@ -32,6 +32,20 @@ ENV_PASSTHROUGH = (
     "HF_HOME",
     "TOKENIZERS_PARALLELISM",
 )
+# Workers' library noise stays out of the run log (one progress view): no "Loading weights" bars, no advisory
+# and deprecation warnings from every worker. A value set in the driver's environment wins.
+QUIET_WORKER_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+}
+
+
+def worker_env() -> dict[str, str]:
+    """The environment Ray workers get: the passthrough variables that are set, over the quiet defaults."""
+    env = {k: v for k, v in QUIET_WORKER_ENV.items() if k not in os.environ}
+    env.update({k: os.environ[k] for k in (*ENV_PASSTHROUGH, *QUIET_WORKER_ENV) if k in os.environ})
+    return env
 
 
 @dataclass
@@ -103,8 +117,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    kwargs = dict(runtime_env={"env_vars": env}, ignore_reinit_error=True, log_to_driver=True)
+    kwargs = dict(runtime_env={"env_vars": worker_env()}, ignore_reinit_error=True, log_to_driver=True)
     if address:
         ray.init(address=address, **kwargs)
     else:

@@ -187,3 +187,30 @@ def test_fast_paths_run_through_the_grid(tmp_path, ray_local, data_dir):
     assert ev["measurements"]["throughput"]["engine"] == "fast"
     assert ev["efficiency"]["model_load"]["reused"] in (True, False)
     assert ev["measurements"]["latency"]["tpot_s"]["n"] <= 3  # one query, 3 repeats (generation.latency_repeats)
+
+
+def test_workers_load_models_without_library_noise(tmp_path, monkeypatch):
+    """The environment Ray workers get silences transformers' progress bars and deprecation warnings (the run log
+    keeps one progress view); a value the user sets in the driver's environment is passed on instead."""
+    import subprocess
+    import sys
+
+    from harness.executor import QUIET_WORKER_ENV, worker_env
+
+    code = ("from promptintern.models import load_model\n"
+            "m, _ = load_model('tiny', device='cpu')\nm.gradient_checkpointing_enable()\nprint('loaded')\n")
+    for k in QUIET_WORKER_ENV:
+        monkeypatch.delenv(k, raising=False)
+    base = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def stderr(env):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                             cwd=str(tmp_path))
+        assert out.returncode == 0 and "loaded" in out.stdout, out.stderr
+        return out.stderr
+
+    noisy = stderr(base)
+    assert "Loading weights" in noisy and "FutureWarning" in noisy  # what every worker printed before
+    assert stderr({**base, **worker_env()}).strip() == ""
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")
+    assert worker_env()["TRANSFORMERS_VERBOSITY"] == "info"
