@@ -254,16 +254,6 @@ ANSWERS_NOTE = ("How each evaluation's generations ended (a stop string, the end
                 "that define a function. Read a few generations in the run files before trusting a score.")
 
 
-def _beside(store: ResultStore, path) -> str:
-    """A path as the report names it: relative to the results folder the report lies in (so a copied or committed
-    folder names its own files, not the machine it was made on)."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(store.root.resolve()))
-    except ValueError:
-        return str(p)
-
-
 def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: PriceTable,
                  extra_paths: dict[str, Path] | None = None) -> dict[str, Path]:
     """Write report.html and report.md from the tables and plots; returns their paths."""
@@ -284,7 +274,7 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
 
     # -- markdown
     md = [f"# Prompt-internalization report: {name}", "",
-          f"Generated {now} from {meta['n_records']} result file(s) in `{_beside(store, store.runs)}/`.", "",
+          f"Generated {now} from {meta['n_records']} result file(s) in `{store.relative(store.runs)}/`.", "",
           "## Summary", "", *findings, "", "## Main results", "", agg.to_markdown(main), ""]
     md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(k, k)}](plots/{p.name})" for k, p in plots.items()] + [""]
     md += ["## Cost per 1k queries", "", *_price_lines(table), "",
@@ -310,14 +300,14 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
            f"- git commit(s): {', '.join(meta['commits']) or 'n/a'}",
            "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
     if extra_paths:
-        md += ["## Files", ""] + [f"- {k}: `{_beside(store, v)}`" for k, v in extra_paths.items()] + [""]
+        md += ["## Files", ""] + [f"- {k}: `{store.relative(v)}`" for k, v in extra_paths.items()] + [""]
 
     # -- html
     h = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
          f"<title>Prompt-internalization report: {html.escape(name)}</title><style>{CSS}</style></head><body>",
          f"<h1>Prompt-internalization report: {html.escape(name)}</h1>",
          f"<p class='note'>Generated {now} from {meta['n_records']} result file(s) in "
-         f"<code>{html.escape(_beside(store, store.runs))}/</code>.</p>", "<h2>Summary</h2><div class='box'>"]
+         f"<code>{html.escape(store.relative(store.runs))}/</code>.</p>", "<h2>Summary</h2><div class='box'>"]
     for line in findings:
         text = html.escape(line.lstrip("- ")).replace("**", "")
         h.append(f"<p>{'&bull; ' if line.startswith('- ') else ''}{text}</p>")
@@ -359,7 +349,7 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
           f"<li>git commit(s): {html.escape(', '.join(meta['commits']) or 'n/a')}</li>",
           "<li>versions: " + html.escape(", ".join(f"{k} {v}" for k, v in meta["versions"].items())) + "</li></ul>"]
     if extra_paths:
-        h.append("<h2>Files</h2><ul>" + "".join(f"<li>{html.escape(k)}: <code>{html.escape(_beside(store, v))}</code></li>"
+        h.append("<h2>Files</h2><ul>" + "".join(f"<li>{html.escape(k)}: <code>{html.escape(store.relative(v))}</code></li>"
                                                 for k, v in extra_paths.items()) + "</ul>")
     h.append("</body></html>")
     paths = {"html": store.root / "report.html", "markdown": store.root / "report.md"}
