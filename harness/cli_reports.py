@@ -120,6 +120,9 @@ def register(sub) -> None:
                                                           "(needs the task data)")
     sp.add_argument("--data-dir", help="data directory for --rescore (default: $PROMPTINTERN_DATA_DIR)")
     sp.set_defaults(fn=cmd_validate)
+    from .cli import task_folder_args
+
+    task_folder_args(sp)
     sp = lsub.add_parser("build", help="render leaderboard.html and leaderboard.md from a folder of submissions")
     sp.add_argument("dir")
     sp.add_argument("-o", "--output", help="output folder (default: the submissions folder)")

@@ -13,6 +13,9 @@ DEFAULTS: dict = {
     "name": "experiment",
     "results_dir": "results",
     "data_dir": None,
+    # folders of the user's own task YAMLs (relative to the experiment file), as lm-eval's --include_path
+    "task_paths": [],
+    "allow_task_shadowing": False,
     "models": ["smollm2-135m"],
     "tasks": {"train": ["mbpp"], "eval": "same", "train_limit": 16, "test_limit": 10, "sample_seed": 0,
               "near_duplicate_threshold": 0.9, "stratify": {}},
@@ -25,6 +28,9 @@ DEFAULTS: dict = {
         "compressor": {"name": "perplexity", "model": "smollm2-135m"},
         "chat": True,
         "first_stage": "full",
+        # the recurring prompt as a system message or user text; auto: the task's template_role, else system for
+        # chat models
+        "template_role": "auto",
     },
     "train": {
         "lr": 3e-4,
@@ -63,6 +69,8 @@ DEFAULTS: dict = {
 
 METHOD_KEYS = {"name", "schedules", "rates", "stages", "lam", "k_examples", "options"}
 BUDGETS = ("matched", "per_stage")
+# Methods that evaluate without fine-tuning (the rest need a train task)
+UNTRAINED_METHODS = {"few_shot", "compress_at_inference", "adapter"}
 WARNINGS_KEY = "_warnings"  # validation warnings, kept in the resolved config (and so in experiment.json)
 
 
@@ -100,7 +108,14 @@ def apply_override(cfg: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def load_experiment(path: str | Path | None, overrides: list[str] | None = None) -> dict:
+def load_experiment(path: str | Path | None, overrides: list[str] | None = None,
+                    include_paths: list[str] | None = None, allow_shadowing: bool = False) -> dict:  # fmt: skip
+    """The resolved experiment: defaults < file < ``key=value`` overrides. ``task_paths`` are made absolute
+    (relative to the experiment file, else the working dir), then ``include_paths`` (``--include-path``) and
+    ``$PROMPTINTERN_TASK_PATHS`` are added; ``allow_shadowing`` (``--allow-shadowing``, or
+    ``$PROMPTINTERN_ALLOW_TASK_SHADOWING``) sets ``allow_task_shadowing``."""
+    from tasks.catalog import env_allows_shadowing, env_paths
+
     raw: dict = {}
     source = str(path) if path else "<defaults>"
     if path:
@@ -116,6 +131,21 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None)
     cfg = deep_merge(DEFAULTS, raw)
     for item in overrides or []:
         apply_override(cfg, item)
+    tp = cfg.get("task_paths")
+    if isinstance(tp, str):
+        tp = [tp]
+    if isinstance(tp, list) and all(isinstance(x, str) for x in tp):
+        base = Path(path).resolve().parent if path else Path.cwd()
+        cfg["task_paths"] = list(dict.fromkeys(str((base / Path(x).expanduser()).resolve()) for x in tp))
+        extra = [str(Path(x).expanduser().resolve()) for x in [*(include_paths or []), *env_paths()]]
+        cfg["task_paths"] = list(dict.fromkeys(cfg["task_paths"] + extra))
+    for m in cfg.get("methods") if isinstance(cfg.get("methods"), list) else []:
+        opts = m.get("options") if isinstance(m, dict) and m.get("name") == "adapter" else None
+        if isinstance(opts, dict) and isinstance(opts.get("path"), str):  # relative to the experiment file
+            base = Path(path).resolve().parent if path else Path.cwd()
+            opts["path"] = str((base / Path(opts["path"]).expanduser()).resolve())
+    if allow_shadowing or env_allows_shadowing():
+        cfg["allow_task_shadowing"] = True
     validate(cfg, source)
     return cfg
 
@@ -146,8 +176,10 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         ineffective_rates,
         method_keys,
     )
+    from promptintern.prompts import TEMPLATE_ROLES
     from promptintern.retrievers import RETRIEVERS
 
+    TRAINED_METHODS = set(METHODS) - UNTRAINED_METHODS
     cfg.pop(WARNINGS_KEY, None)
     warnings: list[str] = []
     _check_keys(cfg, set(DEFAULTS), "", source)
@@ -161,11 +193,23 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         _require(isinstance(cfg[key], list) and cfg[key], key, "must be a non-empty list", source)
     for s in cfg["seeds"]:
         _require(isinstance(s, int), "seeds", f"seeds must be integers, got {s!r}", source)
-    known = set(tasks.list_tasks())
+    _require(isinstance(cfg["task_paths"], list) and all(isinstance(x, str) for x in cfg["task_paths"]),
+             "task_paths", "must be a list of folders holding task YAMLs", source)
+    _require(isinstance(cfg["allow_task_shadowing"], bool), "allow_task_shadowing", "must be true or false", source)
+    known = set(tasks.list_tasks(include=cfg["task_paths"], allow_shadowing=cfg["allow_task_shadowing"]))
     train_tasks = cfg["tasks"]["train"]
-    _require(isinstance(train_tasks, list) and train_tasks, "tasks.train", "must be a non-empty list", source)
     ev = cfg["tasks"]["eval"]
+    _require(isinstance(train_tasks, list), "tasks.train", "must be a list of task names ([] for an evaluation-only "
+             "experiment)", source)
     _require(ev == "same" or isinstance(ev, list), "tasks.eval", "must be 'same' or a list of task names", source)
+    if not train_tasks:
+        _require(isinstance(ev, list) and bool(ev), "tasks.eval", "an evaluation-only experiment (tasks.train: []) "
+                 "needs a list of eval tasks", source)
+        for i, m in enumerate(cfg["methods"] if isinstance(cfg["methods"], list) else []):
+            name = m.get("name") if isinstance(m, dict) else None
+            _require(name not in TRAINED_METHODS, f"methods[{i}].name", f"{name} fine-tunes on a train task, but "
+                     "tasks.train is empty (evaluation only: few_shot, compress_at_inference, adapter, or a model "
+                     "path in models)", source)
     for t in train_tasks + (ev if isinstance(ev, list) else []):
         _require(t in known, "tasks", f"unknown task {t!r}; allowed: {', '.join(sorted(known))}", source)
     def _count(v) -> bool:
@@ -242,6 +286,9 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     _require(p["retriever"] in RETRIEVERS, "prompt.retriever",
              f"unknown retriever {p['retriever']!r}; allowed: {', '.join(sorted(RETRIEVERS))}", source)
     _require(p["pool_overlap"] in ("drop", "raise"), "prompt.pool_overlap", "must be 'drop' or 'raise'", source)
+    _require(p["template_role"] in ("auto", *TEMPLATE_ROLES), "prompt.template_role",
+             f"must be auto, {' or '.join(TEMPLATE_ROLES)} (the recurring prompt as a system message or user text)",
+             source)
     _require(p["first_stage"] in FIRST_STAGES, "prompt.first_stage",
              f"must be one of {', '.join(FIRST_STAGES)} (does PromptIntern's stage 0 see the full template?)", source)
     comp = p["compressor"]

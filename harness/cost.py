@@ -224,7 +224,8 @@ def sample_api_tokens(sample: dict, encoding: str) -> dict:
 
 
 def is_trained(rec: dict) -> bool:
-    return bool(rec["config"].get("train_task"))
+    """A fine-tuned model answers (fine-tuned API prices): trained in this grid, or an existing adapter."""
+    return bool(rec["config"].get("train_task")) or (rec["config"].get("method") or {}).get("name") == "adapter"
 
 
 def seconds_per_query(rec: dict) -> float:

@@ -31,6 +31,8 @@ ENV_PASSTHROUGH = (
     "HF_DATASETS_OFFLINE",
     "HF_HOME",
     "TOKENIZERS_PARALLELISM",
+    "PROMPTINTERN_TASK_PATHS",
+    "PROMPTINTERN_ALLOW_TASK_SHADOWING",
 )
 # Workers' library noise stays out of the run log (one progress view): no "Loading weights" bars, no advisory
 # and deprecation warnings from every worker. A value set in the driver's environment wins.
@@ -97,6 +99,9 @@ def _eval_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | 
     from .eval_unit import run_eval
 
     adapter = str(Path(store_root) / prev["adapter_dir"]) if prev else None
+    method = unit["config"]["method"]
+    if method["name"] == "adapter":  # an existing adapter, by path
+        adapter = str(Path(method["options"]["path"]).expanduser().resolve())
     with _running_marker(store_root, unit["id"]):
         return run_eval(unit, store_root, adapter, data_dir)
 

@@ -93,7 +93,7 @@ def _pseudo_record(entry: dict, task: str) -> dict:
     rec = entry["records"][task]
     samples = [{**s, "tokens": s["tokens"], "generation": s["generation"]} for s in rec["samples"]]
     return {
-        "config": {"train_task": entry["method"].get("train_task")},
+        "config": {"train_task": entry["method"].get("train_task"), "method": {"name": entry["method"]["name"]}},
         "samples": samples,
         "efficiency": {"n": len(samples), "generation_seconds": rec["generation_seconds"],
                        "compressor_seconds": rec["compressor_seconds"]},
@@ -192,6 +192,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
     if not isinstance(price_table, PriceTable):
         price_table = load_price_table(price_table)
     from .aggregate import chain_key, stage_records_by_chain
+    from .decision import decision_rows, json_rows
 
     chains = stage_records_by_chain(store)
     groups: dict[tuple, list[dict]] = {}
@@ -274,6 +275,8 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
                         "sha256": file_sha256(price_table.path) if price_table.path else None},
         "generations_sha256": submission_generations_sha256(entries),
         "entries": entries,
+        # "does internalizing pay?" (harness.decision): the same rows as the report's, when a few_shot reference ran
+        **({"decision": json_rows(decision)} if (decision := decision_rows(store, price_table, hardware_key)) else {}),
     })
 
 

@@ -33,7 +33,8 @@ from promptintern.methods import (
 
 # Keys added to the experiment schema after results were first published: at these values they are left out
 # of unit ids, so adding a key does not orphan every stored result (a non-default value still changes the id).
-LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("generation", "engine"): "hf"}
+LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("generation", "engine"): "hf",
+                                             ("prompt", "template_role"): "auto"}
 # Keys that change how a unit is executed, not what it computes, are never part of its id (like ``resources``):
 # gradient checkpointing recomputes activations with the RNG state kept, so the adapter is the same
 # (tests/test_packing_flops.py) and a stored record answers the config either way; its record says which ran.
@@ -65,6 +66,10 @@ class Unit:
     resources: dict = field(default_factory=dict)
     # The item ids per task the unit reads (harness.selection); not part of the id: ``config["items"]`` has hashes
     inputs: dict = field(default_factory=dict)
+    # The folders of the user's task YAMLs (``task_paths``), so a worker finds them; not part of the id (the task's
+    # definition and data are, in ``config["data"]``)
+    task_paths: list = field(default_factory=list)
+    allow_task_shadowing: bool = False
 
     @property
     def label(self) -> str:
@@ -158,11 +163,52 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     names = list(cfg["tasks"]["train"])
     ev = cfg["tasks"]["eval"]
     names += [] if ev == "same" else [t for t in ev if t not in names]
-    loaded = {name: tasks.get_task(name, data_dir=root) for name in names}
+    loaded = {name: tasks.get_task(name, data_dir=root, include=cfg.get("task_paths") or [],
+                                   allow_shadowing=cfg.get("allow_task_shadowing", False)) for name in names}
+    for task in loaded.values():
+        check_task(task)
     selection = select(cfg, loaded)
     return {name: {"data": {**task.data_fingerprint(), "task_definition": task.definition_id()},
                    "scoring": task.scoring_identity(), "selection": selection[name]}
             for name, task in loaded.items()}
+
+
+def external_adapter(spec: MethodSpec) -> dict | None:
+    """Method ``adapter``: the PEFT folder it evaluates and the sha256 of its files (checked here, before Ray)."""
+    if spec.name != "adapter":
+        return None
+    from pathlib import Path
+
+    from promptintern.errors import ConfigError
+
+    from .measure import sha256_dir
+
+    path = Path(spec.options["path"]).expanduser().resolve()
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError("methods.adapter.options.path", f"{path} is not a PEFT adapter folder (no "
+                          "adapter_config.json)")
+    return {"path": str(path), "sha256": sha256_dir(path)}
+
+
+def check_task(task) -> None:
+    """The grid's splits of a task are not empty (missing fields, bad files and unknown names fail while loading)."""
+    from promptintern.errors import ConfigError
+
+    seen: dict[str, str] = {}
+    for split in (task.train_split, task.test_split):
+        if not split:
+            continue
+        examples = task.load(split)
+        if not examples:
+            raise ConfigError("splits", f"split {split!r} of task {task.name!r} is empty", task.config.source)
+        for ex in examples:
+            if not ex.id or ex.id.endswith("/"):
+                raise ConfigError("loader.args.fields.id", f"an empty example id in split {split!r}",
+                                  task.config.source)
+            if ex.id in seen:
+                raise ConfigError("loader.args.fields.id", f"example id {ex.id!r} appears twice (splits "
+                                  f"{seen[ex.id]!r} and {split!r}): ids must be unique", task.config.source)
+            seen[ex.id] = split
 
 
 def chain_budget(cfg: dict, specs: list[MethodSpec], n_train: int) -> int:
@@ -201,10 +247,11 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                     units.extend(_own_unit_kind(cfg, UNIT_KINDS[spec.name], model, seed, method, shared, resources,
                                                 prep))
                     continue
-                for train_task in cfg["tasks"]["train"]:
+                # an evaluation-only experiment (no train task) still evaluates the untrained methods
+                for train_task in cfg["tasks"]["train"] or ([None] if not plan.train else []):
                     prev: str | None = None
-                    n_train = len(prep[train_task]["selection"].train_ids)
-                    total = chain_budget(cfg, specs, n_train)
+                    n_train = len(prep[train_task]["selection"].train_ids) if train_task else 0
+                    total = chain_budget(cfg, specs, n_train) if train_task else 0
                     steps = stage_steps(total, len(plan.train)) if plan.train and policy == "matched" else None
                     budget = {"policy": policy, "chain_steps": total if policy == "matched" else None}
                     for t, rule in enumerate(plan.train):
@@ -228,6 +275,7 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                         prev = uid
                     ev = cfg["tasks"]["eval"]
                     eval_tasks = [train_task] if ev == "same" else list(ev)
+                    adapter = external_adapter(spec)
                     for eval_task in eval_tasks:
                         c = {
                             "model": model,
@@ -244,6 +292,8 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                             "items": _eval_items(prep, eval_task),
                             "budget": budget if plan.train else {"policy": "untrained"},
                             **shared,
+                            # an existing adapter (method `adapter`): its content is part of the id
+                            **({"adapter_sha256": adapter["sha256"]} if adapter else {}),
                         }
                         uid = "eval-" + content_id({"c": c, "prev": prev})
                         units.append(Unit(uid, "eval", c, [prev] if prev else [], resources,
@@ -251,6 +301,8 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
     # Untrained methods evaluate the same base model whatever the train task: keep one unit per id.
     seen, unique = set(), []
     for u in units:
+        u.task_paths = list(cfg.get("task_paths") or [])
+        u.allow_task_shadowing = bool(cfg.get("allow_task_shadowing", False))
         if u.id not in seen:
             seen.add(u.id)
             unique.append(u)

@@ -18,6 +18,7 @@ import pandas as pd
 from . import aggregate as agg
 from . import compare
 from .cost import PriceTable, load_price_table
+from .decision import decision_rows, render_decision
 from .store import ResultStore
 
 CSS = """
@@ -255,7 +256,7 @@ ANSWERS_NOTE = ("How each evaluation's generations ended (a stop string, the end
 
 
 def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: PriceTable,
-                 extra_paths: dict[str, Path] | None = None) -> dict[str, Path]:
+                 extra_paths: dict[str, Path] | None = None, decision: list[dict] | None = None) -> dict[str, Path]:
     """Write report.html and report.md from the tables and plots; returns their paths."""
     main, cross = t["main"], t["cross_domain"]
     notes = METHOD_NOTES + measurement_caveats(t["eval"])
@@ -276,6 +277,8 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     md = [f"# Prompt-internalization report: {name}", "",
           f"Generated {now} from {meta['n_records']} result file(s) in `{store.relative(store.runs)}/`.", "",
           "## Summary", "", *findings, "", "## Main results", "", agg.to_markdown(main), ""]
+    if decision:
+        md += ["## Does internalizing the prompt pay?", "", render_decision(decision), ""]
     md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(k, k)}](plots/{p.name})" for k, p in plots.items()] + [""]
     md += ["## Cost per 1k queries", "", *_price_lines(table), "",
            agg.render_markdown(main, agg.cost_columns(table, main)), ""]
@@ -312,6 +315,8 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
         text = html.escape(line.lstrip("- ")).replace("**", "")
         h.append(f"<p>{'&bull; ' if line.startswith('- ') else ''}{text}</p>")
     h += ["</div>", "<h2>Main results</h2>", render_html_table(main, agg.main_columns())]
+    if decision:
+        h += ["<h2>Does internalizing the prompt pay?</h2>", decision_html(decision)]
     h.append("<h2>Plots</h2>")
     for k, p in plots.items():
         if k == "cross_domain":
@@ -358,6 +363,27 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     return paths
 
 
+def decision_html(rows: list[dict]) -> str:
+    """The decision tables (:func:`harness.decision.render_decision`) as HTML."""
+    out = []
+    for line in render_decision(rows).split("\n"):
+        if line.startswith("|---"):
+            continue
+        if line.startswith("| method"):
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in line.strip("|").split("|"))
+                       + "</tr>")
+        elif line.startswith("|"):
+            out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
+                       + "</tr>")
+        elif line.strip():
+            if out and out[-1].endswith("</tr>"):
+                out.append("</table>")
+            out.append(f"<p class='note'>{html.escape(line).replace('**', '')}</p>")
+    if out and out[-1].endswith("</tr>"):
+        out.append("</table>")
+    return "\n".join(out)
+
+
 def build_all(store: ResultStore, price_table: PriceTable | str | None = None, hardware_key: str | None = None,
               submission: bool = True) -> dict:
     """Tables, plots, report and submission for one experiment folder. Returns every path written."""
@@ -376,7 +402,8 @@ def build_all(store: ResultStore, price_table: PriceTable | str | None = None, h
         else:
             out["submission"] = write_submission(store, None, table, hardware_key)
             extra["submission"] = out["submission"]
-    out["report"] = build_report(store, t, plots, table, extra)
+    out["decision"] = decision_rows(store, table, hardware_key)
+    out["report"] = build_report(store, t, plots, table, extra, decision=out["decision"])
     return out
 
 

@@ -21,11 +21,13 @@ def sample_record(*, example_id: str, prompt, gen, score: dict, reference: str, 
     ``ttft_s`` / ``e2e_s`` replace the generation's own times (a pipeline that does more than one call)."""
     api_counters = {name: c for name, c in counters.items() if name != "model"}
     user_text = prompt.user_text()
+    api_text = prompt.api_text()  # system message (when the template is one) + user turn: what an API bills
     score = dict(score)
     lifted = {k: score.pop(k, None) for k in _LIFTED}
     return {
         "id": example_id,
         "prompt": user_text,
+        **({"system_prompt": prompt.system_text()} if prompt.system_text() else {}),
         "rendered_prompt_tokens": gen.prompt_tokens,
         "raw_generation": gen.raw_text,
         "generation": gen.text,
@@ -33,7 +35,7 @@ def sample_record(*, example_id: str, prompt, gen, score: dict, reference: str, 
         "stop_reason": gen.stop_reason,
         "reference": reference,
         "demo_ids": list(demo_ids),
-        "tokens": {"model": gen.prompt_tokens, **{name: c.count(user_text) for name, c in api_counters.items()}},
+        "tokens": {"model": gen.prompt_tokens, **{name: c.count(api_text) for name, c in api_counters.items()}},
         "parts": part_token_counts(prompt, counters["model"], tok, chat),
         "output_tokens": gen.output_tokens,
         "ttft_s": gen.ttft_s if ttft_s is None else ttft_s,

@@ -27,7 +27,8 @@ def task_data(unit: dict, task_name: str, data_dir: str | None):
 
     from .selection import unit_items
 
-    task = tasks.get_task(task_name, data_dir=data_dir)
+    task = tasks.get_task(task_name, data_dir=data_dir, include=unit.get("task_paths") or [],
+                          allow_shadowing=unit.get("allow_task_shadowing", False))
     return unit_items(task, (unit.get("inputs") or {}).get(task_name))
 
 
@@ -42,6 +43,7 @@ def max_new_tokens(gen_cfg: dict, task) -> int:
 def prompt_builder(cfg: dict, task, pool, test):
     from promptintern.compressors import get_compressor
     from promptintern.prompt_builder import PromptBuilder
+    from promptintern.prompts import resolve_template_role
     from promptintern.retrievers import build_index
 
     p = cfg["prompt"]
@@ -51,7 +53,10 @@ def prompt_builder(cfg: dict, task, pool, test):
     compressor = cached(key, lambda: get_compressor(name, **comp_cfg))
     # Test items never enter the pool: training items whose query equals a test query are dropped (or raise).
     retriever = build_index(p["retriever"], pool, test, on_overlap=p["pool_overlap"]) if pool else None
-    return PromptBuilder(task, pool, k=cfg["method"]["k_examples"], retriever=retriever, compressor=compressor)
+    role = resolve_template_role(p.get("template_role", "auto"), getattr(getattr(task, "config", None),
+                                                                          "template_role", None), p.get("chat", True))
+    return PromptBuilder(task, pool, k=cfg["method"]["k_examples"], retriever=retriever, compressor=compressor,
+                         template_role=role)
 
 
 _CACHE: dict = {}

@@ -89,11 +89,13 @@ def plain_model(model_name: str, adapter: Path | None, dtype: str = "float32", d
     return model, AutoTokenizer.from_pretrained(folder)
 
 
-def plain_render(tok, user_text: str, chat: bool) -> str:
+def plain_render(tok, user_text: str, chat: bool, system: str = "") -> str:
+    """The prompt text from the recorded messages, with the tokenizer's own chat template."""
     if chat and getattr(tok, "chat_template", None):
-        return tok.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
-                                       add_generation_prompt=True)
-    return user_text + "\n"
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content":
+                                                                                  user_text}]
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return (system + "\n\n" + user_text if system else user_text) + "\n"
 
 
 def end_ids(model, tok) -> list[int]:
@@ -124,7 +126,7 @@ def check_generate(store: ResultStore, rec: dict, task, samples_wanted: int = 8)
     device = "cuda" if str(info.get("device", "cpu")).startswith("cuda") and torch.cuda.is_available() else "cpu"
     model, tok = plain_model(cfg["model"], adapter, info.get("dtype") or "float32", device)
     chat = (cfg.get("prompt") or {}).get("chat", True)
-    enc = [tok(plain_render(tok, s["prompt"], chat), add_special_tokens=False)["input_ids"] for s in samples]
+    enc = [tok(plain_render(tok, s["prompt"], chat, s.get("system_prompt", "")), add_special_tokens=False)["input_ids"] for s in samples]
     wrong = [s["id"] for s, e in zip(samples, enc, strict=True) if len(e) != s["rendered_prompt_tokens"]]
     if wrong:
         return CheckResult("generate", uid, label, "fail", f"rendered prompt length differs for {wrong[:3]}")
@@ -228,7 +230,7 @@ def check_lm_eval(store: ResultStore, rec: dict, task, data_dir: str | None, tim
     name = f"pi_{task.name}"
     with tempfile.TemporaryDirectory(prefix="verify-lm-eval-") as tmp:
         export_task(task.name, Path(tmp) / "tasks", data_dir, ids=[s["id"] for s in samples],
-                    max_gen_toks=int(rec["efficiency"]["max_new_tokens"]))
+                    max_gen_toks=int(rec["efficiency"]["max_new_tokens"]), **store.task_folders())
         model_args = f"pretrained={resolve(cfg['model'])},dtype={(rec.get('model_info') or {}).get('dtype') or 'float32'}"
         if adapter is not None:
             model_args += f",peft={adapter.resolve()}"
@@ -288,7 +290,7 @@ def verify(root: str | Path, *, data_dir: str | None = None, checks=CHECKS, max_
     def task_of(rec):
         name = rec["task"]["name"]
         if name not in cache:
-            cache[name] = tasks_mod.get_task(name, data_dir=data_dir)
+            cache[name] = tasks_mod.get_task(name, data_dir=data_dir, **store.task_folders())
         return cache[name]
 
     out: list[CheckResult] = []

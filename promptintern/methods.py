@@ -251,6 +251,21 @@ def compress_at_inference(spec: MethodSpec) -> MethodPlan:
     return MethodPlan(train=[], test=PromptRule(spec.rate, spec.k_examples), test_compressed=spec.rate < 1)
 
 
+ADAPTER_OPTIONS = {"path": None, "prompt": "query_only"}
+ADAPTER_PROMPTS = {"query_only": QUERY_ONLY, "full": None}
+
+
+def adapter(spec: MethodSpec) -> MethodPlan:
+    """An existing LoRA adapter (``options.path``, a PEFT folder trained elsewhere) evaluated without training, with
+    the query alone (``options.prompt: query_only``, default) or the full prompt (``full``)."""
+    opts = _options(spec, ADAPTER_OPTIONS)
+    if not isinstance(opts["path"], str) or not opts["path"]:
+        raise ConfigError("methods.adapter.options.path", "give the folder of a PEFT adapter (adapter_config.json)")
+    if opts["prompt"] not in ADAPTER_PROMPTS:
+        raise ConfigError("methods.adapter.options.prompt", f"must be one of {', '.join(ADAPTER_PROMPTS)}")
+    return MethodPlan(train=[], test=ADAPTER_PROMPTS[opts["prompt"]] or _full(spec))
+
+
 def full_prompt_ft_compressed(spec: MethodSpec) -> MethodPlan:
     """Trained like ``full_prompt_ft``; tested like ``compress_at_inference`` (template + examples compressed to
     ``rate`` per query, the compressor's time counted). ``train_spec`` is the ``full_prompt_ft`` grid point with
@@ -366,6 +381,7 @@ METHODS: dict[str, Callable[[MethodSpec], MethodPlan]] = {
     "context_distillation": context_distillation,
     "prompt_baking": prompt_baking,
     "metatuner": metatuner,
+    "adapter": adapter,
 }
 # Methods that are not a chain of LoRA stages: the planner emits one unit of this kind per (train, eval) task.
 UNIT_KINDS = {"metatuner": "metatuner"}
@@ -384,7 +400,7 @@ TEACHER_METHODS = {"context_distillation", "prompt_baking"}
 
 
 # Methods that read ``options`` (the others have none: an options key there is an error).
-OPTION_METHODS = {"context_distillation", "prompt_baking", "metatuner"}
+OPTION_METHODS = {"context_distillation", "prompt_baking", "metatuner", "adapter"}
 # The smallest T of the staged methods: with one stage PromptIntern (and its ablations) is query-only FT.
 MIN_STAGES = 2
 

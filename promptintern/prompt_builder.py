@@ -34,8 +34,10 @@ class BuiltPrompt:
 
 
 class PromptBuilder:
-    def __init__(self, task: Task, pool: list[Example], *, k: int, retriever=None, compressor=None):
+    def __init__(self, task: Task, pool: list[Example], *, k: int, retriever=None, compressor=None,
+                 template_role: str = "user"):
         self.task, self.pool, self.k = task, pool, k
+        self.template_role = template_role  # "system": the (compressed) template is sent as a system message
         self.retriever = retriever
         self.compressor = compressor
         self._templates: dict[float, tuple[str, float | None]] = {}
@@ -70,8 +72,10 @@ class PromptBuilder:
             if demo_texts:
                 context += "\n\n" + EXAMPLES_HEADER + "\n\n" + "\n\n".join(demo_texts)
             res = self.compressor.compress(context, rule.template_rate, protect=self.protect)
-            prompt = Prompt(template=res.text, examples=(), query=query, answer=answer)
+            prompt = Prompt(template=res.text, examples=(), query=query, answer=answer,
+                            template_role=self.template_role)
             return BuiltPrompt(prompt, ex, res.achieved_rate, res.seconds, res.original_tokens, ids)
         template, achieved = self.template_at(rule.template_rate)
-        prompt = Prompt(template=template, examples=demo_texts, query=query, answer=answer)
+        prompt = Prompt(template=template, examples=demo_texts, query=query, answer=answer,
+                        template_role=self.template_role)
         return BuiltPrompt(prompt, ex, achieved, 0.0, 0, ids)

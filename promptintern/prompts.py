@@ -1,7 +1,10 @@
 """A prompt is template + few-shot examples + query (+ the reference answer when training).
 
-It is sent as one user turn, rendered through the model's chat template (or as plain text for base models),
-so the token count of every part, and of the chat overhead, is known.
+The template (the recurring prompt) is sent either as the start of the user turn (``template_role="user"``) or
+as a system message (``"system"``) before the user turn holding examples and query; either is rendered through
+the model's chat template (plain text for base models or tokenizers without one: the messages' texts joined by
+a blank line), so the token count of every part, and of the chat overhead, is known. A prompt without a template is the
+same in both roles: the query alone.
 """
 
 from __future__ import annotations
@@ -19,11 +22,20 @@ class Prompt:
     query: str = ""
     answer: str | None = None
     meta: dict = field(default_factory=dict, compare=False)
+    template_role: str = "user"  # "system": the template is a system message
+
+    @property
+    def in_system(self) -> bool:
+        return self.template_role == "system" and bool(self.template.strip())
+
+    def system_text(self) -> str:
+        """The system message ("" when the template opens the user turn, or when there is no template)."""
+        return self.template.strip() if self.in_system else ""
 
     def user_text(self) -> str:
         """The user turn: what an API would be sent (without chat markup)."""
         parts = []
-        if self.template.strip():
+        if self.template.strip() and not self.in_system:
             parts.append(self.template.strip())
         if self.examples:
             parts.append(EXAMPLES_HEADER + "\n\n" + "\n\n".join(e.strip() for e in self.examples))
@@ -33,18 +45,40 @@ class Prompt:
             parts.append(self.query.strip())
         return "\n\n".join(parts)
 
+    def messages(self) -> list[dict]:
+        """The chat messages an API is sent."""
+        system = self.system_text()
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content":
+                                                                              self.user_text()}]
+
+    def api_text(self) -> str:
+        """The text of every message (what an API bills as input, without per-message markup)."""
+        return "\n\n".join(m["content"] for m in self.messages())
+
     def parts(self) -> dict[str, str]:
         return {"template": self.template, "examples": "\n\n".join(self.examples), "query": self.query}
 
 
+TEMPLATE_ROLES = ("system", "user")
+
+
+def resolve_template_role(setting: str | None, task_role: str | None, chat: bool = True) -> str:
+    """The role of the recurring prompt: the experiment's ``prompt.template_role`` unless ``auto``, else the task's
+    ``template_role``, else a system message for chat models and user text otherwise."""
+    if setting not in (None, "auto"):
+        if setting not in TEMPLATE_ROLES:
+            raise ValueError(f"template_role must be auto, system or user, got {setting!r}")
+        return setting
+    if task_role:
+        return task_role
+    return "system" if chat else "user"
+
+
 def render(prompt: Prompt, tokenizer=None, chat: bool = True) -> str:
     """The exact text the model is conditioned on (chat template with the generation prompt when available)."""
-    text = prompt.user_text()
     if chat and tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-    return text + "\n"
+        return tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+    return prompt.api_text() + "\n"
 
 
 def end_of_turn(tokenizer, chat: bool = True) -> str:

@@ -6,7 +6,9 @@
     prompt = task.format_prompt(test[0], demos=task.load(task.train_split, limit=3))
     per_sample = task.score(predictions, test); summary = task.aggregate(per_sample)
 
-Adding a task needs only ``tasks/configs/<name>.yaml`` (plus, at most, a small metric or loader function
+A task of your own lives in a folder outside the package (``--include-path DIR``, ``task_paths:``, see
+:mod:`tasks.catalog`): a YAML naming its data files, field mapping, template and metric. Adding a built-in task
+needs only ``tasks/configs/<name>.yaml`` (plus, at most, a small metric or loader function
 registered with :func:`tasks.registry.register_metric` / :func:`~tasks.registry.register_loader`).
 """
 
@@ -15,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Example, Task
+from .catalog import catalog
 from .registry import LOADERS, METRICS, register_loader, register_metric
-from .yaml_task import CONFIG_DIR, TaskConfig, YamlTask, load_config
+from .yaml_task import TaskConfig, YamlTask, load_config
 
 __all__ = [
     "Example",
@@ -25,6 +28,7 @@ __all__ = [
     "YamlTask",
     "get_task",
     "list_tasks",
+    "task_origin",
     "describe_tasks",
     "load_config",
     "register_loader",
@@ -34,25 +38,30 @@ __all__ = [
 ]
 
 
-def list_tasks() -> list[str]:
-    """Names of the tasks with a YAML in ``tasks/configs``."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+def list_tasks(include=None, allow_shadowing: bool | None = None) -> list[str]:
+    """Names of the built-in tasks (``tasks/configs``) and of the tasks in the ``include`` folders (None:
+    ``$PROMPTINTERN_TASK_PATHS``; see :mod:`tasks.catalog`)."""
+    return catalog(include, allow_shadowing).names()
 
 
-def get_task(name: str, data_dir: str | Path | None = None) -> YamlTask:
-    """A task by name (or by the path of a task YAML)."""
-    from promptintern.errors import ConfigError
+def task_origin(name: str, include=None, allow_shadowing: bool | None = None) -> str:
+    """``"built-in"`` or the folder a task comes from."""
+    cat = catalog(include, allow_shadowing)
+    cat.path(name)
+    return cat.origins[name]
 
+
+def get_task(name: str, data_dir: str | Path | None = None, include=None,
+             allow_shadowing: bool | None = None) -> YamlTask:  # fmt: skip
+    """A task by name (built-in or from a task folder) or by the path of a task YAML."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return YamlTask(load_config(path), data_dir)
-    cfg_path = CONFIG_DIR / f"{name}.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError("task", f"unknown task {name!r}; available: {list_tasks()}")
-    return YamlTask(load_config(cfg_path), data_dir)
+    return YamlTask(load_config(catalog(include, allow_shadowing).path(name)), data_dir)
 
 
-def describe_tasks(data_dir: str | Path | None = None, tokenizer=None) -> list[dict]:
+def describe_tasks(data_dir: str | Path | None = None, tokenizer=None, include=None,
+                   allow_shadowing: bool | None = None) -> list[dict]:  # fmt: skip
     """For every task: name, description, splits with sizes (or the error that prevented loading),
     metric, generation settings and the template's token counts (tiktoken cl100k_base and o200k_base;
     ``model`` too when a transformers tokenizer is given)."""
@@ -63,10 +72,13 @@ def describe_tasks(data_dir: str | Path | None = None, tokenizer=None) -> list[d
     if tokenizer is not None:
         counters["model"] = HFTokenCounter(tokenizer)
     rows = []
-    for name in list_tasks():
-        task = get_task(name, data_dir)
+    cat = catalog(include, allow_shadowing)
+    for name in cat.names():
+        task = YamlTask(load_config(cat.path(name)), data_dir)
         row: dict = {
             "name": name,
+            "origin": cat.origins[name],
+            "template_role": task.config.template_role,
             "description": task.config.description,
             "train_split": task.train_split or None,
             "test_split": task.test_split,

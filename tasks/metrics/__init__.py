@@ -1,3 +1,3 @@
 """Metrics, registered by name; importing this package registers them all."""
 
-from . import choice_sql_formula, code_exec, math_answers, text  # noqa: F401
+from . import choice_sql_formula, code_exec, generic, math_answers, text  # noqa: F401
