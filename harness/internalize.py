@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import yaml
@@ -78,6 +79,12 @@ PRIMARY = {"normalized_exact_match": "exact_match", "exact_match": "exact_match"
 
 
 def _primary_metric(metric: str) -> str:
+    from tasks.registry import METRICS, ensure_builtins_registered
+
+    ensure_builtins_registered()
+    if metric not in METRICS:
+        raise ConfigError("--metric", f"unknown metric {metric!r}; registered: "
+                          f"{', '.join(sorted(n for n in METRICS if not n.startswith('file:')))}")
     if metric not in PRIMARY:
         raise ConfigError("--primary-metric", f"name the key of metric {metric!r} to decide on")
     return PRIMARY[metric]
@@ -120,13 +127,23 @@ def prepare(args) -> tuple[Path, list[str]]:
     name = _name(args.name or Path(args.template).stem)
     root = Path(args.results_dir) / name
     task_dir = (root / "task").resolve()
+    text = ("# written by `promptintern internalize`; the files it names are read where they are\n"
+            + yaml.safe_dump(task_yaml(args, name, task_dir), sort_keys=False, allow_unicode=True))
+    # checked in a sibling folder first (the same relative paths): a bad input leaves nothing behind
+    probe_dir = root.resolve() / ".task-check"
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (probe_dir / f"{name}.yaml").write_text(text)
+        check = check_task_file(probe_dir / f"{name}.yaml", data_dir=None)
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+        if not any(root.iterdir()):
+            root.rmdir()
+    if not check.ok:
+        raise ConfigError("--data", check.error.replace(str(probe_dir), str(task_dir)))
     task_dir.mkdir(parents=True, exist_ok=True)
     task_file = task_dir / f"{name}.yaml"
-    task_file.write_text("# written by `promptintern internalize`; the files it names are read where they are\n"
-                         + yaml.safe_dump(task_yaml(args, name, task_dir), sort_keys=False, allow_unicode=True))
-    check = check_task_file(task_file, data_dir=None)
-    if not check.ok:
-        raise ConfigError("--data", check.error)
+    task_file.write_text(text)
     exp = experiment(args, name, task_dir)
     overrides = list(args.overrides or [])
     if not any(o.split("=", 1)[0].strip() == "train.max_length" for o in overrides):

@@ -446,3 +446,13 @@ def test_the_example_experiment_file_plans(capsys):
                      "prompt.compressor={name: truncate, tokenizer: tiny}"]) == 0
     out = capsys.readouterr().out
     assert "support_routing: 32 training items (of 270 in the pool), 40 test items (of 90)" in out
+
+
+def test_internalize_rejects_bad_input_before_anything_runs_and_leaves_nothing(tmp_path, capsys):
+    base = ["internalize", "--template", str(EXAMPLE / "system.md"), "--data", str(EXAMPLE / "data" / "tickets.jsonl"),
+            "--reference-field", "route", "--model", "tiny", "--results-dir", str(tmp_path / "r")]
+    assert cli.main([*base, "--query-field", "msg", "--metric", "normalized_exact_match"]) == 2
+    assert "tickets.jsonl:1: missing field 'msg'" in capsys.readouterr().err
+    assert cli.main([*base, "--query-field", "message", "--metric", "bogus"]) == 2
+    assert "--metric: unknown metric 'bogus'" in capsys.readouterr().err
+    assert not any((tmp_path / "r").rglob("*.yaml"))
