@@ -85,7 +85,8 @@ def decision_rows(store, table, hardware_key: str | None = None) -> list[dict]:
             rows.append({
                 "model": model, "eval_task": task, "method": r["method"], "label": r["label"],
                 "reference": is_ref, "metric": r["metric"], "n": int(r["n"]),
-                "score": score, "score_lo": score - half, "score_hi": score + half,
+                # a normal interval, clipped to the 0-100 display scale
+                "score": score, "score_lo": max(0.0, score - half), "score_hi": min(100.0, score + half),
                 "delta_ref": d_ref.get("mean", float("nan")), "delta_ref_lo": d_ref.get("lo", float("nan")),
                 "delta_ref_hi": d_ref.get("hi", float("nan")),
                 "delta_full": float(r.get("delta_full", float("nan"))),
@@ -139,6 +140,8 @@ def _queries(x) -> str:
         return "–"
     if math.isinf(x):
         return "never"
+    if x == 0:
+        return "0"  # nothing to repay: no training
     if x < 1:
         return "< 1"
     return f"{x:,.0f}"
