@@ -191,7 +191,8 @@ def external_adapter(spec: MethodSpec) -> dict | None:
 
 
 def check_task(task) -> None:
-    """The grid's splits of a task are not empty (missing fields, bad files and unknown names fail while loading)."""
+    """The grid's splits of a task are not empty and its example ids are non-empty and unique (missing fields, bad
+    files and unknown names fail while loading); each error names the task's YAML and key."""
     from promptintern.errors import ConfigError
 
     seen: dict[str, str] = {}
