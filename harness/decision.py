@@ -23,7 +23,7 @@ import math
 
 import pandas as pd
 
-from .aggregate import display_score, eval_frame, main_table
+from .aggregate import display_score, eval_frame, main_table, render_markdown
 from .stats import paired_difference, paired_ratio
 
 REFERENCE = "few_shot"
@@ -54,9 +54,11 @@ def api_training_usd(train_tokens: float, table, model: str) -> float:
     return float(train_tokens) * float(price) / 1e6
 
 
-def decision_rows(store, table, hardware_key: str | None = None) -> list[dict]:
-    """One row per (model, eval task, method grid point) with the figures above; [] without a reference row."""
-    main = main_table(eval_frame(store, table, hardware_key), table.headline_model if table else None)
+def decision_rows(store, table, hardware_key: str | None = None, main: pd.DataFrame | None = None) -> list[dict]:
+    """One row per (model, eval task, method grid point) with the figures above; [] without a reference row.
+    ``main``: the experiment's main table with these prices (:func:`harness.aggregate.tables`), if already built."""
+    if main is None:
+        main = main_table(eval_frame(store, table, hardware_key), table.headline_model if table else None)
     if main.empty:
         return []
     ok = main[main["status"] == "ok"]
@@ -155,44 +157,51 @@ def _usd(x) -> str:
     return f"${x:.2g}" if abs(x) < 0.01 else f"${x:.4f}" if abs(x) < 1 else f"${x:,.2f}"
 
 
-COLUMNS = ("method", "score [95% CI]", "Δ vs full prompt, no FT", "Δ vs full-prompt FT", "input tok/query",
-           "saved tok/query", "latency speedup", "throughput ×", "self-hosted $/1k", "API $/1k",
-           "training $ (self-hosted / API)", "break-even queries (self-hosted / API)")
+COLUMNS: list = [  # aggregate.Column: (header, row -> text)
+    ("method", lambda r: r["label"] + (" (reference)" if r["reference"] else "")),
+    ("score [95% CI]", lambda r: _interval(r["score"], r["score_lo"], r["score_hi"], signed=False)),
+    ("Δ vs full prompt, no FT", lambda r: _interval(r["delta_ref"], r["delta_ref_lo"], r["delta_ref_hi"])),
+    ("Δ vs full-prompt FT", lambda r: _interval(r["delta_full"], r["delta_full_lo"], r["delta_full_hi"])),
+    ("input tok/query", lambda r: _f(r["input_tokens"], 0)),
+    ("saved tok/query", lambda r: "–" if r["reference"] else _f(r["tokens_saved"], 0)),
+    ("latency speedup", lambda r: _interval(r["speedup"], r["speedup_lo"], r["speedup_hi"], 2, signed=False)
+     + ("" if _nan(r["speedup"]) else "×")),
+    ("throughput ×", lambda r: _f(r["throughput_speedup"], 2)),
+    ("self-hosted $/1k", lambda r: _usd(r["self_hosted_usd_per_1k"])),
+    ("API $/1k", lambda r: _usd(r["api_usd_per_1k"])),
+    ("training $ (self-hosted / API)", lambda r: f"{_usd(r['train_usd_self_hosted'])} / {_usd(r['train_usd_api'])}"),
+    ("break-even queries (self-hosted / API)",
+     lambda r: f"{_queries(r['break_even_self_hosted'])} / {_queries(r['break_even_api'])}"),
+]
+NO_DECISION = ("No decision table: it needs a `few_shot` evaluation (the full prompt on the base model) on the same "
+               "test items as the fine-tuned methods.")
+READING_NOTE = ("Reference: the full prompt sent to the base model (no training). Δ: paired differences on the same "
+                "test items, 95 % bootstrap intervals (an interval that contains 0 is no evidence of a difference). "
+                "Speedup: batch-1 latency, paired ratio with its interval. Costs per 1k queries; API prices are the "
+                "cached-prefix prices where the table allows them (base-model prices for the reference, fine-tuned "
+                "prices for trained methods). Training $: self-hosted = measured training seconds x the hardware "
+                "price; API = the training tokens (counted with the model's own tokenizer, an approximation of the "
+                "API's count) x the fine-tuning price. Break-even: the one-time training cost divided by the "
+                "per-query saving against the reference; never = no per-query saving; – = not known (an adapter "
+                "trained elsewhere).")
+
+
+def decision_tables(rows: list[dict]) -> list[tuple[str, pd.DataFrame]]:
+    """One (caption, rows with the reference first) per (model, eval task); render with :data:`COLUMNS`."""
+    out = []
+    for (model, task), g in pd.DataFrame(rows).groupby(["model", "eval_task"], sort=False):
+        g = pd.concat([g[g["reference"]], g[~g["reference"]]])
+        out.append((f"**{task}** on {model}: {g['metric'].iloc[0]} on {int(g['n'].max())} test items; "
+                    f"{g['hardware'].iloc[0]}; prices {g['price_table'].iloc[0]}, API = {g['api_model'].iloc[0]}", g))
+    return out
 
 
 def render_decision(rows: list[dict]) -> str:
     """Markdown: one table per (model, eval task), the reference first, then a line on how to read it."""
     if not rows:
-        return ("No decision table: it needs a `few_shot` evaluation (the full prompt on the base model) on the same "
-                "test items as the fine-tuned methods.")
+        return NO_DECISION
     out = []
-    df = pd.DataFrame(rows)
-    for (model, task), g in df.groupby(["model", "eval_task"], sort=False):
-        g = pd.concat([g[g["reference"]], g[~g["reference"]]])
-        metric = g["metric"].iloc[0]
-        out += [f"**{task}** on {model}: {metric} on {int(g['n'].max())} test items; {g['hardware'].iloc[0]}; "
-                f"prices {g['price_table'].iloc[0]}, API = {g['api_model'].iloc[0]}", "",
-                "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        for _, r in g.iterrows():
-            name = r["label"] + (" (reference)" if r["reference"] else "")
-            cells = [name, _interval(r["score"], r["score_lo"], r["score_hi"], signed=False),
-                     _interval(r["delta_ref"], r["delta_ref_lo"], r["delta_ref_hi"]),
-                     _interval(r["delta_full"], r["delta_full_lo"], r["delta_full_hi"]),
-                     _f(r["input_tokens"], 0), _f(r["tokens_saved"], 0) if not r["reference"] else "–",
-                     _interval(r["speedup"], r["speedup_lo"], r["speedup_hi"], 2, signed=False) + ("" if
-                     _nan(r["speedup"]) else "×"),
-                     _f(r["throughput_speedup"], 2), _usd(r["self_hosted_usd_per_1k"]), _usd(r["api_usd_per_1k"]),
-                     f"{_usd(r['train_usd_self_hosted'])} / {_usd(r['train_usd_api'])}",
-                     f"{_queries(r['break_even_self_hosted'])} / {_queries(r['break_even_api'])}"]
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
-    out.append("Reference: the full prompt sent to the base model (no training). Δ: paired differences on the same "
-               "test items, 95 % bootstrap intervals (an interval that contains 0 is no evidence of a difference). "
-               "Speedup: batch-1 latency, paired ratio with its interval. Costs per 1k queries; API prices are the "
-               "cached-prefix prices where the table allows them (base-model prices for the reference, fine-tuned "
-               "prices for trained methods). Training $: self-hosted = measured training seconds x the hardware "
-               "price; API = the training tokens (counted with the model's own tokenizer, an approximation of the "
-               "API's count) x the fine-tuning price. Break-even: the one-time training cost divided by the "
-               "per-query saving against the reference; never = no per-query saving; – = not known (an adapter "
-               "trained elsewhere).")
+    for caption, g in decision_tables(rows):
+        out += [caption, "", render_markdown(g, COLUMNS), ""]
+    out.append(READING_NOTE)
     return "\n".join(out)

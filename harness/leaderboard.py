@@ -187,13 +187,16 @@ def submission_generations_sha256(entries: list[dict]) -> str:
 # -- building ----------------------------------------------------------------------------------------------------
 
 def build_submission(store: ResultStore, price_table: PriceTable | str | None = None,
-                     hardware_key: str | None = None) -> dict:
-    """A submission for every system in a results folder, every number computed from the result files."""
+                     hardware_key: str | None = None, decision: list[dict] | None = None) -> dict:
+    """A submission for every system in a results folder, every number computed from the result files.
+    ``decision``: :func:`harness.decision.decision_rows` for these prices, if already computed."""
     if not isinstance(price_table, PriceTable):
         price_table = load_price_table(price_table)
     from .aggregate import chain_key, stage_records_by_chain
     from .decision import decision_rows, json_rows
 
+    if decision is None:
+        decision = decision_rows(store, price_table, hardware_key)
     chains = stage_records_by_chain(store)
     groups: dict[tuple, list[dict]] = {}
     for rec in store.records(kind="eval"):
@@ -276,13 +279,13 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
         "generations_sha256": submission_generations_sha256(entries),
         "entries": entries,
         # "does internalizing pay?" (harness.decision): the same rows as the report's, when a few_shot reference ran
-        **({"decision": json_rows(decision)} if (decision := decision_rows(store, price_table, hardware_key)) else {}),
+        **({"decision": json_rows(decision)} if decision else {}),
     })
 
 
 def write_submission(store: ResultStore, path: str | Path | None = None, price_table: PriceTable | str | None = None,
-                     hardware_key: str | None = None) -> Path:
-    sub = build_submission(store, price_table, hardware_key)
+                     hardware_key: str | None = None, decision: list[dict] | None = None) -> Path:
+    sub = build_submission(store, price_table, hardware_key, decision)
     out = Path(path) if path else store.root / "submission.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(sub, indent=1, ensure_ascii=False, allow_nan=False) + "\n")

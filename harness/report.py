@@ -18,7 +18,7 @@ import pandas as pd
 from . import aggregate as agg
 from . import compare
 from .cost import PriceTable, load_price_table
-from .decision import decision_rows, render_decision
+from .decision import COLUMNS, READING_NOTE, decision_rows, decision_tables, render_decision
 from .store import ResultStore
 
 CSS = """
@@ -364,23 +364,11 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
 
 
 def decision_html(rows: list[dict]) -> str:
-    """The decision tables (:func:`harness.decision.render_decision`) as HTML."""
+    """The decision tables (:mod:`harness.decision`) as HTML."""
     out = []
-    for line in render_decision(rows).split("\n"):
-        if line.startswith("|---"):
-            continue
-        if line.startswith("| method"):
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in line.strip("|").split("|"))
-                       + "</tr>")
-        elif line.startswith("|"):
-            out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
-                       + "</tr>")
-        elif line.strip():
-            if out and out[-1].endswith("</tr>"):
-                out.append("</table>")
-            out.append(f"<p class='note'>{html.escape(line).replace('**', '')}</p>")
-    if out and out[-1].endswith("</tr>"):
-        out.append("</table>")
+    for caption, g in decision_tables(rows):
+        out += [f"<p class='note'>{html.escape(caption).replace('**', '')}</p>", render_html_table(g, COLUMNS)]
+    out.append(f"<p class='note'>{html.escape(READING_NOTE)}</p>")
     return "\n".join(out)
 
 
@@ -394,15 +382,15 @@ def build_all(store: ResultStore, price_table: PriceTable | str | None = None, h
     tables_paths = agg.write_tables(store, table, hardware_key)
     t = agg.tables(store, table, hardware_key)
     plots = write_plots(store, t)
-    out = {"tables": tables_paths, "plots": plots, "main": t["main"], "price_table": table}
+    out = {"tables": tables_paths, "plots": plots, "main": t["main"], "price_table": table,
+           "decision": decision_rows(store, table, hardware_key, t["main"])}
     extra = {"tables": store.root / "tables", "plots": store.root / "plots"}
     if submission:
         if t["eval"].empty:
             out["submission_error"] = "no evaluation results to submit"
         else:
-            out["submission"] = write_submission(store, None, table, hardware_key)
+            out["submission"] = write_submission(store, None, table, hardware_key, decision=out["decision"])
             extra["submission"] = out["submission"]
-    out["decision"] = decision_rows(store, table, hardware_key)
     out["report"] = build_report(store, t, plots, table, extra, decision=out["decision"])
     return out
 
