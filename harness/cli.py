@@ -190,12 +190,10 @@ def _check_tasks(args, tok) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from promptintern.tokens import HFTokenCounter, TiktokenCounter
+    from promptintern.tokens import counters_for
     from tasks.check import check_folder
 
-    counters = {enc: TiktokenCounter(enc) for enc in ("cl100k_base", "o200k_base")}
-    if tok is not None:
-        counters["model"] = HFTokenCounter(tok)
+    counters = counters_for(tok)
     failed = 0
     for folder in args.check:
         results = check_folder(folder, data_dir=args.data_dir, counters=counters,

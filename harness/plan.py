@@ -156,6 +156,7 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     so missing or malformed data fails here, before any unit runs."""
     import tasks
     from promptintern.paths import data_dir as resolve_data_dir
+    from tasks.check import check_splits
 
     from .selection import select
 
@@ -166,7 +167,7 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     loaded = {name: tasks.get_task(name, data_dir=root, include=cfg.get("task_paths") or [],
                                    allow_shadowing=cfg.get("allow_task_shadowing", False)) for name in names}
     for task in loaded.values():
-        check_task(task)
+        check_splits(task, [task.train_split, task.test_split])
     selection = select(cfg, loaded)
     return {name: {"data": {**task.data_fingerprint(), "task_definition": task.definition_id()},
                    "scoring": task.scoring_identity(), "selection": selection[name]}
@@ -188,28 +189,6 @@ def external_adapter(spec: MethodSpec) -> dict | None:
         raise ConfigError("methods.adapter.options.path", f"{path} is not a PEFT adapter folder (no "
                           "adapter_config.json)")
     return {"path": str(path), "sha256": sha256_dir(path)}
-
-
-def check_task(task) -> None:
-    """The grid's splits of a task are not empty and its example ids are non-empty and unique (missing fields, bad
-    files and unknown names fail while loading); each error names the task's YAML and key."""
-    from promptintern.errors import ConfigError
-
-    seen: dict[str, str] = {}
-    for split in (task.train_split, task.test_split):
-        if not split:
-            continue
-        examples = task.load(split)
-        if not examples:
-            raise ConfigError("splits", f"split {split!r} of task {task.name!r} is empty", task.config.source)
-        for ex in examples:
-            if not ex.id or ex.id.endswith("/"):
-                raise ConfigError("loader.args.fields.id", f"an empty example id in split {split!r}",
-                                  task.config.source)
-            if ex.id in seen:
-                raise ConfigError("loader.args.fields.id", f"example id {ex.id!r} appears twice (splits "
-                                  f"{seen[ex.id]!r} and {split!r}): ids must be unique", task.config.source)
-            seen[ex.id] = split
 
 
 def chain_budget(cfg: dict, specs: list[MethodSpec], n_train: int) -> int:

@@ -72,8 +72,9 @@ class HFTokenCounter:
 
 
 def counters_for(tokenizer) -> dict[str, TokenCounter]:
-    """The standard set recorded for every sample: the model tokenizer plus both tiktoken encodings."""
-    out: dict[str, TokenCounter] = {"model": HFTokenCounter(tokenizer)}
+    """The standard set recorded for every sample: the model tokenizer plus both tiktoken encodings (the tiktoken
+    encodings alone when ``tokenizer`` is None)."""
+    out: dict[str, TokenCounter] = {} if tokenizer is None else {"model": HFTokenCounter(tokenizer)}
     for enc in TIKTOKEN_ENCODINGS:
         out[enc] = TiktokenCounter(enc)
     return out

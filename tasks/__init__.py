@@ -66,11 +66,9 @@ def describe_tasks(data_dir: str | Path | None = None, tokenizer=None, include=N
     metric, generation settings and the template's token counts (tiktoken cl100k_base and o200k_base;
     ``model`` too when a transformers tokenizer is given)."""
     from promptintern.errors import PromptInternError
-    from promptintern.tokens import HFTokenCounter, TiktokenCounter
+    from promptintern.tokens import counters_for
 
-    counters = {enc: TiktokenCounter(enc) for enc in ("cl100k_base", "o200k_base")}
-    if tokenizer is not None:
-        counters["model"] = HFTokenCounter(tokenizer)
+    counters = counters_for(tokenizer)
     rows = []
     cat = catalog(include, allow_shadowing)
     for name in cat.names():

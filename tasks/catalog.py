@@ -57,14 +57,20 @@ def _is_task_yaml(path: Path) -> bool:
     return isinstance(raw, dict) and "loader" in raw
 
 
+def yaml_files(root: Path) -> list[Path]:
+    """The YAML files below a folder (outside hidden folders), in a stable order: the candidates for task YAMLs."""
+    return [p for p in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")])
+            if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+
+
 def folder_tasks(folder: str | os.PathLike) -> dict[str, Path]:
     """The task YAMLs below one folder, by name. Errors name the folder or the two files defining one name."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise ConfigError("task_paths", f"not a directory: {root}")
     out: dict[str, Path] = {}
-    for path in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]):
-        if any(part.startswith(".") for part in path.relative_to(root).parts) or not _is_task_yaml(path):
+    for path in yaml_files(root):
+        if not _is_task_yaml(path):
             continue
         if path.stem in out:
             raise ConfigError("task_paths", f"task {path.stem!r} is defined twice: {out[path.stem]} and {path}")

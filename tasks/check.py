@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promptintern.errors import PromptInternError
+from promptintern.errors import ConfigError, PromptInternError
 
-from .catalog import _builtin_files, _is_task_yaml
+from .catalog import _builtin_files, _is_task_yaml, yaml_files
 from .yaml_task import YamlTask, load_config
 
 
@@ -34,6 +34,27 @@ class TaskCheck:
         return self.error is None
 
 
+def check_splits(task, splits) -> None:
+    """The splits are not empty and the example ids in them are non-empty and unique (missing fields, bad files and
+    unknown names fail while loading); each error names the task's YAML and key. ``plan`` checks the grid's train
+    and test splits, ``tasks --check`` every split."""
+    seen: dict[str, str] = {}
+    for split in splits:
+        if not split:  # no train split (an evaluation-only task)
+            continue
+        examples = task.load(split)
+        if not examples:
+            raise ConfigError("splits", f"split {split!r} of task {task.name!r} is empty", task.config.source)
+        for ex in examples:
+            if not ex.id or ex.id.endswith("/"):
+                raise ConfigError("loader.args.fields.id", f"an empty example id in split {split!r}",
+                                  task.config.source)
+            if ex.id in seen:
+                raise ConfigError("loader.args.fields.id", f"example id {ex.id!r} appears twice (splits "
+                                  f"{seen[ex.id]!r} and {split!r}): ids must be unique", task.config.source)
+            seen[ex.id] = split
+
+
 def check_task_file(path: Path, data_dir=None, counters: dict | None = None, allow_shadowing: bool = False,
                     reference_sample: int = 20) -> TaskCheck:  # fmt: skip
     """Check one task YAML end to end; the first problem found is ``error``. The metric scores the first
@@ -52,16 +73,11 @@ def check_task_file(path: Path, data_dir=None, counters: dict | None = None, all
         for split in task.splits:
             examples = task.load(split)
             res.split_sizes[split] = len(examples)
-            if not examples:
-                raise PromptInternError(f"{path}: splits: split {split!r} is empty")
             empty = [ex.id for ex in examples if not ex.query.strip() or not ex.reference.strip()]
             if empty:
                 res.warnings.append(f"split {split!r}: {len(empty)} record(s) with an empty query or reference, "
                                     f"e.g. {empty[0]}")
-        ids = [ex.id for s in task.splits for ex in task.load(s)]
-        dup = len(ids) - len(set(ids))
-        if dup:
-            raise PromptInternError(f"{path}: loader.args.fields.id: {dup} duplicate example id(s) across the splits")
+        check_splits(task, task.splits)
         # the metric on the references themselves: data the metric cannot read fails here, not after generation
         sample = task.load(task.test_split)[:reference_sample]
         try:
@@ -84,9 +100,7 @@ def check_folder(folder, data_dir=None, counters: dict | None = None, allow_shad
     if not root.is_dir():
         return [TaskCheck(str(root), "-", error=f"{root}: not a directory")]
     out, names = [], {}
-    for path in sorted([*root.rglob("*.yaml"), *root.rglob("*.yml")]):
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
+    for path in yaml_files(root):
         try:
             if not _is_task_yaml(path):
                 continue
