@@ -131,18 +131,17 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None,
     cfg = deep_merge(DEFAULTS, raw)
     for item in overrides or []:
         apply_override(cfg, item)
+    base = Path(path).resolve().parent if path else Path.cwd()  # relative paths in the file are relative to it
     tp = cfg.get("task_paths")
     if isinstance(tp, str):
         tp = [tp]
     if isinstance(tp, list) and all(isinstance(x, str) for x in tp):
-        base = Path(path).resolve().parent if path else Path.cwd()
         cfg["task_paths"] = list(dict.fromkeys(str((base / Path(x).expanduser()).resolve()) for x in tp))
         extra = [str(Path(x).expanduser().resolve()) for x in [*(include_paths or []), *env_paths()]]
         cfg["task_paths"] = list(dict.fromkeys(cfg["task_paths"] + extra))
     for m in cfg.get("methods") if isinstance(cfg.get("methods"), list) else []:
         opts = m.get("options") if isinstance(m, dict) and m.get("name") == "adapter" else None
-        if isinstance(opts, dict) and isinstance(opts.get("path"), str):  # relative to the experiment file
-            base = Path(path).resolve().parent if path else Path.cwd()
+        if isinstance(opts, dict) and isinstance(opts.get("path"), str):
             opts["path"] = str((base / Path(opts["path"]).expanduser()).resolve())
     if allow_shadowing or env_allows_shadowing():
         cfg["allow_task_shadowing"] = True

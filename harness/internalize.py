@@ -17,7 +17,6 @@ paper's recipe), and prints the decision table (:mod:`harness.decision`), also w
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -79,12 +78,10 @@ PRIMARY = {"normalized_exact_match": "exact_match", "exact_match": "exact_match"
 
 
 def _primary_metric(metric: str) -> str:
-    from tasks.registry import METRICS, ensure_builtins_registered
+    from tasks.registry import metric_names
 
-    ensure_builtins_registered()
-    if metric not in METRICS:
-        raise ConfigError("--metric", f"unknown metric {metric!r}; registered: "
-                          f"{', '.join(sorted(n for n in METRICS if not n.startswith('file:')))}")
+    if metric not in metric_names():
+        raise ConfigError("--metric", f"unknown metric {metric!r}; registered: {', '.join(metric_names())}")
     if metric not in PRIMARY:
         raise ConfigError("--primary-metric", f"name the key of metric {metric!r} to decide on")
     return PRIMARY[metric]
@@ -237,10 +234,3 @@ def register(sub) -> None:
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("overrides", nargs="*", help="key=value experiment overrides, e.g. train.lr=1e-4")
     sp.set_defaults(fn=cmd_internalize)
-
-
-def load_decision(root) -> dict | None:
-    try:
-        return json.loads((Path(root) / "decision.json").read_text())
-    except (OSError, ValueError):
-        return None

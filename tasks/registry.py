@@ -74,6 +74,12 @@ def register_extractor(name: str, version: int = 1):
     return deco
 
 
+def metric_names() -> list[str]:
+    """The registered metrics a task YAML can name (without the tasks' own metric files)."""
+    ensure_builtins_registered()
+    return sorted(n for n in METRICS if not n.startswith("file:"))
+
+
 def ensure_builtins_registered() -> None:
     """Import the built-in loader and metric modules (each registers itself on import)."""
     from . import extract as _extract  # noqa: F401

@@ -15,7 +15,7 @@ from promptintern.paths import data_dir as resolve_data_dir
 
 from .base import Example
 from .metrics.common import mean_aggregate
-from .registry import EXTRACTORS, LOADERS, METRICS, ensure_builtins_registered
+from .registry import EXTRACTORS, LOADERS, METRICS, ensure_builtins_registered, metric_names
 
 TASKS_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = TASKS_DIR / "configs"
@@ -189,7 +189,7 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
                           "in the task's folder)", source)
     if metric["name"] not in METRICS:
         raise ConfigError("metric.name", f"unknown metric {metric['name']!r}; registered: "
-                          f"{', '.join(sorted(n for n in METRICS if not n.startswith('file:')))}", source)
+                          f"{', '.join(metric_names())}", source)
     metric_args = metric.get("args") or {}
     if not isinstance(metric_args, dict):
         raise ConfigError("metric.args", "should be a mapping", source)
