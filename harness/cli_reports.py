@@ -3,8 +3,13 @@
 - ``promptintern report <results dir> [--price-table ID] [--hardware KEY]``: tables, plots, report.html/md and
   submission.json for one experiment folder; prints the main table and the paths.
 - ``promptintern submit <results dir> [--price-table ID] [--hardware KEY] [-o submission.json]``
-- ``promptintern leaderboard validate <file> [--rescore] [--data-dir DIR]``: non-zero exit with the reasons when
-  the submission is malformed, inconsistent, tampered or priced with an unknown table.
+- ``promptintern leaderboard validate <file> [--rescore] [--data-dir DIR] [--include-path DIR]``: non-zero exit
+  with the reasons when the submission is malformed, inconsistent, tampered or priced with an unknown table. With
+  ``--rescore`` every generation is scored again with its task's own metric (code through the sandbox) on the
+  task's data, and the results are re-derived from those scores: a score or aggregate that differs, a sample that
+  is not a test item, a test item the grid should have but lacks, or a sample whose re-score crashed is an error
+  naming entry, task and sample. Tasks of your own: ``--include-path DIR``, or the submission's ``task_folders``
+  (relative to the submission file).
 - ``promptintern leaderboard build <dir> [-o OUT]``: ranked leaderboard.html and leaderboard.md.
 - ``promptintern prices``: the available price tables.
 """
@@ -54,7 +59,9 @@ def cmd_submit(args) -> int:
 def cmd_validate(args) -> int:
     from .leaderboard import validate_file
 
-    errors = validate_file(args.file, rescore=args.rescore, data_dir=args.data_dir)
+    errors = validate_file(args.file, rescore=args.rescore, data_dir=args.data_dir,
+                           include=getattr(args, "include_path", None) or None,
+                           allow_shadowing=True if getattr(args, "allow_shadowing", False) else None)
     if errors:
         print(f"{args.file}: REJECTED ({len(errors)} problem(s))")
         for e in errors[:50]:
@@ -116,8 +123,9 @@ def register(sub) -> None:
     lsub = lb.add_subparsers(dest="lb_cmd", required=True)
     sp = lsub.add_parser("validate", help="check a submission; exit 1 with the reasons when it is not acceptable")
     sp.add_argument("file")
-    sp.add_argument("--rescore", action="store_true", help="also re-score every generation with the task metric "
-                                                          "(needs the task data)")
+    sp.add_argument("--rescore", action="store_true",
+                    help="also re-score every generation with its task's metric (code tasks in the sandbox) and "
+                         "re-derive the results from those scores (needs the tasks and their data)")
     sp.add_argument("--data-dir", help="data directory for --rescore (default: $PROMPTINTERN_DATA_DIR)")
     sp.set_defaults(fn=cmd_validate)
     from .cli import task_folder_args

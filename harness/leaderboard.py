@@ -257,6 +257,9 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
                 "throughput": ((meas.get("throughput") or {}).get("points")) or [],
                 "throughput_max_new_tokens": (meas.get("throughput") or {}).get("max_new_tokens"),
                 "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
+                # what `leaderboard validate --rescore` checks the local task against: its scoring identity, its
+                # data files' sha256 and the planned test items (content hash and count)
+                **{k: rec["config"][k] for k in ("scoring", "data", "items") if rec["config"].get(k)},
             })
             entry["results"][task] = {"metric": primary, **_results(entry, task)}
         entries.append(entry)
@@ -269,6 +272,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
                 "price_table": price_table.id,
             })
     entries.sort(key=lambda e: e["name"])
+    folders, selection = _experiment_record(store, {t for e in entries for t in e["records"]})
     return _clean({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -277,17 +281,47 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
         "price_table": {"id": price_table.id, "retrieved": price_table.retrieved,
                         "sha256": file_sha256(price_table.path) if price_table.path else None},
         "generations_sha256": submission_generations_sha256(entries),
+        **({"task_folders": folders} if folders else {}),
+        **({"selection": selection} if selection else {}),
         "entries": entries,
         # "does internalizing pay?" (harness.decision): the same rows as the report's, when a few_shot reference ran
         **({"decision": json_rows(decision)} if decision else {}),
     })
 
 
+def _experiment_record(store: ResultStore, task_names: set[str]) -> tuple[dict | None, dict | None]:
+    """From the results folder's ``experiment.json`` (absent: (None, None)): the experiment's task folders
+    (relative to the results folder) and, per evaluated task, how its test items were drawn
+    (:func:`harness.selection.draw`), so a re-score can tell which test items the grid should have."""
+    from .selection import limit_for
+
+    try:
+        cfg = json.loads((store.root / "experiment.json").read_text())
+        t = cfg.get("tasks") or {}
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(t, dict):
+        return None, None
+    folders = None
+    if cfg.get("task_paths"):
+        folders = {"paths": [str(p) for p in cfg["task_paths"]],
+                   "allow_shadowing": bool(cfg.get("allow_task_shadowing", False))}
+    stratify = t.get("stratify") or {}
+    selection = {name: {"test_limit": limit_for(t.get("test_limit"), name), "sample_seed": int(t.get("sample_seed", 0)),
+                        "stratify": stratify.get(name)} for name in sorted(task_names)}
+    return folders, selection
+
+
 def write_submission(store: ResultStore, path: str | Path | None = None, price_table: PriceTable | str | None = None,
                      hardware_key: str | None = None, decision: list[dict] | None = None) -> Path:
+    import os
+
     sub = build_submission(store, price_table, hardware_key, decision)
     out = Path(path) if path else store.root / "submission.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if sub.get("task_folders"):  # relative to the submission file, where `validate --rescore` looks for them
+        sub["task_folders"]["paths"] = [os.path.relpath((store.root / p).resolve(), out.parent.resolve())
+                                        for p in sub["task_folders"]["paths"]]
     out.write_text(json.dumps(sub, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     return out
 
@@ -416,8 +450,11 @@ def _compare(claimed: dict, recomputed: dict, where: str, errors: list[str]) -> 
 
 
 def validate_submission(sub, *, directory: Path | None = None, rescore: bool = False,
-                        data_dir: str | None = None) -> list[str]:
-    """Every reason the submission is not acceptable; an empty list means it is valid."""
+                        data_dir: str | None = None, include: list | None = None,
+                        allow_shadowing: bool | None = None, base_dir: str | Path | None = None) -> list[str]:
+    """Every reason the submission is not acceptable; an empty list means it is valid. ``rescore``: also score
+    every generation again (:func:`rescore_submission`; ``data_dir``, ``include``, ``allow_shadowing`` and
+    ``base_dir`` are its arguments)."""
     errors = check_schema(sub, SCHEMA)
     if errors:
         return errors
@@ -480,33 +517,175 @@ def validate_submission(sub, *, directory: Path | None = None, rescore: bool = F
         if h != sub["generations_sha256"]:
             errors.append(f"tampered: the submission's generations do not match generations_sha256 "
                           f"(recorded {sub['generations_sha256'][:12]}…, recomputed {h[:12]}…)")
-    if rescore and not errors:
-        errors += rescore_submission(sub, data_dir)
+    if rescore:  # well-formed (checked above): re-score even when other checks failed, to give every reason
+        errors += rescore_submission(sub, data_dir, include=include, allow_shadowing=allow_shadowing,
+                                     base_dir=base_dir)
     return errors
 
 
-def rescore_submission(sub: dict, data_dir: str | None = None) -> list[str]:
-    """Score every generation again with its task's metric (needs the task data); report disagreements."""
+MAX_LISTED = 20  # per (entry, task) and kind of problem, sample ids named one by one; then a count
+
+
+def _listed(errors: list[str], ids: list[str], line) -> None:
+    for sid in ids[:MAX_LISTED]:
+        errors.append(line(sid))
+    if len(ids) > MAX_LISTED:
+        errors.append(line(f"... and {len(ids) - MAX_LISTED} more"))
+
+
+def _task_folders(sub: dict, include, base_dir) -> list[str]:
+    """Where the tasks come from: ``include`` (--include-path), ``$PROMPTINTERN_TASK_PATHS`` and the
+    submission's own ``task_folders`` (relative to the submission file's folder) that exist here."""
+    from tasks.catalog import env_paths
+
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    own = [base / p for p in ((sub.get("task_folders") or {}).get("paths") or []) if isinstance(p, str)]
+    paths = [str(Path(p).expanduser().resolve()) for p in [*(include or []), *env_paths()]]
+    paths += [str(p.resolve()) for p in own if p.is_dir()]
+    return list(dict.fromkeys(paths))
+
+
+def _score_one(task, generations: list[str], examples: list) -> list[dict | Exception]:
+    """The task's own score path on every sample; a crash is returned (as the exception) for the sample that
+    raised it, not raised: the whole batch first, then sample by sample when the batch failed."""
+    try:
+        out = task.score(generations, examples)
+        if len(out) == len(examples):
+            return out
+    except Exception:  # noqa: BLE001 - narrowed to the sample(s) below
+        pass
+    res: list = []
+    for g, ex in zip(generations, examples, strict=True):
+        try:
+            res.append(task.score([g], [ex])[0])
+        except Exception as err:  # noqa: BLE001 - reported, naming the sample
+            res.append(err)
+    return res
+
+
+def rescore_submission(sub: dict, data_dir: str | None = None, *, include: list | None = None,
+                       allow_shadowing: bool | None = None, base_dir: str | Path | None = None) -> list[str]:
+    """Score every submitted generation again with its task's own metric (extraction, metric, the sandbox for code
+    tasks: ``task.score``, as an evaluation unit does) on the task's test items, and re-derive each task's results
+    from the re-scored samples. Needs the tasks (built-in, ``include`` folders, ``$PROMPTINTERN_TASK_PATHS`` or the
+    submission's ``task_folders`` relative to ``base_dir``) and their data (``data_dir``).
+
+    Reports, naming entry, task and sample: a task that cannot be loaded or whose scoring or data differ from the
+    submission's; a sample id that is not a test item of the task, a duplicate, or (when the submission records
+    how the test items were drawn, or their hash) a test item the grid should have but the submission lacks; a
+    sample whose re-score crashed; a per-sample score that differs from the re-score; results (score, se, n) that
+    differ from the re-scored samples'."""
     import tasks as tasks_mod
+    from promptintern.hashing import content_id
 
-    errors = []
+    from .selection import draw
+
+    errors: list[str] = []
+    folders = _task_folders(sub, include, base_dir)
+    if allow_shadowing is None and (sub.get("task_folders") or {}).get("allow_shadowing"):
+        allow_shadowing = True
     cache: dict = {}
-    for e in sub["entries"]:
-        for task_name, rec in e["records"].items():
+    for i, e in enumerate(sub["entries"]):
+        for task_name in sorted(e["records"]):
+            rec = e["records"][task_name]
+            where = f"entries[{i}] ({e['name']}).{task_name}"
             if task_name not in cache:
-                task = tasks_mod.get_task(task_name, data_dir=data_dir)
-                cache[task_name] = (task, {ex.id: ex for ex in task.load(task.test_split)})
-            task, by_id = cache[task_name]
-            missing = [s["id"] for s in rec["samples"] if s["id"] not in by_id]
-            if missing:
-                errors.append(f"inconsistent: {e['name']}.{task_name}: unknown sample ids {missing[:3]}")
+                try:
+                    task = tasks_mod.get_task(task_name, data_dir=data_dir, include=folders,
+                                              allow_shadowing=allow_shadowing)
+                    test_all = task.load(task.test_split)
+                    cache[task_name] = (task, test_all, None)
+                except Exception as err:  # noqa: BLE001 - unknown task, missing data: reported
+                    cache[task_name] = (None, None, f"{type(err).__name__}: {err}")
+            task, test_all, load_error = cache[task_name]
+            if task is None:
+                errors.append(f"unscorable: {where}: cannot load the task to re-score its "
+                              f"{len(rec['samples'])} sample(s): {load_error} (a task of your own: pass its folder "
+                              "with --include-path DIR; its data: --data-dir DIR)")
                 continue
-            scores = task.score([s["generation"] for s in rec["samples"]], [by_id[s["id"]] for s in rec["samples"]])
-            for s, sc in zip(rec["samples"], scores, strict=True):
-                if not _close(s["score"], None if sc.get(rec["metric"]) is None else float(sc[rec["metric"]])):
-                    errors.append(f"inconsistent: {e['name']}.{task_name}.{s['id']}: recorded {rec['metric']} "
-                                  f"{s['score']!r}, re-scored {sc.get(rec['metric'])!r}")
+            # the local task must score as the submission's did, on the same data
+            local_scoring = _jsonish(task.scoring_identity())
+            if isinstance(rec.get("scoring"), dict) and rec["scoring"] != local_scoring:
+                diff = sorted(k for k in set(rec["scoring"]) | set(local_scoring)
+                              if rec["scoring"].get(k) != local_scoring.get(k))
+                errors.append(f"unscorable: {where}: the local task scores differently from the submission's "
+                              f"(differs in {', '.join(diff)}); cannot re-score")
+                continue
+            if isinstance(rec.get("data"), dict):
+                # data file -> sha256 (the task definition's id is left out: the scoring identity is what matters)
+                files = {k: v for k, v in rec["data"].items() if k != "task_definition"}
+                mine = task.data_fingerprint()
+                changed = sorted(f for f in set(files) | set(mine) if files.get(f) != mine.get(f))
+                if changed:
+                    errors.append(f"unscorable: {where}: the local data differ from the submission's (files "
+                                  f"{', '.join(changed)}); cannot re-score")
+                    continue
+            if rec["metric"] != task.primary_metric:
+                errors.append(f"inconsistent: {where}: metric {rec['metric']!r} is not the task's primary metric "
+                              f"{task.primary_metric!r}")
+            metric = task.primary_metric
+            by_id = {ex.id: ex for ex in test_all}
+            ids = [s["id"] for s in rec["samples"]]
+            unknown = [x for x in ids if x not in by_id]
+            _listed(errors, unknown, lambda sid, w=where, t=task:
+                    f"inconsistent: {w}: sample {sid} is not an item of the task's {t.test_split!r} split")
+            seen: set = set()
+            dups = [x for x in ids if x in seen or seen.add(x)]
+            _listed(errors, sorted(set(dups)), lambda sid, w=where: f"inconsistent: {w}: sample {sid} appears "
+                    "more than once")
+            # which test items the grid had: redrawn from how the submission says they were drawn, else its hash
+            how = (sub.get("selection") or {}).get(task_name)
+            if isinstance(how, dict):
+                try:
+                    expected = draw(test_all, how.get("test_limit"), int(how.get("sample_seed") or 0),
+                                    f"{task_name}/{task.test_split}", how.get("stratify"))
+                except Exception as err:  # noqa: BLE001 - a malformed selection record
+                    errors.append(f"inconsistent: {where}: cannot redraw the test items from the submission's "
+                                  f"selection {how!r}: {err}")
+                else:
+                    exp_set, id_set = set(expected), set(ids)
+                    _listed(errors, [x for x in expected if x not in id_set], lambda sid, w=where:
+                            f"incomplete: {w}: test item {sid} of the grid has no sample")
+                    _listed(errors, [x for x in ids if x in by_id and x not in exp_set], lambda sid, w=where:
+                            f"inconsistent: {w}: sample {sid} is not one of the grid's test items")
+            items = rec.get("items") or {}
+            if items.get("n_test") is not None and items["n_test"] != len(ids):
+                errors.append(f"incomplete: {where}: {len(ids)} sample(s) but the grid planned {items['n_test']} "
+                              "test items")
+            elif items.get("test") and content_id(ids) != items["test"]:
+                errors.append(f"inconsistent: {where}: the sample ids are not the planned test items (their hash "
+                              f"{content_id(ids)} is not the recorded {items['test']})")
+            scorable = [s for s in rec["samples"] if s["id"] in by_id]
+            scored = _score_one(task, [s["generation"] for s in scorable], [by_id[s["id"]] for s in scorable])
+            values, crashed = [], False
+            for s, sc in zip(scorable, scored, strict=True):
+                if isinstance(sc, Exception):
+                    crashed = True
+                    errors.append(f"unscorable: {where}: sample {s['id']}: re-scoring raised "
+                                  f"{type(sc).__name__}: {sc}")
+                    continue
+                v = sc.get(metric)
+                v = None if v is None or isinstance(v, str) else float(v)
+                values.append(v)
+                if not _close(s["score"], v):
+                    status = f" ({sc['status']})" if sc.get("status") else ""
+                    errors.append(f"inconsistent: {where}: sample {s['id']}: recorded {metric} {s['score']!r}, "
+                                  f"re-scored {v!r}{status}")
+            if crashed or unknown:
+                continue  # the aggregate over a partial re-score proves nothing
+            mean, se = mean_se([v for v in values if v is not None])
+            res = e["results"].get(task_name) or {}
+            again = {"score": _nn(mean), "score_se": _nn(se), "n": sum(v is not None for v in values)}
+            for k, v in again.items():
+                if not _close(res.get(k), v):
+                    errors.append(f"inconsistent: {where}: results.{k} is {res.get(k)!r} but the re-scored samples "
+                                  f"give {v!r}")
     return errors
+
+
+def _jsonish(x):
+    """As the value reads back from JSON (tuples as lists), to compare a local identity with a recorded one."""
+    return json.loads(json.dumps(x, default=str))
 
 
 def load_submission(path: str | Path) -> tuple[dict | None, list[str]]:
@@ -519,7 +698,9 @@ def load_submission(path: str | Path) -> tuple[dict | None, list[str]]:
 
 
 def validate_file(path: str | Path, **kw) -> list[str]:
+    """:func:`validate_submission` of a file (a re-score finds the submission's task folders beside it)."""
     sub, errors = load_submission(path)
+    kw.setdefault("base_dir", Path(path).parent)
     return errors if sub is None else validate_submission(sub, **kw)
 
 
@@ -653,4 +834,4 @@ def build_leaderboard(directory: str | Path, out: str | Path | None = None) -> d
 
 
 __all__ = ["available_tables", "build_leaderboard", "build_submission", "check_schema", "load_submission",
-           "validate_file", "validate_submission", "write_submission"]
+           "rescore_submission", "validate_file", "validate_submission", "write_submission"]
