@@ -207,6 +207,7 @@ def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
     status "failed" (with the error of its failure record) or "missing" (never ran, or still running)."""
     import json
 
+    from .claims import holder
     from .store import PLAN_FILE
 
     path = store.root / PLAN_FILE
@@ -227,8 +228,8 @@ def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
                 status, error = "failed", str(failed.get("error") or "")
         except (OSError, ValueError):
             pass
-        if status == "missing" and (store.runs / f"{u['id']}.running").exists():
-            error = "running (or interrupted)"
+        if status == "missing" and holder(store.root, u["id"]) is not None:
+            error = "running (a live run holds its claim)"
         train_task = u.get("train_task")
         rows.append({
             "unit_id": u["id"], "status": status, "error": error, "model": u.get("model"),

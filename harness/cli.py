@@ -57,11 +57,14 @@ def _selection_lines(prep) -> list[str]:
 
 def cmd_plan(args) -> int:
     from .plan import build_plan, prepare_tasks
+    from .preflight import preflight
 
     cfg = _experiment(args)
     _warn(cfg)
+    preflight(cfg, _data_dir(cfg), write=False)
     prep = prepare_tasks(cfg)
     units = build_plan(cfg, prep)
+    _check_local_feasibility(cfg, units)
     store = _store(cfg)
     from rich.console import Console
     from rich.table import Table
@@ -86,6 +89,13 @@ def cmd_run(args, *, report: bool = False) -> int:
 
     cfg = _experiment(args)
     store, summary = run_experiment(cfg, quiet=args.quiet)
+    if summary.interrupted:  # the tables of what is done, then one line
+        if store.records(kind="eval") or store.records(kind="metatuner"):
+            print(f"tables of what is done: {write_tables(store)['markdown']}")
+        else:
+            print("no evaluation finished yet: no tables")
+        print(summary.line())
+        return 130
     if report:
         from .report import summarize
 
@@ -98,18 +108,22 @@ def cmd_run(args, *, report: bool = False) -> int:
 
 
 def run_experiment(cfg: dict, quiet: bool = False):
-    """Plan and run a resolved experiment (resume: units with a valid result are skipped); (store, summary)."""
+    """Plan and run a resolved experiment (resume: units with a valid result are skipped); (store, summary).
+    Everything checkable is checked before Ray starts (:mod:`harness.preflight`)."""
     from .executor import run_plan
     from .plan import build_plan, prepare_tasks, write_plan
+    from .preflight import preflight
     from .store import atomic_write_json
 
     _warn(cfg)
     store = _store(cfg)
     data_dir = _data_dir(cfg)
+    preflight(cfg, data_dir)  # models, data, options, results folder: before anything starts
     if data_dir:
         os.environ["PROMPTINTERN_DATA_DIR"] = data_dir
     prep = prepare_tasks(cfg)
     units = build_plan(cfg, prep)
+    _check_local_feasibility(cfg, units)
     store.root.mkdir(parents=True, exist_ok=True)
     # task folders relative to the results folder: the record does not name this machine's layout
     root = store.root.resolve()
@@ -120,44 +134,84 @@ def run_experiment(cfg: dict, quiet: bool = False):
     ray_opts = {k: v for k, v in cfg["ray"].items() if v is not None}
     summary = run_plan(units, store, data_dir=data_dir, retries=cfg["retries"], progress=not quiet,
                        ray_options=ray_opts)
-    print(f"\n{summary.completed} ran, {summary.skipped} already done, {len(summary.failed)} failed "
-          f"of {summary.total} units in {summary.seconds:.0f} s")
+    if summary.interrupted:
+        return store, summary
+    print(f"\n{summary.line()}")
     for uid, err in summary.failed.items():
-        print(f"  FAILED {uid}: {err}")
+        print(f"  FAILED {uid}: {err} (log: {store.root / 'logs' / (uid + '.log')})")
+    for uid, n in summary.retried.items():
+        print(f"  retried {uid}: {n} attempts (its worker died)")
     return store, summary
 
 
-def cmd_status(args) -> int:
-    from .store import ResultStore, load_valid
+def _check_local_feasibility(cfg: dict, units) -> None:
+    """Without a cluster address, no unit that has to run may ask for more than this machine has (Ray would wait
+    forever); finished units do not count, so a grid resumes on a smaller machine."""
+    from .executor import units_to_run
+    from .preflight import check_feasible, local_nodes
 
-    store = ResultStore(args.results)
+    if not (cfg["ray"].get("address") or os.environ.get("RAY_ADDRESS")):
+        todo = units_to_run(units, _store(cfg))
+        check_feasible([u for u in units if u.id in todo], local_nodes(cfg))
+
+
+def cmd_status(args) -> int:
+    """Every unit of the folder's plan: done, failed (with its error), invalid (with the reason), missing, or
+    running (only while a live run holds its claim); retried units say how many attempts they took."""
     import json
 
-    ok = failed = corrupt = 0
-    for p in sorted(store.runs.glob("*.json")) if store.runs.is_dir() else []:
-        rec = load_valid(p, p.stem)
+    from .claims import live_claims
+    from .store import PLAN_FILE, ResultStore, diagnose
+
+    store = ResultStore(args.results)
+    if not store.root.is_dir():
+        print(f"error: {store.root}: no such results folder", file=sys.stderr)
+        return 2
+    try:
+        planned = json.loads((store.root / PLAN_FILE).read_text())["units"]
+    except (OSError, ValueError, KeyError, TypeError):
+        planned = None
+        print(f"note: {store.root / PLAN_FILE} is absent or unreadable: listing the result files only (missing "
+              "units cannot be named)")
+    units = planned if planned is not None else [
+        {"id": p.stem, "label": ""} for p in sorted(store.runs.glob("*.json"))] if store.runs.is_dir() else []
+    live = live_claims(store.root)
+    counts = dict.fromkeys(("done", "failed", "invalid", "missing", "running"), 0)
+    retried = 0
+    for u in units:
+        uid, label = u["id"], u.get("label") or ""
+        rec, reason = diagnose(store.path(uid), uid, require_artifacts=False)
         if rec is not None:
-            ok += 1
+            counts["done"] += 1
+            n = int(rec.get("attempts") or 1)
+            retried += n > 1
+            if n > 1:
+                print(f"done     {uid}  {label}: after {n} attempts (its worker died)")
             continue
-        try:
-            data = json.loads(p.read_text())
-            if data.get("status") == "failed":
-                failed += 1
-                print(f"failed  {p.stem}: {data.get('error')}")
-                continue
-        except ValueError:
-            pass
-        corrupt += 1
-        print(f"invalid {p.stem}")
-    running = sorted(store.runs.glob("*.running")) if store.runs.is_dir() else []
-    for p in running:
-        try:
-            info = json.loads(p.read_text())
-            print(f"running {p.name[: -len('.running')]}: pid {info.get('pid')} on {info.get('host')}")
-        except ValueError:
-            pass
-    print(f"{store.root}: {ok} ok, {failed} failed, {corrupt} invalid (re-run on the next `promptintern run`), "
-          f"{len(running)} running or interrupted")
+        if uid in live:
+            h = live[uid]
+            counts["running"] += 1
+            print(f"running  {uid}  {label}: run {h.get('run_id')} (pid {h.get('pid')} on {h.get('host')})")
+        elif reason == "absent":
+            counts["missing"] += 1
+            print(f"missing  {uid}  {label}")
+        elif reason.startswith("status 'failed'"):
+            counts["failed"] += 1
+            try:
+                n = int(json.loads(store.path(uid).read_text()).get("attempts") or 0)
+            except (OSError, ValueError, TypeError):
+                n = 0
+            retried += n > 1
+            error = reason.split(": ", 1)[1] if ": " in reason else "no error recorded"
+            print(f"failed   {uid}  {label}: {error}"
+                  + (f" ({n} attempts)" if n > 1 else ""))
+        else:
+            counts["invalid"] += 1
+            print(f"invalid  {uid}  {label}: {reason} (runs again on the next `promptintern run`)")
+    stale = len(store.stale_records()) if planned is not None else 0
+    print(f"{store.root}: {len(units)} units: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + (f"; {retried} retried" if retried else "")
+          + (f"; {stale} results of earlier plans (kept, left out of the tables)" if stale else ""))
     return 0
 
 
@@ -379,14 +433,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OVERRIDE_RE = r"^[A-Za-z_][\w\-]*(\.[\w\-]+)*=."
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Parse with ``key=value`` overrides allowed anywhere on the command line (before or after options)."""
+    import re
+
+    args, extra = parser.parse_known_args(argv)
+    overrides = [x for x in extra if re.match(OVERRIDE_RE, x)]
+    rest = [x for x in extra if x not in overrides]
+    if overrides and not hasattr(args, "overrides"):
+        parser.error(f"{args.cmd} takes no key=value overrides: {' '.join(overrides)}")
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if overrides:
+        args.overrides = [*(args.overrides or []), *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         with _task_folders_env(args):
             return args.fn(args)
     except PromptInternError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted before any unit started: nothing was run", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from .measure import generations_sha256, model_info, run_measurements, sha256_dir
+from .artifacts import weights_sha256
+from .measure import generations_sha256, model_info, run_measurements
 from .samples import sample_record
 from .store import ResultStore
 from .unit_common import adapter_host, max_new_tokens, prompt_builder, run_meta, set_threads, task_data
@@ -83,7 +84,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
         },
         "measurements": measurements,
         "model_info": model_info(model),
-        "adapter_sha256": sha256_dir(adapter),
+        "adapter_sha256": weights_sha256(adapter),
         "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
         "samples": samples,
         "seconds_total": time.perf_counter() - t0,

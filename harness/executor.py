@@ -3,9 +3,17 @@
 - ``ray.init()`` locally by default, ``address`` (or RAY_ADDRESS) for a cluster.
 - Every unit asks for ``resources.num_cpus`` / ``resources.num_gpus`` (fractions allowed, so several small
   jobs share one GPU). A stage is its own task, so its GPU memory is freed when it returns.
-- Units whose valid result already exists are not submitted (resume, and re-runs cost nothing).
-- A worker that dies (killed, out of memory) is retried by Ray up to ``retries`` times; a unit that still
-  fails is recorded as failed (with its error), its dependents are skipped, the rest of the grid completes.
+- Units whose valid result already exists are not submitted (resume, and re-runs cost nothing). A stage whose
+  adapter is missing or corrupt (truncated, or weights that differ from its record's hash) runs again when a
+  unit that needs it has to run.
+- Concurrent runs of one grid share it: a unit is submitted only by the run that holds its claim
+  (:mod:`harness.claims`); a run waits for the units another live run holds and counts them as done elsewhere.
+- A worker that dies (killed, out of memory) is retried by Ray up to ``retries`` times (the record and the
+  summary say how many attempts it took); a unit that still fails is recorded as failed (with its error), its
+  dependents are skipped, the rest of the grid completes. A failure never replaces a valid result.
+- Each unit's worker output (library progress bars, warnings) goes to ``logs/<id>.log``; the console shows one
+  progress view and a line per finished unit.
+- Ctrl-C stops scheduling and cancels the units in flight; the caller writes the tables of what is done.
 """
 
 from __future__ import annotations
@@ -19,8 +27,21 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptintern.errors import PromptInternError
+
+from .artifacts import adapter_problem, remove_partials
+from .claims import UnitClaims
 from .plan import Unit
 from .store import ResultStore, atomic_write_json
+
+LOGS_DIR = "logs"  # <experiment>/logs/<unit id>.log: each unit's worker output, one header per attempt
+ATTEMPT_HEADER = "=== attempt:"
+
+
+class ClusterError(PromptInternError):
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
 
 ENV_PASSTHROUGH = (
     "PROMPTINTERN_DATA_DIR",
@@ -53,14 +74,32 @@ def worker_env() -> dict[str, str]:
 @dataclass
 class Summary:
     total: int = 0
-    skipped: int = 0
-    completed: int = 0
+    skipped: int = 0  # valid before this run started
+    completed: int = 0  # run by this run
+    shared: int = 0  # run meanwhile by another run of the same grid (it held the unit's claim)
     failed: dict[str, str] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)  # unit id -> attempts it took (worker deaths)
+    cancelled: list[str] = field(default_factory=list)  # in flight when the run was interrupted
+    interrupted: bool = False
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
+
+    def line(self) -> str:
+        parts = [f"{self.completed} ran"]
+        if self.shared:
+            parts.append(f"{self.shared} run by another process")
+        parts += [f"{self.skipped} already done", f"{len(self.failed)} failed"]
+        if self.retried:
+            parts.append(f"{len(self.retried)} retried")
+        text = f"{', '.join(parts)} of {self.total} units in {self.seconds:.0f} s"
+        if self.interrupted:
+            text = (f"interrupted: {text}; {len(self.cancelled)} cancelled, "
+                    f"{self.total - self.skipped - self.completed - self.shared - len(self.failed)} not done "
+                    "(the next `promptintern run` resumes)")
+        return text
 
 
 def _release_memory() -> None:
@@ -74,11 +113,15 @@ def _release_memory() -> None:
         pass
 
 
+def _marker(store: ResultStore, unit_id: str) -> Path:
+    return store.runs / f"{unit_id}.running"
+
+
 @contextlib.contextmanager
-def _running_marker(store_root: str, unit_id: str):
-    """`runs/<id>.running` names the process working on a unit while it runs (status shows it)."""
-    store = ResultStore(store_root)
-    marker = store.runs / f"{unit_id}.running"
+def _running_marker(store: ResultStore, unit_id: str):
+    """`runs/<id>.running` names the worker process on a unit while it runs (its run's claim says whether it is
+    live: ``promptintern status``)."""
+    marker = _marker(store, unit_id)
     atomic_write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
     try:
         yield
@@ -87,33 +130,115 @@ def _running_marker(store_root: str, unit_id: str):
         _release_memory()
 
 
-def _stage_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
+def unit_log(store: ResultStore, unit_id: str) -> Path:
+    return store.root / LOGS_DIR / f"{unit_id}.log"
+
+
+def _start_attempt(log: Path, run_id: str) -> int:
+    """Append an attempt header to the unit's log; the attempt's number within run ``run_id``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"{ATTEMPT_HEADER} run {run_id} pid {os.getpid()} host {socket.gethostname()} "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    return attempts(log, run_id)
+
+
+def attempts(log: Path, run_id: str | None = None) -> int:
+    """How many times run ``run_id`` (any run: None) started the unit whose log this is."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0
+    tag = f"{ATTEMPT_HEADER} run {run_id} " if run_id else ATTEMPT_HEADER
+    return sum(line.startswith(tag) for line in lines)
+
+
+@contextlib.contextmanager
+def _output_to(log: Path):
+    """The worker's stdout and stderr (file descriptors 1 and 2: Python, C libraries, progress bars, warnings)
+    go to the unit's log while the unit runs, not to the run's console."""
+    import sys
+
+    for s in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            s.flush()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = (os.dup(1), os.dup(2))
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        for s in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                s.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for x in (*saved, fd):
+            os.close(x)
+
+
+class CorruptArtifactError(RuntimeError):
+    """An upstream unit's artefact is missing or corrupt (the next run re-runs that unit)."""
+
+
+def _upstream_adapter(store: ResultStore, prev: dict | None) -> str | None:
+    """The upstream stage's adapter folder, checked (files present, safetensors intact, weights hash as recorded)."""
+    if not prev or not prev.get("adapter_dir"):
+        return None
+    path = store.root / prev["adapter_dir"]
+    problem = adapter_problem(path, prev.get("adapter_sha256"))
+    if problem:
+        raise CorruptArtifactError(f"upstream unit {prev.get('unit_id')}: adapter {problem}")
+    return str(path)
+
+
+def _run_stage(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
     from .stage_unit import run_stage
 
-    prev_adapter = str(Path(store_root) / prev["adapter_dir"]) if prev else None
-    with _running_marker(store_root, unit["id"]):
-        return run_stage(unit, store_root, prev_adapter, data_dir)
+    return run_stage(unit, str(store.root), _upstream_adapter(store, prev), data_dir)
 
 
-def _eval_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
+def _run_eval(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
     from .eval_unit import run_eval
 
-    adapter = str(Path(store_root) / prev["adapter_dir"]) if prev else None
+    adapter = _upstream_adapter(store, prev)
     method = unit["config"]["method"]
-    if method["name"] == "adapter":  # an existing adapter, by path
-        adapter = str(Path(method["options"]["path"]).expanduser().resolve())
-    with _running_marker(store_root, unit["id"]):
-        return run_eval(unit, store_root, adapter, data_dir)
+    if method["name"] == "adapter":  # an existing adapter, by path: its weights must be those the plan hashed
+        path = Path(method["options"]["path"]).expanduser().resolve()
+        problem = adapter_problem(path, unit["config"].get("adapter_sha256"))
+        if problem:
+            raise CorruptArtifactError(f"methods adapter options.path: {problem}")
+        adapter = str(path)
+    return run_eval(unit, str(store.root), adapter, data_dir)
 
 
-def _metatuner_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None) -> dict:
+def _run_metatuner(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
     from .metatuner_unit import run_metatuner
 
-    with _running_marker(store_root, unit["id"]):
-        return run_metatuner(unit, store_root, prev, data_dir)
+    return run_metatuner(unit, str(store.root), prev, data_dir)
 
 
-ENTRIES = {"stage": _stage_entry, "eval": _eval_entry, "metatuner": _metatuner_entry}
+RUNNERS = {"stage": _run_stage, "eval": _run_eval, "metatuner": _run_metatuner}
+
+
+def unit_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None, run_id: str) -> dict:
+    """What a Ray worker runs for one unit: its output goes to ``logs/<id>.log``, a valid result that an earlier
+    attempt wrote before its worker died is returned as it is (a retry never runs a finished unit again), and a
+    retried unit's record says how many attempts it took."""
+    store = ResultStore(store_root)
+    uid = unit["id"]
+    log = unit_log(store, uid)
+    attempt = _start_attempt(log, run_id)
+    done = store.read(uid)
+    if done is not None:
+        return done
+    with _running_marker(store, uid), _output_to(log):
+        record = RUNNERS[unit["kind"]](unit, store, data_dir, prev)
+    if attempt > 1:
+        record = {**record, "attempts": attempt}
+        store.write(uid, {k: v for k, v in record.items() if k not in ("schema_version", "unit_id")})
+    return record
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> None:
@@ -121,12 +246,38 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
 
     if ray.is_initialized():
         return
+    import logging
+
+    # Ray 2.60 announces on every local start that its token authentication is on (docs/cluster.md says what it
+    # means for a cluster); the run log keeps its own lines
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs = dict(runtime_env={"env_vars": worker_env()}, ignore_reinit_error=True, log_to_driver=True)
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
+    # log_to_driver off: what workers print goes to the units' logs; the console keeps one progress view
+    kwargs = dict(runtime_env={"env_vars": worker_env()}, ignore_reinit_error=True, log_to_driver=False)
+    if not address:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+        return
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - connection errors come in many types; the user needs one sentence
+        text = str(e).strip().splitlines()
+        chain, x = [], e
+        while x is not None and len(chain) < 5:  # ray.init's ConnectionError hides the AuthenticationError below
+            chain.append(str(x).lower())
+            x = x.__cause__ or x.__context__
+        auth = any("auth" in c or "token" in c for c in chain)
+        hint = (" The cluster uses token authentication (Ray 2.60): set RAY_AUTH_MODE=token and the cluster's "
+                "token (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN) on this machine too "
+                "(docs/cluster.md)." if auth else " Is the head node up (`ray status` on it) and the address "
+                "reachable?")
+        raise ClusterError("ray.address", f"cannot connect to the Ray cluster at {address}: "
+                           f"{text[-1] if text else type(e).__name__}.{hint}") from None
+
+
+def _cluster_nodes() -> list[dict]:
+    from .preflight import ray_nodes
+
+    return ray_nodes()
 
 
 def run_plan(
@@ -137,60 +288,171 @@ def run_plan(
     retries: int = 2,
     progress: bool = True,
     ray_options: dict | None = None,
+    run_id: str | None = None,
 ) -> Summary:
-    import ray
-
+    """Run the units that have no valid result, sharing the grid with any concurrent run of it (per-unit
+    claims), and return what happened. Ctrl-C stops scheduling and cancels what is in flight: the summary says
+    ``interrupted`` and what was cancelled; nothing half-written is left behind."""
     ray_options = ray_options or {}
-    init_ray(ray_options.get("address"), ray_options.get("num_cpus"), ray_options.get("num_gpus"))
-    start = time.perf_counter()
-    summary = Summary(total=len(units))
-    root = str(store.root.resolve())
-    data_dir = str(data_dir) if data_dir else None
-    remote = {kind: ray.remote(fn) for kind, fn in ENTRIES.items()}
-    refs: dict[str, object] = {}  # unit id -> ObjectRef or a finished record (dict)
-    pending: dict[object, Unit] = {}
-    failed_upstream: set[str] = set()
-    to_run = units_to_run(units, store)
-    for u in units:
-        if u.id not in to_run:
-            refs[u.id] = store.read(u.id, require_artifacts=False)
-            summary.skipped += 1
-            continue
-        prev = refs.get(u.deps[0]) if u.deps else None
-        opts = {
-            "num_cpus": u.resources.get("num_cpus", 1),
-            "num_gpus": u.resources.get("num_gpus", 0),
-            "max_retries": retries,
-            "retry_exceptions": False,
-            "name": u.id,
-        }
-        ref = remote[u.kind].options(**opts).remote(u.to_dict(), root, data_dir, prev)
-        refs[u.id] = ref
-        pending[ref] = u
-    view = ProgressView(summary, enabled=progress)
-    with view:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            view.update(running=len(pending))
-            for ref in ready:
-                u = pending.pop(ref)
-                try:
+    address = ray_options.get("address") or os.environ.get("RAY_ADDRESS")
+    init_ray(address, ray_options.get("num_cpus"), ray_options.get("num_gpus"))
+    if address:  # a cluster: no unit may ask for more than its largest node has (it would wait forever)
+        from .preflight import check_feasible
+
+        check_feasible(units, _cluster_nodes())
+    return _GridRun(units, store, data_dir=data_dir, retries=retries, progress=progress, run_id=run_id).run()
+
+
+class _GridRun:
+    """One run's scheduler: submits a unit when its dependencies are done or in flight here and its claim is
+    taken; waits (polling) for units another run holds; records each outcome."""
+
+    POLL_S = 1.0
+
+    def __init__(self, units, store, *, data_dir, retries, progress, run_id):
+        self.units, self.store = units, store
+        self.root = str(store.root.resolve())
+        self.data_dir = str(data_dir) if data_dir else None
+        self.retries = retries
+        self.claims = UnitClaims(store.root, run_id)
+        self.summary = Summary(total=len(units))
+        self.view = ProgressView(self.summary, enabled=progress)
+        self.records: dict[str, dict] = {}  # unit id -> a finished record
+        self.refs: dict[str, object] = {}  # unit id -> ObjectRef in flight here
+        self.pending: dict[object, Unit] = {}
+        self.failed: set[str] = set()
+        self.waiting: list[Unit] = []
+
+    def run(self) -> Summary:
+        import ray
+
+        start = time.perf_counter()
+        self.remote = ray.remote(unit_entry)
+        to_run = units_to_run(self.units, self.store)
+        for u in self.units:
+            if u.id in to_run:
+                self.waiting.append(u)
+            else:
+                self.records[u.id] = self.store.read(u.id, require_artifacts=False)
+                self.summary.skipped += 1
+        try:
+            with self.view:
+                while self.waiting or self.pending:
+                    self._schedule()
+                    self._collect()
+        except KeyboardInterrupt:
+            self._interrupt()
+        finally:
+            self.claims.release_all()
+            self.summary.seconds = time.perf_counter() - start
+        return self.summary
+
+    # -- scheduling -------------------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        for u in list(self.waiting):
+            if any(d in self.failed for d in u.deps):
+                self.waiting.remove(u)
+                self._fail(u, f"upstream unit {next(d for d in u.deps if d in self.failed)} failed", None)
+                continue
+            if not all(d in self.records or d in self.refs for d in u.deps):
+                continue
+            if not self.claims.claim(u.id, u.label):
+                continue  # another run holds it: poll again
+            rec = self.store.read(u.id, require_artifacts=u.kind == "stage")
+            if rec is not None:  # the other run finished it while we waited
+                self.claims.release(u.id)
+                self.waiting.remove(u)
+                self.records[u.id] = rec
+                self.summary.shared += 1
+                self.view.line(f"done elsewhere  {u.label} ({u.id})")
+                continue
+            if u.kind == "stage":
+                remove_partials(self.store.adapter_dir(u.id))
+            prev = (self.records.get(u.deps[0]) or self.refs.get(u.deps[0])) if u.deps else None
+            opts = {"num_cpus": u.resources.get("num_cpus", 1), "num_gpus": u.resources.get("num_gpus", 0),
+                    "max_retries": self.retries, "retry_exceptions": False, "name": u.id}
+            if u.resources.get("memory"):
+                opts["memory"] = int(float(u.resources["memory"]) * 2**30)
+            ref = self.remote.options(**opts).remote(u.to_dict(), self.root, self.data_dir, prev, self.claims.run_id)
+            self.refs[u.id] = ref
+            self.pending[ref] = u
+            self.waiting.remove(u)
+        self.view.update(running=len(self.pending))
+
+    def _collect(self) -> None:
+        import ray
+
+        if not self.pending:
+            time.sleep(self.POLL_S)  # every unit left is held by another run
+            return
+        ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.POLL_S)
+        for ref in ready:
+            u = self.pending.pop(ref)
+            del self.refs[u.id]
+            try:
+                rec = ray.get(ref)
+                self._done(u, rec)
+            except Exception as e:  # noqa: BLE001 - a unit's failure must not stop the grid
+                valid = self.store.read(u.id, require_artifacts=False)
+                if valid is not None:  # its worker died after writing a valid result: the result stands
+                    self._done(u, valid)
+                    continue
+                upstream = next((d for d in u.deps if d in self.failed), None)
+                self._fail(u, f"upstream unit {upstream} failed" if upstream else _error_text(e), e)
+        self.view.update(running=len(self.pending))
+
+    def _done(self, u: Unit, rec: dict) -> None:
+        self.records[u.id] = rec
+        self.claims.release(u.id)
+        self.summary.completed += 1
+        n = attempts(unit_log(self.store, u.id), self.claims.run_id)
+        if n > 1:
+            self.summary.retried[u.id] = n
+        took = rec.get("seconds_total") or (rec.get("train") or {}).get("seconds")
+        self.view.line(f"done    {u.label} ({u.id})" + (f" in {took:.0f} s" if took else "")
+                       + (f", {n} attempts" if n > 1 else ""))
+
+    def _fail(self, u: Unit, msg: str, e: Exception | None) -> None:
+        self.failed.add(u.id)
+        self.summary.failed[u.id] = msg
+        n = attempts(unit_log(self.store, u.id), self.claims.run_id)
+        if n > 1:
+            self.summary.retried[u.id] = n
+        if self.store.read(u.id, require_artifacts=False) is None:  # a failure never replaces a valid result
+            _write_failure(self.store, u, msg, e, attempts=n, log=unit_log(self.store, u.id))
+        self.claims.release(u.id)
+        self.view.line(f"FAILED  {u.label} ({u.id}): {msg}")
+
+    def _interrupt(self) -> None:
+        """Ctrl-C: cancel what is in flight (its workers are killed), remove what they leave behind."""
+        import ray
+
+        self.summary.interrupted = True
+        for ref, u in list(self.pending.items()):
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+            self.summary.cancelled.append(u.id)
+        deadline = time.time() + 10
+        for ref, u in list(self.pending.items()):  # a unit that finished meanwhile keeps its result
+            with contextlib.suppress(Exception):
+                ready, _ = ray.wait([ref], timeout=max(0.0, deadline - time.time()))
+                if ready:
                     ray.get(ref)
-                    summary.completed += 1
-                except Exception as e:  # noqa: BLE001 - a unit's failure must not stop the grid
-                    upstream = any(d in failed_upstream or d in summary.failed for d in u.deps)
-                    msg = f"upstream unit {u.deps[0]} failed" if upstream else _error_text(e)
-                    summary.failed[u.id] = msg
-                    failed_upstream.add(u.id)
-                    _write_failure(store, u, msg, e)
-                view.update(running=len(pending))
-    summary.seconds = time.perf_counter() - start
-    return summary
+            valid = self.store.read(u.id, require_artifacts=False)
+            if valid is not None:
+                self.summary.cancelled.remove(u.id)
+                self._done(u, valid)
+                continue
+            _marker(self.store, u.id).unlink(missing_ok=True)
+            if u.kind == "stage":
+                remove_partials(self.store.adapter_dir(u.id))
+        self.pending.clear()
 
 
 def units_to_run(units: list[Unit], store: ResultStore) -> set[str]:
     """Ids of the units that must run: those without a valid record, plus, transitively, the upstream stages
-    of those whose adapter folder is missing (a stage whose dependants are all done needs no adapter)."""
+    of those whose adapter folder is missing or corrupt (a stage whose dependants are all done needs no
+    adapter)."""
     run = {u.id for u in units if store.read(u.id, require_artifacts=False) is None}
     for u in reversed(units):  # plans list dependencies first
         if u.id in run:
@@ -203,7 +465,8 @@ def _error_text(e: Exception) -> str:
     return text[-1] if text else type(e).__name__
 
 
-def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception) -> None:
+def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception | None, *, attempts: int = 0,
+                   log: Path | None = None) -> None:  # fmt: skip
     """A failed unit leaves a record with status 'failed' (never valid, so a later run retries it)."""
     atomic_write_json(
         store.path(u.id),
@@ -212,7 +475,9 @@ def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception) -> None:
             "kind": u.kind,
             "status": "failed",
             "error": msg,
-            "traceback": "".join(traceback.format_exception(e))[-8000:],
+            "attempts": attempts,
+            "log": store.relative(log) if log else None,
+            "traceback": "".join(traceback.format_exception(e))[-8000:] if e is not None else None,
             "config": u.config,
         },
     )
@@ -250,8 +515,15 @@ class ProgressView:
             return
         s = self.summary
         finished = s.skipped + s.completed + len(s.failed)
-        detail = f"done {s.completed} skipped {s.skipped} running≤{running} failed {len(s.failed)} left {s.total - finished}"
+        finished += s.shared
+        detail = (f"done {s.completed} skipped {s.skipped} running≤{running} failed {len(s.failed)} "
+                  f"left {s.total - finished}" + (f" elsewhere {s.shared}" if s.shared else ""))
         self.progress.update(self.task, completed=finished, detail=detail)
+
+    def line(self, text: str) -> None:
+        """One line per finished unit, above the live view (plain print without it)."""
+        if self.progress:
+            self.progress.console.print(text, highlight=False, markup=False)
 
     def __exit__(self, *exc):
         if self.progress:

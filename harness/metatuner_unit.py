@@ -29,6 +29,7 @@ import statistics
 import time
 from pathlib import Path
 
+from .artifacts import weights_sha256
 from .measure import (
     exclusive_timing,
     generations_sha256,
@@ -36,7 +37,6 @@ from .measure import (
     measure_settings,
     model_info,
     saturating,
-    sha256_dir,
 )
 from .samples import sample_record
 from .store import ResultStore
@@ -235,7 +235,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
         },
         "measurements": measurements,
         "model_info": model_info(mt.M.lm),
-        "adapter_sha256": sha256_dir(source),
+        "adapter_sha256": weights_sha256(source),
         "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
         "samples": samples,
         "metatuner": {

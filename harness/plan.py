@@ -182,13 +182,16 @@ def external_adapter(spec: MethodSpec) -> dict | None:
 
     from promptintern.errors import ConfigError
 
-    from .measure import sha256_dir
+    from .artifacts import adapter_problem, weights_sha256
 
     path = Path(spec.options["path"]).expanduser().resolve()
     if not (path / "adapter_config.json").is_file():
         raise ConfigError("methods.adapter.options.path", f"{path} is not a PEFT adapter folder (no "
                           "adapter_config.json)")
-    return {"path": str(path), "sha256": sha256_dir(path)}
+    problem = adapter_problem(path)
+    if problem:
+        raise ConfigError("methods.adapter.options.path", f"{path}: {problem}")
+    return {"path": str(path), "sha256": weights_sha256(path)}
 
 
 def chain_budget(cfg: dict, specs: list[MethodSpec], n_train: int) -> int:

@@ -22,6 +22,7 @@ import statistics
 import time
 from dataclasses import asdict
 
+from .artifacts import partial_dir, publish_dir, weights_sha256
 from .store import ResultStore
 from .unit_common import prompt_builder, release_hosts, run_meta, set_threads, task_data
 
@@ -90,7 +91,8 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
     model, tok = load_model(cfg["model"])
     chat = cfg["prompt"]["chat"]
     tcfg = TrainConfig.from_dict({**cfg["train"], "seed": cfg["seed"] + cfg["stage"], "progress": False})
-    out_dir = store.adapter_dir(uid)
+    final_dir = store.adapter_dir(uid)
+    out_dir = partial_dir(final_dir)  # renamed into place when complete: no reader sees half an adapter
     extra: dict = {}
     teacher_built = []
     if objective != "sft":
@@ -132,11 +134,15 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
             json.dumps({"targets_from": rule.targets, "items": targets}, indent=1)
         )
     achieved = [b.template_rate_achieved for b in built if b.template_rate_achieved is not None]
+    adapter_sha256 = weights_sha256(out_dir)  # of the weights only: identical adapters, one hash
+    publish_dir(out_dir, final_dir)
+    out_dir = final_dir
     record = {
         "kind": "stage",
         "status": "ok",
         "config": cfg,
         "adapter_dir": str(out_dir.relative_to(store.root)),
+        "adapter_sha256": adapter_sha256,
         "init_adapter": store.relative(prev_adapter),
         "train": {
             **result.to_dict(),

@@ -14,8 +14,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from .artifacts import adapter_problem
+
 SCHEMA_VERSION = 1
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PLAN_FILE = "plan.json"  # every unit of the last plan run here (promptintern run writes it)
 
 
@@ -111,16 +112,35 @@ def atomic_write_json(path: Path, obj) -> Path:
 
 
 def load_valid(path: Path, unit_id: str, require_artifacts: bool = True) -> dict | None:
+    return diagnose(path, unit_id, require_artifacts)[0]
+
+
+def diagnose(path: Path, unit_id: str, require_artifacts: bool = True) -> tuple[dict | None, str | None]:
+    """(the valid record, None), or (None, why the file is not a valid result): absent, unreadable, truncated,
+    another unit's, failed (with its error), an older schema, or (``require_artifacts``) a stage whose adapter
+    is missing or corrupt."""
+    path = Path(path)
     try:
-        rec = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(rec, dict) or rec.get("unit_id") != unit_id or rec.get("status") != "ok":
-        return None
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, "absent"
+    except OSError as e:
+        return None, f"unreadable ({e.strerror or e})"
+    try:
+        rec = json.loads(text)
+    except ValueError as e:
+        return None, f"not valid JSON ({e.msg} at line {e.lineno}; truncated write?)"
+    if not isinstance(rec, dict):
+        return None, "not a JSON object"
+    if rec.get("unit_id") != unit_id:
+        return None, f"names unit {rec.get('unit_id')!r}, not {unit_id!r}"
+    if rec.get("status") != "ok":
+        return None, f"status {rec.get('status')!r}" + (f": {rec['error']}" if rec.get("error") else "")
     if rec.get("schema_version") != SCHEMA_VERSION:
-        return None
+        return None, f"schema_version {rec.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
     if require_artifacts and rec.get("kind") == "stage":
-        adapter = Path(path).parent.parent / rec.get("adapter_dir", "")  # relative to the experiment folder
-        if not all((adapter / f).is_file() for f in ADAPTER_FILES):
-            return None
-    return rec
+        adapter = path.parent.parent / rec.get("adapter_dir", "")  # relative to the experiment folder
+        problem = adapter_problem(adapter, rec.get("adapter_sha256"))
+        if problem:
+            return None, f"adapter {problem}"
+    return rec, None

@@ -128,7 +128,17 @@ def release_hosts(keep: int = 0) -> int:
     return dropped
 
 
+def ray_node_id() -> str | None:
+    """The Ray node this unit runs on (None outside Ray): which machine of a cluster produced a record."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - outside a worker there is no node
+        return None
+
+
 def run_meta() -> dict:
-    return {"versions": versions(), "git_commit": git_commit(), "hardware": hardware()}
+    return {"versions": versions(), "git_commit": git_commit(), "hardware": hardware(), "ray_node_id": ray_node_id()}
 
 

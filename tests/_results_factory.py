@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.store import ADAPTER_FILES, ResultStore
+from harness.artifacts import ADAPTER_FILES
+from harness.store import ResultStore
 
 CPU_HW = {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2, "gpu": None, "gpu_count": 0, "device": "cpu"}
 GPU_HW = {"cpu": "Test CPU", "cpu_count": 16, "torch_threads": 1, "gpu": "NVIDIA H100 80GB HBM3", "gpu_count": 1,
@@ -137,13 +138,22 @@ def eval_record(uid: str, *, method: dict, train_task: str | None, eval_task: st
     }
 
 
+def _tiny_safetensors(path) -> None:
+    """A well-formed safetensors file (one 2x2 float32 tensor), without torch."""
+    import json
+    import struct
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+
+
 def stage_record(store: ResultStore, uid: str, *, method: dict, train_task: str, stage: int, n_stages: int,
                  losses: list[float], seconds: float, template_rate: float, mean_prompt_tokens: float,
                  seed: int = 0, model: str = "tiny", hardware: dict | None = None) -> dict:
     adapter = store.adapter_dir(uid)
     adapter.mkdir(parents=True, exist_ok=True)
-    for f in ADAPTER_FILES:
-        (adapter / f).write_bytes(b"{}" if f.endswith(".json") else b"\0" * 8)
+    (adapter / ADAPTER_FILES[0]).write_text("{}")
+    _tiny_safetensors(adapter / ADAPTER_FILES[1])
     return {
         "kind": "stage", "status": "ok",
         "config": {"model": model, "seed": seed, "method": method, "train_task": train_task, "stage": stage,

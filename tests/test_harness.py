@@ -148,6 +148,9 @@ def test_killed_worker_is_retried_and_the_grid_completes(tmp_path, ray_local, da
     t.join()
     assert killed, "the test never saw the stage running"
     assert summary.ok and summary.completed == len(units), summary.failed
+    # the retry is recorded: in the summary and in the unit's record
+    (uid, n), = summary.retried.items()
+    assert n == 2 and store.read(uid)["attempts"] == 2
 
 
 def test_a_unit_that_keeps_failing_is_recorded_and_the_rest_completes(tmp_path, ray_local, data_dir):

@@ -373,9 +373,9 @@ def test_an_existing_adapter_is_evaluated_by_path(tmp_path, ray_local):
                      methods=[{"name": "adapter", "options": {"path": str(adapter)}}])
     assert cli.main(["run", str(exp), "--quiet"]) == 0
     rec = json.loads(next((tmp_path / "results" / "by-path" / "runs").glob("eval-*.json")).read_text())
-    from harness.measure import sha256_dir
+    from harness.artifacts import weights_sha256
 
-    assert rec["adapter_sha256"] == sha256_dir(adapter) and rec["config"]["adapter_sha256"] == sha256_dir(adapter)
+    assert rec["adapter_sha256"] == weights_sha256(adapter) and rec["config"]["adapter_sha256"] == weights_sha256(adapter)
     mine = next(json.loads(p.read_text()) for p in (tmp_path / "results" / "train-one" / "runs").glob("eval-*.json"))
     assert [s["generation"] for s in rec["samples"]] == [s["generation"] for s in mine["samples"]]
 
