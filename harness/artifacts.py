@@ -4,7 +4,7 @@
   :func:`publish_dir` renames it into place when it is complete, so no reader ever sees half an adapter and an
   interrupted unit leaves only a partial folder that the next run of that unit removes.
 - :func:`weights_sha256` hashes the tensors of the folder's ``*.safetensors`` files (names, dtypes, shapes and
-  bytes), not its other files: two identical adapters have one hash whatever their paths, timings, loss curves
+  bytes; a folder with only PEFT's ``adapter_model.bin``: that file's bytes), not its other files: two identical adapters have one hash whatever their paths, timings, loss curves
   or README say.
 - :func:`adapter_problem` says what is wrong with a folder before it is used: a missing file, a truncated or
   unparsable ``safetensors`` file, weights that differ from the hash its record stored.
@@ -20,6 +20,7 @@ import struct
 from pathlib import Path
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+LEGACY_WEIGHTS = "adapter_model.bin"  # PEFT's pickle format: hashed by its bytes
 PARTIAL = ".partial-"
 
 
@@ -94,7 +95,8 @@ def weights_sha256(folder: str | Path | None) -> str | None:
     root = Path(folder)
     files = sorted(root.rglob("*.safetensors")) if root.is_dir() else []
     if not files:
-        return None
+        legacy = root / LEGACY_WEIGHTS
+        return hashlib.sha256(legacy.read_bytes()).hexdigest() if legacy.is_file() else None
     h = hashlib.sha256()
     for p in files:
         header, offset = _safetensors_header(p)
@@ -123,10 +125,16 @@ def adapter_problem(folder: str | Path, expected_sha256: str | None = None,
     """What makes the adapter folder unusable (None: usable): a missing file, a malformed safetensors file, or
     weights whose hash is not ``expected_sha256`` (when given)."""
     root = Path(folder)
+    if files == ADAPTER_FILES and not (root / files[1]).is_file() and (root / LEGACY_WEIGHTS).is_file():
+        files = (files[0], LEGACY_WEIGHTS)  # a PEFT folder saved without safetensors
     missing = [f for f in files if not (root / f).is_file()]
     if missing:
         return f"{root.name}: missing {', '.join(missing)}"
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.glob("*.safetensors")))
+    try:
+        stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in sorted([*root.glob("*.safetensors"), *root.glob(LEGACY_WEIGHTS)]))
+    except OSError as e:  # replaced while we looked (another run published it): look again next time
+        return f"{root.name}: changed while being checked ({e.strerror})"
     key = (str(root.resolve()), stamp, expected_sha256)
     if key in _CHECKED:
         return _CHECKED[key]

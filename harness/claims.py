@@ -22,7 +22,13 @@ import time
 import uuid
 from pathlib import Path
 
+from promptintern.errors import ConfigError
+
 LOCKS_DIR = "locks"
+
+
+class ClaimsUnsupportedError(ConfigError):
+    pass
 
 
 def new_run_id() -> str:
@@ -52,6 +58,11 @@ class UnitClaims:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 return False
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise ClaimsUnsupportedError(
+                    "results_dir", f"{self.dir} does not support file locks ({e.strerror}), so concurrent runs "
+                    "could not share this grid: put results_dir on a local disk or an NFSv4 mount with locking"
+                ) from None
             raise
         info = {"run_id": self.run_id, "pid": os.getpid(), "host": socket.gethostname(), "claimed": time.time(),
                 "unit": label}

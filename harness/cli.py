@@ -64,7 +64,10 @@ def cmd_plan(args) -> int:
     preflight(cfg, _data_dir(cfg), write=False)
     prep = prepare_tasks(cfg)
     units = build_plan(cfg, prep)
-    _check_local_feasibility(cfg, units)
+    try:  # a plan is a preview (perhaps for another machine): it warns where run refuses
+        _check_local_feasibility(cfg, units)
+    except PromptInternError as e:
+        print(f"warning: `promptintern run` here would refuse this grid: {e}", file=sys.stderr)
     store = _store(cfg)
     from rich.console import Console
     from rich.table import Table
@@ -187,6 +190,11 @@ def cmd_status(args) -> int:
             retried += n > 1
             if n > 1:
                 print(f"done     {uid}  {label}: after {n} attempts (its worker died)")
+            dep = store.read(u["deps"][0], require_artifacts=False) if u.get("deps") else None
+            if (rec.get("kind") == "eval" and dep and dep.get("adapter_sha256") and rec.get("adapter_sha256")
+                    and dep["adapter_sha256"] != rec["adapter_sha256"]):
+                print(f"done     {uid}  {label}: evaluated an earlier training of stage {u['deps'][0]} (its "
+                      "adapter was trained again since; delete this result to evaluate the current one)")
             continue
         if uid in live:
             h = live[uid]
@@ -433,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-OVERRIDE_RE = r"^[A-Za-z_][\w\-]*(\.[\w\-]+)*=."
+OVERRIDE_RE = r"^[A-Za-z_][\w\-]*(\.[\w\-]+)*="
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
@@ -461,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted before any unit started: nothing was run", file=sys.stderr)
+        print("\ninterrupted (a run resumes where it stopped: units with a valid result are kept)", file=sys.stderr)
         return 130
 
 

@@ -158,10 +158,14 @@ class ExperimentLoader(yaml.SafeLoader):
     source = "<yaml>"
 
     def construct_document(self, node):
+        self._visited: set[int] = set()
         self._check_duplicates(node, "")
         return super().construct_document(node)
 
     def _check_duplicates(self, node, path: str) -> None:
+        if id(node) in self._visited:  # an alias: checked where its anchor is (and no exponential walk)
+            return
+        self._visited.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: dict = {}
             for k, v in node.value:

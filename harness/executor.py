@@ -7,7 +7,9 @@
   adapter is missing or corrupt (truncated, or weights that differ from its record's hash) runs again when a
   unit that needs it has to run.
 - Concurrent runs of one grid share it: a unit is submitted only by the run that holds its claim
-  (:mod:`harness.claims`); a run waits for the units another live run holds and counts them as done elsewhere.
+  (:mod:`harness.claims`), and a run claims only what it can start now (dependencies done, room on the
+  cluster); it waits for the units another live run holds and counts them as done elsewhere. A unit another
+  run failed meanwhile is not tried again by this one.
 - A worker that dies (killed, out of memory) is retried by Ray up to ``retries`` times (the record and the
   summary say how many attempts it took); a unit that still fails is recorded as failed (with its error), its
   dependents are skipped, the rest of the grid completes. A failure never replaces a valid result.
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
+import signal
 import socket
 import time
 import traceback
@@ -138,7 +142,8 @@ def _start_attempt(log: Path, run_id: str) -> int:
     """Append an attempt header to the unit's log; the attempt's number within run ``run_id``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
-        f.write(f"{ATTEMPT_HEADER} run {run_id} pid {os.getpid()} host {socket.gethostname()} "
+        # on a line of its own: a worker killed mid-line leaves no newline behind
+        f.write(f"\n{ATTEMPT_HEADER} run {run_id} pid {os.getpid()} host {socket.gethostname()} "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     return attempts(log, run_id)
 
@@ -296,16 +301,18 @@ def run_plan(
     ray_options = ray_options or {}
     address = ray_options.get("address") or os.environ.get("RAY_ADDRESS")
     init_ray(address, ray_options.get("num_cpus"), ray_options.get("num_gpus"))
-    if address:  # a cluster: no unit may ask for more than its largest node has (it would wait forever)
+    if address:  # a cluster: no unit to run may ask for more than its largest node has (it would wait forever)
         from .preflight import check_feasible
 
-        check_feasible(units, _cluster_nodes())
+        todo = units_to_run(units, store)
+        check_feasible([u for u in units if u.id in todo], _cluster_nodes())
     return _GridRun(units, store, data_dir=data_dir, retries=retries, progress=progress, run_id=run_id).run()
 
 
 class _GridRun:
-    """One run's scheduler: submits a unit when its dependencies are done or in flight here and its claim is
-    taken; waits (polling) for units another run holds; records each outcome."""
+    """One run's scheduler. A unit is submitted when its dependencies are done, this run holds its claim, and the
+    units in flight leave room for it on the cluster (so a run claims only what it can start now, and a second
+    run of the grid finds work); it waits (polling) for units another run holds; it records each outcome."""
 
     POLL_S = 1.0
 
@@ -318,16 +325,20 @@ class _GridRun:
         self.summary = Summary(total=len(units))
         self.view = ProgressView(self.summary, enabled=progress)
         self.records: dict[str, dict] = {}  # unit id -> a finished record
-        self.refs: dict[str, object] = {}  # unit id -> ObjectRef in flight here
-        self.pending: dict[object, Unit] = {}
+        self.pending: dict[object, Unit] = {}  # ObjectRef in flight here -> its unit
+        self.submitted: dict[str, float] = {}  # unit id -> when this run submitted it (time.time())
         self.failed: set[str] = set()
         self.waiting: list[Unit] = []
+        self.started = time.time()
+        self.capacity: dict[str, float] = {}
 
     def run(self) -> Summary:
         import ray
 
         start = time.perf_counter()
         self.remote = ray.remote(unit_entry)
+        total = ray.cluster_resources()
+        self.capacity = {"CPU": float(total.get("CPU", 0)), "GPU": float(total.get("GPU", 0))}
         to_run = units_to_run(self.units, self.store)
         for u in self.units:
             if u.id in to_run:
@@ -341,20 +352,33 @@ class _GridRun:
                     self._schedule()
                     self._collect()
         except KeyboardInterrupt:
-            self._interrupt()
+            self._stop(interrupted=True)
+        except BaseException:
+            self._stop(interrupted=False)  # cancel what is in flight before the claims go, then say why
+            raise
         finally:
             self.claims.release_all()
             self.summary.seconds = time.perf_counter() - start
         return self.summary
 
     # -- scheduling -------------------------------------------------------------------------------------------
+    def _fits(self, u: Unit) -> bool:
+        """Room on the cluster for ``u`` next to what this run has in flight (always, when nothing is)."""
+        if not self.pending:
+            return True
+        for key, res in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+            busy = sum(float(x.resources.get(res, 0) or 0) for x in self.pending.values())
+            if busy + float(u.resources.get(res, 0) or 0) > self.capacity.get(key, 0) + 1e-9:
+                return False
+        return True
+
     def _schedule(self) -> None:
         for u in list(self.waiting):
             if any(d in self.failed for d in u.deps):
                 self.waiting.remove(u)
                 self._fail(u, f"upstream unit {next(d for d in u.deps if d in self.failed)} failed", None)
                 continue
-            if not all(d in self.records or d in self.refs for d in u.deps):
+            if not all(d in self.records for d in u.deps) or not self._fits(u):
                 continue
             if not self.claims.claim(u.id, u.label):
                 continue  # another run holds it: poll again
@@ -366,43 +390,75 @@ class _GridRun:
                 self.summary.shared += 1
                 self.view.line(f"done elsewhere  {u.label} ({u.id})")
                 continue
+            elsewhere = self._failed_elsewhere(u)
+            if elsewhere:  # another run of this grid failed it after this run started: not tried twice
+                self.waiting.remove(u)
+                self.failed.add(u.id)
+                self.summary.failed[u.id] = elsewhere
+                self.claims.release(u.id)
+                self.view.line(f"FAILED elsewhere  {u.label} ({u.id}): {elsewhere}")
+                continue
             if u.kind == "stage":
                 remove_partials(self.store.adapter_dir(u.id))
-            prev = (self.records.get(u.deps[0]) or self.refs.get(u.deps[0])) if u.deps else None
+            prev = self.records.get(u.deps[0]) if u.deps else None
             opts = {"num_cpus": u.resources.get("num_cpus", 1), "num_gpus": u.resources.get("num_gpus", 0),
                     "max_retries": self.retries, "retry_exceptions": False, "name": u.id}
             if u.resources.get("memory"):
                 opts["memory"] = int(float(u.resources["memory"]) * 2**30)
-            ref = self.remote.options(**opts).remote(u.to_dict(), self.root, self.data_dir, prev, self.claims.run_id)
-            self.refs[u.id] = ref
-            self.pending[ref] = u
             self.waiting.remove(u)
+            self.submitted[u.id] = time.time()
+            self.pending[self.remote.options(**opts).remote(u.to_dict(), self.root, self.data_dir, prev,
+                                                            self.claims.run_id)] = u
         self.view.update(running=len(self.pending))
+
+    def _failed_elsewhere(self, u: Unit) -> str | None:
+        try:
+            rec = json.loads(self.store.path(u.id).read_text())
+        except (OSError, ValueError):
+            return None
+        if (isinstance(rec, dict) and rec.get("status") == "failed" and rec.get("run_id")
+                and rec["run_id"] != self.claims.run_id and float(rec.get("failed_at") or 0) >= self.started):
+            return f"failed in run {rec['run_id']}: {rec.get('error')}"
+        return None
+
+    def _written_now(self, u: Unit) -> dict | None:
+        """The unit's valid record if this run's attempt wrote it (a stage: with its adapter), else None: an older
+        record of a stage that re-runs for its lost adapter is no result of this attempt."""
+        rec = self.store.read(u.id, require_artifacts=u.kind == "stage")
+        try:
+            fresh = self.store.path(u.id).stat().st_mtime >= self.submitted.get(u.id, self.started) - 1.0
+        except OSError:
+            return None
+        return rec if rec is not None and fresh else None
 
     def _collect(self) -> None:
         import ray
 
         if not self.pending:
-            time.sleep(self.POLL_S)  # every unit left is held by another run
+            time.sleep(self.POLL_S)  # every unit left is held by another run, or waits for one
             return
         ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.POLL_S)
         for ref in ready:
             u = self.pending.pop(ref)
-            del self.refs[u.id]
             try:
-                rec = ray.get(ref)
-                self._done(u, rec)
+                self._done(u, ray.get(ref))
             except Exception as e:  # noqa: BLE001 - a unit's failure must not stop the grid
-                valid = self.store.read(u.id, require_artifacts=False)
+                valid = self._written_now(u)
                 if valid is not None:  # its worker died after writing a valid result: the result stands
                     self._done(u, valid)
-                    continue
-                upstream = next((d for d in u.deps if d in self.failed), None)
-                self._fail(u, f"upstream unit {upstream} failed" if upstream else _error_text(e), e)
+                else:
+                    self._fail(u, _error_text(e), e)
         self.view.update(running=len(self.pending))
+
+    def _tidy(self, u: Unit) -> None:
+        """What a dead attempt of ``u`` may have left: its worker's marker, partial adapter folders."""
+        _marker(self.store, u.id).unlink(missing_ok=True)
+        if u.kind == "stage":
+            remove_partials(self.store.adapter_dir(u.id))
 
     def _done(self, u: Unit, rec: dict) -> None:
         self.records[u.id] = rec
+        self._tidy(u)
         self.claims.release(u.id)
         self.summary.completed += 1
         n = attempts(unit_log(self.store, u.id), self.claims.run_id)
@@ -419,34 +475,43 @@ class _GridRun:
         if n > 1:
             self.summary.retried[u.id] = n
         if self.store.read(u.id, require_artifacts=False) is None:  # a failure never replaces a valid result
-            _write_failure(self.store, u, msg, e, attempts=n, log=unit_log(self.store, u.id))
+            _write_failure(self.store, u, msg, e, attempts=n, log=unit_log(self.store, u.id),
+                           run_id=self.claims.run_id)
+        self._tidy(u)
         self.claims.release(u.id)
         self.view.line(f"FAILED  {u.label} ({u.id}): {msg}")
 
-    def _interrupt(self) -> None:
-        """Ctrl-C: cancel what is in flight (its workers are killed), remove what they leave behind."""
+    def _stop(self, interrupted: bool) -> None:
+        """Ctrl-C (or an error in the driver): cancel what is in flight (its workers are killed) and remove what
+        they leave behind; a unit that finished meanwhile keeps its result. A second Ctrl-C waits for this."""
         import ray
 
-        self.summary.interrupted = True
-        for ref, u in list(self.pending.items()):
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
-            self.summary.cancelled.append(u.id)
-        deadline = time.time() + 10
-        for ref, u in list(self.pending.items()):  # a unit that finished meanwhile keeps its result
-            with contextlib.suppress(Exception):
-                ready, _ = ray.wait([ref], timeout=max(0.0, deadline - time.time()))
-                if ready:
-                    ray.get(ref)
-            valid = self.store.read(u.id, require_artifacts=False)
-            if valid is not None:
-                self.summary.cancelled.remove(u.id)
-                self._done(u, valid)
-                continue
-            _marker(self.store, u.id).unlink(missing_ok=True)
-            if u.kind == "stage":
-                remove_partials(self.store.adapter_dir(u.id))
-        self.pending.clear()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            self.summary.interrupted = self.summary.interrupted or interrupted
+            for ref in list(self.pending):
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            deadline = time.time() + 10
+            for ref, u in list(self.pending.items()):
+                with contextlib.suppress(Exception):
+                    ray.wait([ref], timeout=max(0.0, deadline - time.time()))
+                valid = self._written_now(u)
+                if valid is not None:
+                    self._done(u, valid)
+                    continue
+                self.summary.cancelled.append(u.id)
+                self._tidy(u)
+            self.pending.clear()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def units_to_run(units: list[Unit], store: ResultStore) -> set[str]:
@@ -466,7 +531,7 @@ def _error_text(e: Exception) -> str:
 
 
 def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception | None, *, attempts: int = 0,
-                   log: Path | None = None) -> None:  # fmt: skip
+                   log: Path | None = None, run_id: str | None = None) -> None:  # fmt: skip
     """A failed unit leaves a record with status 'failed' (never valid, so a later run retries it)."""
     atomic_write_json(
         store.path(u.id),
@@ -476,6 +541,8 @@ def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception | None, *
             "status": "failed",
             "error": msg,
             "attempts": attempts,
+            "run_id": run_id,
+            "failed_at": time.time(),
             "log": store.relative(log) if log else None,
             "traceback": "".join(traceback.format_exception(e))[-8000:] if e is not None else None,
             "config": u.config,
@@ -521,7 +588,7 @@ class ProgressView:
         self.progress.update(self.task, completed=finished, detail=detail)
 
     def line(self, text: str) -> None:
-        """One line per finished unit, above the live view (plain print without it)."""
+        """One line per finished unit, above the live view (none without it: `--quiet`)."""
         if self.progress:
             self.progress.console.print(text, highlight=False, markup=False)
 

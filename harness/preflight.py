@@ -285,10 +285,15 @@ def local_nodes(cfg: dict) -> list[dict]:
     ray_cfg = cfg.get("ray") or {}
     cpus = ray_cfg.get("num_cpus")
     if cpus is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            cpus = os.cpu_count() or 1
+        try:  # what a local ray.init counts (it honours a container's cgroup CPU quota)
+            from ray._private.utils import get_num_cpus
+
+            cpus = get_num_cpus()
+        except Exception:  # noqa: BLE001 - a Ray without that helper: the CPUs this process may use
+            try:
+                cpus = len(os.sched_getaffinity(0))
+            except (AttributeError, OSError):
+                cpus = os.cpu_count() or 1
     gpus = ray_cfg.get("num_gpus")
     if gpus is None:
         try:

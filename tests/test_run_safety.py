@@ -258,5 +258,83 @@ def test_a_unit_asking_for_more_than_the_machine_has_is_refused_before_ray(tmp_p
     assert "512" in err and "CPU" in err, err
     exp = _experiment(tmp_path, resources={"num_cpus": 1, "num_gpus": 1})
     if not shutil.which("nvidia-smi"):
-        assert main(["plan", str(exp), "--data-dir", str(data_dir)]) == 2
-        assert "GPU" in capsys.readouterr().err
+        assert main(["run", str(exp), "--data-dir", str(data_dir), "--quiet"]) == 2
+        assert "1 GPUs" in capsys.readouterr().err
+        # a plan is a preview, perhaps for another machine: it warns
+        assert main(["plan", str(exp), "--data-dir", str(data_dir)]) == 0
+        assert "warning: `promptintern run` here would refuse" in capsys.readouterr().err
+
+
+def test_workers_library_output_goes_to_the_unit_logs_not_the_console(tmp_path, data_dir):
+    """Make the workers' libraries talk (transformers at info level: "loading weights file ..."): every such line
+    lands in the units' logs; the console keeps the selection, one line per unit and the summary."""
+    exp = _experiment(tmp_path, methods=[{"name": "query_only_ft"}])
+    p = _cli("run", str(exp), env={**_env(data_dir), "TRANSFORMERS_VERBOSITY": "info"})
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, out + err
+    console = out + err
+    assert "loading" not in console.lower(), console
+    logs = "".join(f.read_text() for f in (tmp_path / "results" / TINY["name"] / "logs").glob("*.log"))
+    assert "loading" in logs.lower() and logs.count(ATTEMPT_HEADER) == 2, logs[:2000]
+    lines = [x for x in out.splitlines() if x.startswith("done ")]
+    assert len(lines) == 2, out
+
+
+def test_a_failed_rerun_of_a_stage_is_a_failure_not_its_old_record(tmp_path, ray_local, data_dir):
+    """A stage re-runs because its adapter is gone; the re-run fails: that is a failure (its old record stays, as
+    a record), and the evaluation waiting for it is skipped, not run on a missing adapter."""
+    cfg = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}]))
+    store = ResultStore(tmp_path / "results" / cfg["name"])
+    units = build_plan(cfg)
+    assert run_plan(units, store, data_dir=str(data_dir), progress=False).ok
+    stage = next(u for u in units if u.kind == "stage")
+    ev = next(u for u in units if u.kind == "eval")
+    old = json.loads(store.path(stage.id).read_text())
+    shutil.rmtree(store.adapter_dir(stage.id))
+    store.path(ev.id).unlink()
+    stage.config = {**stage.config, "model": str(tmp_path / "no-such-model")}  # the re-run fails
+    summary = run_plan(units, store, data_dir=str(data_dir), retries=0, progress=False)
+    assert summary.completed == 0 and stage.id in summary.failed and "upstream" in summary.failed[ev.id]
+    assert json.loads(store.path(stage.id).read_text()) == old
+
+
+def test_a_unit_another_run_failed_meanwhile_is_not_tried_again(tmp_path):
+    from harness.executor import _write_failure
+
+    cfg = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}]))
+    store = ResultStore(tmp_path / "results" / cfg["name"])
+    units = build_plan(cfg)
+    stage = next(u for u in units if u.kind == "stage")
+    run = _GridRun(units, store, data_dir=None, retries=0, progress=False, run_id="mine")
+    _write_failure(store, stage, "CUDA out of memory", None, run_id="theirs")
+    assert "failed in run theirs: CUDA out of memory" == run._failed_elsewhere(stage)
+    _write_failure(store, stage, "old failure", None, run_id="mine")
+    assert run._failed_elsewhere(stage) is None  # this run's own failure (or one from before it started) retries
+
+
+def test_attempts_are_counted_after_a_worker_died_mid_line(tmp_path):
+    from harness.executor import _start_attempt, attempts
+
+    log = tmp_path / "u.log"
+    assert _start_attempt(log, "r1") == 1
+    with open(log, "a") as f:
+        f.write("50%|█████     | 5/10 [00:01")  # killed here: no newline
+    assert _start_attempt(log, "r1") == 2 and attempts(log) == 2 and attempts(log, "r2") == 0
+
+
+def test_yaml_aliases_do_not_make_the_duplicate_key_check_explode(tmp_path):
+    levels = ["a0: &a0 {x: 1, y: 2}"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "exp.yaml"
+    path.write_text("\n".join(levels) + "\nname: aliases\n")
+    t0 = time.perf_counter()
+    with pytest.raises(Exception, match="a0"):  # an unknown key, found fast
+        load_experiment(path)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_an_adapter_saved_as_bin_is_accepted_and_hashed(tmp_path):
+    folder = tmp_path / "legacy"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.bin").write_bytes(b"pickled weights")
+    assert adapter_problem(folder) is None and weights_sha256(folder)
