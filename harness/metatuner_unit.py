@@ -17,6 +17,11 @@ slots: φ_s, φ_p, φ_p', separate encoder), ``hypernet.safetensors`` (F), ``act
 ``meta.json`` and ``metatuner_curve.json`` (losses per step, rollouts and D2 sizes, syncs, seconds). The SFT
 warm-ups are cached under ``<store>/adapters/metatuner-warmup/`` and shared by the variants of a grid.
 
+The record's ``diagnostics`` (:mod:`promptintern.metatuner.diagnostics`): ``prompts`` (distinct / degenerate
+generated prompts of the test samples, their lengths in words and in M's tokens), ``delta_w`` (the spread of
+the test queries' ΔW_i = λ B_i A_i around their mean; None without the parameter branch) and ``training`` (D2
+sizes and rewards per rebuild, steps with each loss term, from the training summary).
+
 Reuse: when ``prev`` is a record of a MetaTuner unit with the same training key (same model, seed, options,
 train task and items), its artefacts are loaded instead of training (train once, evaluate on several tasks);
 so are this unit's own artefacts left by an earlier attempt.
@@ -102,6 +107,31 @@ def measure(mt, task, examples: list, seed_prompt: str, gen_cfg: dict, max_new_t
             out["latency"]["max_new_tokens"] = lat_max
             out["latency"]["repeats"] = st["latency_repeats"]
         out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def diagnostics(mt, mcfg, task, examples: list, seed_prompt: str, prompts: list[str], train_summary: dict,
+                batch_size: int = 8) -> dict:
+    """The record's ``diagnostics``: the generated prompts, the per-query LoRAs (θ_i = F(h_i) of the test queries'
+    G inputs, computed once more under no_grad) and D2 / the losses from the training summary."""
+    import torch
+
+    from promptintern.metatuner.diagnostics import delta_w_spread, prompt_diagnostics, training_diagnostics
+
+    out = {"prompt_branch": mcfg.prompt_branch, "param_branch": mt.F is not None,
+           "prompts": prompt_diagnostics(prompts, mt.tok), "delta_w": None,
+           "training": training_diagnostics(train_summary)}
+    if mt.F is not None and examples:
+        g_texts = [mt.g_text(seed_prompt, task.format_query(ex)) for ex in examples]
+        parts: dict[str, tuple[list, list]] = {}
+        with torch.no_grad():
+            for s in range(0, len(g_texts), batch_size):
+                for name, (A, B) in mt.factors(g_texts[s : s + batch_size]).items():
+                    a, b = parts.setdefault(name, ([], []))
+                    a.append(A.detach().float().cpu())
+                    b.append(B.detach().float().cpu())
+        factors = {name: (torch.cat(a), torch.cat(b)) for name, (a, b) in parts.items()}
+        out["delta_w"] = delta_w_spread(factors, scale=mcfg.lora_scale)
     return out
 
 
@@ -202,6 +232,8 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
         })
         samples.append(rec)
     metrics = eval_task.aggregate(scores)
+    diag = diagnostics(mt, mcfg, eval_task, test, seed_eval, [s.generated_prompt for s in inf], train_summary,
+                       batch_size=int(gen_cfg.get("batch_size") or 8))
     total = seconds["total"]
     mean_in = _mean(s["tokens"]["model"] for s in samples)
     mean_out = _mean(s["output_tokens"] for s in samples)
@@ -250,6 +282,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
             "seed_prompt": seed_eval,
             "train": train_summary,
         },
+        "diagnostics": diag,
         "seconds_total": time.perf_counter() - t0,
         **run_meta(),
     }

@@ -255,6 +255,86 @@ ANSWERS_NOTE = ("How each evaluation's generations ended (a stop string, the end
                 "that define a function. Read a few generations in the run files before trusting a score.")
 
 
+METATUNER_NOTE = ("One row per MetaTuner evaluation. Prompts: the test queries' generated prompts p_i (the seed "
+                  "prompt itself without the prompt branch): distinct ones of n, the share of queries that got the "
+                  "most common one, the share that is degenerate (a repeated line, code, or under 4 words; "
+                  "promptintern/metatuner/diagnostics.py states the rule) and their mean length in words. ΔW spread: "
+                  "mean over queries of ||ΔW_i − mean ΔW||_F / ||mean ΔW||_F, averaged over the LoRA target layers "
+                  "(0: every query gets the same LoRA; '-' without the parameter branch or in files written before "
+                  "the diagnostics, which have only the prompts and the training summary). D2 sizes: the size of D2 "
+                  "at each rebuild (* marks a rebuild that fell back to the best rollouts). Steps: optimizer steps "
+                  "with a task loss / with a regularization loss.")
+
+
+def metatuner_diagnostics_frame(store: ResultStore) -> pd.DataFrame:
+    """One row per MetaTuner eval record: its ``diagnostics``, or for records without them what the samples'
+    generated prompts and the training summary give."""
+    from promptintern.metatuner.diagnostics import prompt_diagnostics, training_diagnostics
+
+    rows = []
+    for rec in store.records(kind="eval"):
+        c = rec["config"]
+        if not rec.get("metatuner") and c["method"]["name"] != "metatuner":
+            continue
+        diag = rec.get("diagnostics") or {}
+        prompts = diag.get("prompts") or prompt_diagnostics(
+            [s.get("generated_prompt") or "" for s in rec.get("samples") or []])
+        training = diag.get("training") or training_diagnostics((rec.get("metatuner") or {}).get("train"))
+        rolls = ((rec.get("metatuner") or {}).get("train") or {}).get("rollouts") or []
+        fallback = [bool(r.get("d2_fallback")) for r in rolls]
+        rows.append({
+            "model": c["model"], "train_task": c.get("train_task") or "-", "eval_task": c["eval_task"],
+            "method": c["method"]["name"], "label": c["method"]["label"], "seed": c.get("seed", 0),
+            "n": prompts.get("n") or 0, "distinct": prompts.get("distinct") or 0,
+            "most_common_share": prompts.get("most_common_share"),
+            "degenerate_fraction": prompts.get("degenerate_fraction"),
+            "degenerate_counts": prompts.get("degenerate_counts") or {},
+            "mean_words": (prompts.get("words") or {}).get("mean"),
+            "delta_w_spread": (diag.get("delta_w") or {}).get("spread"),
+            "d2_sizes": list(training.get("d2_sizes") or []),
+            "d2_fallback": fallback + [False] * (len(training.get("d2_sizes") or []) - len(fallback)),
+            "task_loss_steps": (training.get("task_loss") or {}).get("steps") or 0,
+            "reg_loss_steps": (training.get("reg_loss") or {}).get("steps") or 0,
+            "steps": training.get("steps") or 0,
+        })
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.sort_values(["model", "eval_task", "train_task", "label", "seed"], kind="stable").reset_index(drop=True)
+
+
+def _share(x) -> str:
+    return "-" if agg._isnan(x) else agg.fmt_pct(100.0 * x)
+
+
+def _degenerate(r) -> str:
+    if agg._isnan(r["degenerate_fraction"]):
+        return "-"
+    parts = [f"{v} {k}" for k, v in r["degenerate_counts"].items() if v]
+    return _share(r["degenerate_fraction"]) + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _d2_sizes(r) -> str:
+    sizes = r["d2_sizes"]
+    if not sizes:
+        return "-"
+    return ", ".join(("-" if s is None else str(s)) + ("*" if fb else "")
+                     for s, fb in zip(sizes, r["d2_fallback"], strict=False))
+
+
+def metatuner_diagnostics_columns() -> list[agg.Column]:
+    return [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
+            ("eval task", lambda r: str(r["eval_task"])), ("method", lambda r: str(r["label"])),
+            ("seed", lambda r: str(r["seed"])),
+            ("distinct prompts / n", lambda r: f"{int(r['distinct'])} / {int(r['n'])}"),
+            ("most common", lambda r: _share(r["most_common_share"])),
+            ("degenerate", _degenerate),
+            ("mean words", lambda r: "-" if agg._isnan(r["mean_words"]) else agg.fmt(r["mean_words"])),
+            ("ΔW spread", lambda r: "-" if agg._isnan(r["delta_w_spread"]) else f"{r['delta_w_spread']:.3g}"),
+            ("D2 sizes", _d2_sizes),
+            ("steps: task / reg loss", lambda r: f"{int(r['task_loss_steps'])} / {int(r['reg_loss_steps'])}")]
+
+
 def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: PriceTable,
                  extra_paths: dict[str, Path] | None = None, decision: list[dict] | None = None) -> dict[str, Path]:
     """Write report.html and report.md from the tables and plots; returns their paths."""
@@ -296,6 +376,10 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     md += ["## Items, contamination and budget", "", *selection_lines(store), "", *budget_lines(main), ""]
     md += ["## Statistical power", "", *[f"- {compare.power_line(p)}" for p in compare.power_rows(main)], ""]
     md += ["## Answers", "", ANSWERS_NOTE, "", agg.render_markdown(t["answers"], agg.answers_columns()), ""]
+    mt_diag = metatuner_diagnostics_frame(store)
+    if not mt_diag.empty:
+        md += ["## MetaTuner diagnostics", "", METATUNER_NOTE, "",
+               agg.render_markdown(mt_diag, metatuner_diagnostics_columns()), ""]
     md += ["## Training stages", "", agg.render_markdown(t["stages"], agg.stage_columns()), "",
            "## Throughput by batch size", "", agg.render_markdown(t["throughput"], agg.throughput_columns()), "",
            "## How the numbers are measured", "", *[f"- {x}" for x in notes], "",
@@ -346,6 +430,9 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     h += ["</ul>"]
     h += ["<h2>Answers</h2>", f"<p class='note'>{html.escape(ANSWERS_NOTE)}</p>",
           render_html_table(t["answers"], agg.answers_columns())]
+    if not mt_diag.empty:
+        h += ["<h2>MetaTuner diagnostics</h2>", f"<p class='note'>{html.escape(METATUNER_NOTE)}</p>",
+              render_html_table(mt_diag, metatuner_diagnostics_columns())]
     h += ["<h2>Training stages</h2>", render_html_table(t["stages"], agg.stage_columns()),
           "<h2>Throughput by batch size</h2>", render_html_table(t["throughput"], agg.throughput_columns()),
           "<h2>How the numbers are measured</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes]

@@ -229,3 +229,101 @@ def test_experiment_files_name_every_variant_and_ablation(name):
     )
     assert {"gsm8k", "mbpp", "nl2bash"} <= set(cfg["tasks"]["train"])
     assert {"promptintern", "full_prompt_ft", "query_only_ft"} <= {m["name"] for m in cfg["methods"]}
+
+
+# ------------------------------------------------------------------------------------------ co-adaptation (issue 16)
+class _StubTask:
+    """Scores the first rollout of every query ``good`` (default 0: no rollout reaches a threshold of 1)."""
+
+    name, primary_metric, max_new_tokens, stop = "stub", "accuracy", 3, []
+
+    def __init__(self, good: float = 0.0):
+        self.good = good
+
+    def score(self, preds, examples):
+        return [{"accuracy": self.good if k % 2 == 0 else 0.0} for k in range(len(preds))]
+
+
+def _items(n: int = 4) -> list:
+    return [TrainItem(f"q{i}", f"What is {i} plus {i + 1}?", str(2 * i + 1), example=i) for i in range(n)]
+
+
+def _fit(fresh, monkeypatch, n_items: int = 4, **options):
+    """fit() on the tiny model with stubbed sampling (rollouts are cheap and deterministic); the History and the
+    number of task-path prompt generations."""
+    from promptintern.metatuner.train import History, fit
+
+    mt = _mt(fresh, n_rollouts=2, rollout_max_new_tokens=2, batch_size=1, max_prompt_tokens=4, progress=False,
+             lr_g=5e-2, **options)
+    monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [[f"keep {i} rules", "x"] for i in range(len(texts))])
+    calls = []
+    real = mt.greedy_prompts
+
+    def counted(texts, **kw):
+        calls.append(len(texts))
+        return real(texts, **kw)
+
+    monkeypatch.setattr(mt, "greedy_prompts", counted)
+    history = History()
+    fit(mt, _items(n_items), _StubTask(good=1.0), "Add the numbers. Answer with the sum.", seed=0, history=history)
+    return mt, history, calls
+
+
+def test_a_step_cadence_syncs_rebuilds_d2_and_regenerates_prompts_within_an_epoch(fresh, monkeypatch):
+    # 2 queries, batches of 1, 2 epochs (steps 0-3); refresh_every=2: the epoch cadence refreshes at epoch 0 only
+    common = dict(n_items=2, epochs=2, refresh_every=2, variant="J")
+    mt, h, calls = _fit(fresh, monkeypatch, refresh_steps=3, **common)
+    assert [(r["epoch"], r["step"]) for r in h.rollouts] == [(0, 0), (1, 3)]  # D2 rebuilt mid-epoch, at step 3
+    assert 3 in h.syncs  # φ_p' <- φ_p there
+    assert sum(calls) == 3  # each query's prompt once, then the step-3 query's again from the synced decoder
+    _, h0, calls0 = _fit(fresh, monkeypatch, refresh_steps=0, **common)
+    assert [r["step"] for r in h0.rollouts] == [0] and sum(calls0) == 2  # the epoch cadence: prompts cached throughout
+
+
+def test_alternate_every_changes_the_update_sequence(fresh, monkeypatch):
+    _, one, _ = _fit(fresh, monkeypatch, variant="I", alternate_every=1)
+    _, two, _ = _fit(fresh, monkeypatch, variant="I", alternate_every=2)
+    assert [s["updates"] for s in one.steps] == [["task", "reg"]] * 4
+    assert [s["updates"] for s in two.steps] == [["task"], ["task", "reg", "reg"]] * 2
+
+
+def test_d2_is_never_silently_empty_with_the_best_fallback(fresh, monkeypatch):
+    from promptintern.metatuner.train import best_rollouts
+
+    d2 = best_rollouts(["a", "b", "c", "d"], [["a1", "a2"], ["b1", "b2"], ["c1", "c2"], ["d1", "d2"]],
+                       [[0.1, 0.4], [0.0, 0.0], [0.9, None], [None, None]])
+    assert [(d["id"], d["prompt"]) for d in d2] == [("c", "c1")]  # best per query, the better half (3 scored // 2)
+    mt = _mt(fresh, n_rollouts=2, rollout_max_new_tokens=2, batch_size=2, d2_fallback="best")
+    monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [[f"p{i}", "q"] for i in range(len(texts))])
+    d2, stats = rollouts(mt, _items(), _StubTask(good=0.0), "Add.")
+    assert d2 and stats["d2_fallback"] and stats["d2_size"] == len(d2) and stats["d2_mean_reward"] == 0.0
+    mt.cfg.d2_fallback = "none"
+    d2, stats = rollouts(mt, _items(), _StubTask(good=0.0), "Add.")
+    assert d2 == [] and stats["d2_size"] == 0 and not stats["d2_fallback"]  # recorded, not silent
+
+
+def test_query_pooling_separates_queries_that_share_a_long_prefix(fresh):
+    seed = " ".join(["Follow the house rules for every answer and keep the format exact."] * 12)
+    queries = ["What is 12 plus 30?", "Name the capital of France, please."]
+
+    def spread(pool: str) -> float:
+        mt = _mt(fresh, pool=pool, max_length=512)
+        with torch.no_grad():
+            h = mt.hidden([mt.g_text(seed, q) for q in queries])
+        return float((h[0] - h[1]).norm() / h[0].norm())
+
+    mean, query = spread("mean"), spread("query_mean")
+    assert query > 0.2, query  # the stated tolerance: h_i of two queries differ by > 20 % of |h|
+    assert query > 3 * mean, (mean, query)  # the whole-input mean is dominated by the shared prefix
+
+
+def test_the_relevant_warmup_target_depends_on_the_query(fresh):
+    from promptintern.metatuner.train import relevant_sentences
+
+    _, tok = fresh()
+    seed = "## Task\nWrite SQL for databases. Write bash for files.\n## Output\n- Answer with the command only."
+    a = relevant_sentences(seed, "list the files in a folder with bash", tok, 64)
+    b = relevant_sentences(seed, "query the users table of the databases in SQL", tok, 64)
+    assert a == "Write bash for files. Answer with the command only."  # the answer rule is always kept
+    assert b == "Write SQL for databases. Answer with the command only."
+    assert len(tok(relevant_sentences(seed, "files", tok, 5), add_special_tokens=False)["input_ids"]) <= 5

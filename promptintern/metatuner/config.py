@@ -12,6 +12,8 @@ from ..errors import ConfigError
 
 VARIANTS = ("I", "J")
 ABLATIONS = (None, "no_param", "no_prompt", "no_share")
+POOLS = ("mean", "query_mean", "last")
+WARMUP_TARGETS = ("first_paragraph", "seed", "relevant")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 DEFAULT_REWRITE_INSTRUCTION = (
@@ -29,15 +31,24 @@ class MetaTunerConfig:
     generator_model: str | None = None  # G; None: the unit's model (G = M, as in the harness's runs)
     # --- generator G = meta encoder φ_s (embeddings + first k layers) + prompt decoder φ_p ------------------
     share_layers: float = 0.25  # k: a fraction of G's layers (0 < x < 1, rounded, at least 1) or a count (>= 1, or 0)
-    pool: str = "mean"  # h_i = masked mean ("mean") or last-token ("last") state of φ_s over G's input
-    seed_prompt: str = "template"  # "template" (the task template), "first_paragraph" (its first paragraph), or text
+    # h_i: masked mean over G's whole input ("mean": the rewrite instruction and seed prompt are the same prefix
+    # for every query, so in a causal LM their states are too and h_i varies little), the mean over the query's
+    # tokens only ("query_mean"), or the last token's state ("last")
+    pool: str = "mean"
+    # p̃: "template" (the task template), "first_paragraph" (its first paragraph), "rules" (the first paragraph and
+    # the template's first two sections, e.g. the output format and conventions: short, but with the answer
+    # rules), or the text itself
+    seed_prompt: str = "template"
     rewrite_instruction: str = DEFAULT_REWRITE_INSTRUCTION
     max_prompt_tokens: int = 64  # longest generated prompt p_i
     g_lora_r: int = 8  # G is trained through LoRA factors (φ_s / φ_p / φ_p' are those factors)
     g_lora_alpha: int = 16
     g_lora_targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
     g_warmup_epochs: float = 1.0  # SFT warm-up of G on (p̃, x_i) -> warm-up target
-    g_warmup_target: str = "first_paragraph"  # "first_paragraph" of p̃ | "seed" (p̃ itself, cut to max_prompt_tokens)
+    # G's warm-up target: "first_paragraph" of p̃ or "seed" (p̃ itself, cut to max_prompt_tokens) — the same for
+    # every query, so G starts as a constant emitter — or "relevant": p̃'s sentences that share most words with
+    # the query, in p̃'s order, up to max_prompt_tokens (a target that depends on the query)
+    g_warmup_target: str = "first_paragraph"
     # --- parameter decoder F (hypernetwork) and the per-sample LoRA on the actor M ---------------------------
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     lora_r: int = 4
@@ -59,7 +70,10 @@ class MetaTunerConfig:
     alpha: float = 1.0  # weight of the supervised regularization loss
     alternate_every: int = 1  # variant I: optimizer steps per phase before switching loss
     regenerate: str = "sync"  # task-path prompts from (φ_s, φ_p'): regenerated at each "sync" (cached) or every "step"
-    sync_every: int = 0  # φ_p' <- φ_p every this many batches; 0 = at every D2 refresh (start of a refresh epoch)
+    sync_every: int = 0  # φ_p' <- φ_p every this many batches; 0 = at every D2 refresh
+    # a step cadence for the co-adaptation: every this many batches, sync φ_p' <- φ_p, rebuild D2 with fresh
+    # rollouts and regenerate the task path's prompts (0: at the start of every refresh_every-th epoch)
+    refresh_steps: int = 0
     # --- rollouts and D2 -----------------------------------------------------------------------------------
     n_rollouts: int = 4
     rollout_temperature: float = 1.0
@@ -69,6 +83,9 @@ class MetaTunerConfig:
     refresh_every: int = 1  # epochs between D2 refreshes
     d2_threshold: float | dict = field(default_factory=lambda: {"default": 1.0, "bleu": 50.0})
     d2_max_per_query: int = 2
+    # when no rollout reaches the threshold: "none" leaves D2 empty (no regularisation until one does), "best"
+    # keeps each query's best rollout, the better half of the queries by reward (D2 never empty)
+    d2_fallback: str = "none"
     # --- misc -----------------------------------------------------------------------------------------------
     progress: bool = True
 
@@ -91,16 +108,19 @@ class MetaTunerConfig:
         req(self.variant in VARIANTS, "variant", f"must be one of {VARIANTS}")
         req(self.ablation in ABLATIONS, "ablation", f"must be one of {ABLATIONS}")
         req(self.no_share_encoder in ("separate", "embedding"), "no_share_encoder", "must be 'separate' or 'embedding'")
-        req(self.pool in ("mean", "last"), "pool", "must be 'mean' or 'last'")
+        req(self.pool in POOLS, "pool", f"must be one of {', '.join(POOLS)}")
+        req(self.d2_fallback in ("none", "best"), "d2_fallback", "must be 'none' or 'best'")
         req(self.regenerate in ("sync", "step"), "regenerate", "must be 'sync' or 'step'")
-        req(self.g_warmup_target in ("first_paragraph", "seed"), "g_warmup_target", "must be 'first_paragraph' or 'seed'")
+        req(self.g_warmup_target in WARMUP_TARGETS, "g_warmup_target", f"must be one of {', '.join(WARMUP_TARGETS)}")
         req(self.share_layers >= 0, "share_layers", "must be >= 0")
         req(self.share_layers < 1 or float(self.share_layers).is_integer(), "share_layers",
             "a fraction in (0, 1) or an integer count of layers")
         for key in ("max_prompt_tokens", "g_lora_r", "lora_r", "hyper_hidden", "batch_size", "max_length",
                     "n_rollouts", "refresh_every", "d2_max_per_query", "alternate_every"):
             req(isinstance(getattr(self, key), int) and getattr(self, key) > 0, key, "must be a positive integer")
-        req(isinstance(self.sync_every, int) and self.sync_every >= 0, "sync_every", "must be an integer >= 0")
+        for key in ("sync_every", "refresh_steps"):
+            req(isinstance(getattr(self, key), int) and not isinstance(getattr(self, key), bool)
+                and getattr(self, key) >= 0, key, "must be an integer >= 0")
         for key in ("rollout_max_new_tokens", "rollout_batch_size"):
             v = getattr(self, key)
             req(v is None or (isinstance(v, int) and v > 0), key, "must be a positive integer or null")
@@ -166,7 +186,22 @@ def seed_prompt_text(cfg: MetaTunerConfig, template: str) -> str:
         return template.strip()
     if cfg.seed_prompt == "first_paragraph":
         return first_paragraph(template)
+    if cfg.seed_prompt == "rules":
+        return rules_text(template)
     return cfg.seed_prompt.strip()
+
+
+def rules_text(template: str, sections: int = 2) -> str:
+    """The template up to the end of its ``sections``-th ``## `` section (the first paragraph, then e.g. the
+    output format and the conventions)."""
+    out, seen = [], 0
+    for line in template.strip().splitlines():
+        if line.startswith("## "):
+            seen += 1
+            if seen > sections:
+                break
+        out.append(line)
+    return "\n".join(out).strip()
 
 
 def first_paragraph(text: str) -> str:

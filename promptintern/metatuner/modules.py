@@ -60,8 +60,14 @@ def encode_lower(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: i
     return h
 
 
-def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str = "mean") -> torch.Tensor:
-    """h_i: masked mean (or the last real token, right padding) of the states, then RMS-normalised (no weights)."""
+def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str = "mean",
+                pool_mask: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """h_i: masked mean (over ``pool_mask``'s positions with "query_mean", e.g. the query's tokens; else over every
+    real token) or the last real token (right padding) of the states, then RMS-normalised (no weights)."""
+    if how == "query_mean":
+        if pool_mask is None:
+            raise ValueError("pool 'query_mean' needs the query's positions (pool_mask)")
+        attention_mask, how = attention_mask * pool_mask, "mean"
     m = attention_mask.to(hidden.dtype).unsqueeze(-1)
     if how == "mean":
         h = (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -153,11 +159,11 @@ class Generator(nn.Module):
             for n, m in self.loras.items():
                 m.active = before[n]
 
-    def encode(self, input_ids, attention_mask, pool: str = "mean") -> torch.Tensor:
+    def encode(self, input_ids, attention_mask, pool: str = "mean", pool_mask=None) -> torch.Tensor:
         """h_i from the meta encoder (or the separate encoder of the no-sharing ablation)."""
         with self.mode(lower="encoder" if self.separate_encoder else "live"):
             hidden = encode_lower(self.lm, input_ids, attention_mask, self.k)
-        return pool_hidden(hidden, attention_mask, pool)
+        return pool_hidden(hidden, attention_mask, pool, pool_mask)
 
     def lora_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if ".lora_" in n}

@@ -66,6 +66,59 @@ def select_d2(
     return out
 
 
+def best_rollouts(ids: list[str], prompts: list[list[str]], scores: list[list[float | None]]) -> list[dict]:
+    """D2 when no rollout reached the threshold: each query's best-scoring rollout prompt, for the better half of
+    the queries by that score (at least one; ties keep the queries' order)."""
+    best = []
+    for qid, ps, ss in zip(ids, prompts, scores, strict=True):
+        scored = [(float(s), p) for p, s in zip(ps, ss, strict=True) if s is not None and p.strip()]
+        if scored:
+            s, p = max(scored, key=lambda x: x[0])
+            best.append({"id": qid, "prompt": p, "score": s})
+    best.sort(key=lambda d: -d["score"])
+    return best[: max(1, len(best) // 2)] if best else []
+
+
+ANSWER_RULE_CUES = ("####", "respond with", "answer with", "reply with", "final line", "return only", "output only")
+STOPWORDS = frozenset("the and for with that this from are was were you your what which who how into onto its "
+                      "use using all any can will not but has have had one two per each given write".split())
+
+
+def _content_words(text: str) -> set[str]:
+    import re
+
+    return {w for w in re.findall(r"[a-z0-9_#]+", text.lower()) if len(w) >= 3 and w not in STOPWORDS}
+
+
+def relevant_sentences(seed_prompt: str, query: str, tokenizer, max_tokens: int) -> str:
+    """G's per-query warm-up target ``relevant``: the seed prompt's rule for the answer's form (the sentence with
+    most cues such as ``####``, "respond with", "final line"), then the sentences sharing most content words
+    with the query while they fit in ``max_tokens``, in the seed prompt's order (markdown headings dropped; its
+    first sentence when nothing qualifies). What the query does not touch is left out, so queries get
+    different targets."""
+    import re
+
+    lines = [x for x in seed_prompt.splitlines() if x.strip() and not x.lstrip().startswith("#")]
+    sentences = [x.strip(" -*") for line in lines for x in re.split(r"(?<=[.!?])\s+", line) if x.strip(" -*")]
+    if not sentences:
+        return ""
+    words = _content_words(query)
+    overlap = [len(words & _content_words(x)) for x in sentences]
+    cues = [sum(c in x.lower() for c in ANSWER_RULE_CUES) for x in sentences]
+    rule = max(range(len(sentences)), key=lambda i: (cues[i], -i)) if max(cues) else None
+    ranked = ([rule] if rule is not None else []) + sorted(
+        (i for i in range(len(sentences)) if overlap[i] and i != rule), key=lambda i: (-overlap[i], i))
+    keep, used = [], 0
+    for i in ranked or [0]:
+        n = len(tokenizer(sentences[i], add_special_tokens=False)["input_ids"])
+        if keep and used + n > max_tokens:
+            continue
+        keep.append(i)
+        used += n
+    text = " ".join(sentences[i] for i in sorted(keep))
+    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+
+
 @dataclass
 class TrainItem:
     id: str
@@ -150,9 +203,23 @@ class MetaTuner:
         return ids.to(self.device), mask.to(self.device)
 
     # ------------------------------------------------------------------------------------------ branches
+    QUERY_MARK = "### Query\n"
+
+    def query_mask(self, g_texts: list[str], mask: torch.Tensor) -> torch.Tensor:
+        """1 on each row's query tokens (from the query's first token to the end of G's input), 0 elsewhere."""
+        out = torch.zeros_like(mask)
+        lengths = mask.long().sum(1).tolist()
+        for i, t in enumerate(g_texts):
+            at = t.rfind(self.QUERY_MARK)
+            tail = t[at + len(self.QUERY_MARK):] if at >= 0 else t
+            n = len(self.tok(tail, add_special_tokens=False)["input_ids"])
+            out[i, max(0, lengths[i] - n): lengths[i]] = 1
+        return out
+
     def hidden(self, g_texts: list[str]) -> torch.Tensor:
         ids, mask = self._ids(g_texts)
-        return self.G.encode(ids, mask, self.cfg.pool)
+        pool_mask = self.query_mask(g_texts, mask) if self.cfg.pool == "query_mean" else None
+        return self.G.encode(ids, mask, self.cfg.pool, pool_mask)
 
     def factors(self, g_texts: list[str]) -> dict | None:
         """Per-sample LoRA factors θ_i = F(h_i), or None without the parameter branch."""
@@ -319,14 +386,14 @@ def generator_warmup(mt: MetaTuner, items: list[TrainItem], seed_prompt: str, *,
             curve = cache / "generator_warmup_curve.json"
             history.generator_warmup = json.loads(curve.read_text())["losses"] if curve.is_file() else []
             return
-        if cfg.g_warmup_target == "first_paragraph":
-            target = first_paragraph(seed_prompt)
+        if cfg.g_warmup_target == "relevant":  # a target per query
+            targets = [relevant_sentences(seed_prompt, it.query, mt.tok, cfg.max_prompt_tokens) for it in items]
         else:
-            target = seed_prompt
-        ids = mt.tok(target, add_special_tokens=False)["input_ids"][: cfg.max_prompt_tokens]
-        target = mt.tok.decode(ids)
-        recs = [encode_for_training(mt.g_prompt(seed_prompt, it.query, target), mt.tok, cfg.max_length, mt.chat)
-                for it in items]
+            target = first_paragraph(seed_prompt) if cfg.g_warmup_target == "first_paragraph" else seed_prompt
+            ids = mt.tok(target, add_special_tokens=False)["input_ids"][: cfg.max_prompt_tokens]
+            targets = [mt.tok.decode(ids)] * len(items)
+        recs = [encode_for_training(mt.g_prompt(seed_prompt, it.query, t), mt.tok, cfg.max_length, mt.chat)
+                for it, t in zip(items, targets, strict=True)]
         params = mt.G.phi_s_params() + mt.G.phi_p_params()
         losses = _sft(mt, recs, params, cfg.g_warmup_epochs, cfg.lr_g, seed, "metatuner generator warm-up")
         history.generator_warmup = losses
@@ -418,6 +485,9 @@ def rollouts(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str) -> t
     scores = [flat[i * n : (i + 1) * n] for i in range(len(items))]
     threshold = cfg.threshold(task.name, primary)
     d2 = select_d2([it.id for it in items], prompts, scores, threshold, cfg.d2_max_per_query)
+    fallback = not d2 and cfg.d2_fallback == "best"
+    if fallback:
+        d2 = best_rollouts([it.id for it in items], prompts, scores)
     valid = [float(s) for s in flat if s is not None]
     stats = {
         "rollouts": len(flat),
@@ -426,6 +496,8 @@ def rollouts(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str) -> t
         "passed": sum(1 for s in valid if s >= threshold),
         "queries_covered": len({d["id"] for d in d2}),
         "d2_size": len(d2),
+        "d2_mean_reward": sum(d["score"] for d in d2) / len(d2) if d2 else None,
+        "d2_fallback": fallback,
         "mean_prompt_tokens": sum(len(mt.tok(p, add_special_tokens=False)["input_ids"]) for ps in prompts for p in ps)
         / max(1, len(flat)),
         "seconds": time.perf_counter() - t0,
@@ -516,17 +588,31 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def refresh(epoch: int) -> None:
+        """φ_p' <- φ_p (when syncs follow refreshes), D2 rebuilt from fresh rollouts, task prompts regenerated."""
+        nonlocal d2, d2_order, rollout_s
+        if cfg.sync_every == 0:
+            sync()
+        d2, stats = rollouts(mt, items, task, seed_prompt)
+        d2_order = []
+        rollout_s += stats["seconds"]
+        history.rollouts.append({"epoch": epoch, "step": step, **stats})
+
+    def reg_step(rec: dict) -> None:
+        lr_ = mt.reg_loss(d2_batch(), seed_prompt)
+        rec.setdefault("reg_losses", []).append(lr_.item())
+        rec["reg_loss"] = sum(rec["reg_losses"]) / len(rec["reg_losses"])
+        rec["updates"].append("reg")
+        optimizer_step(cfg.alpha * lr_)
+
     for epoch, eb in enumerate(epoch_batches):
-        if cfg.prompt_branch and epoch % cfg.refresh_every == 0:
-            if cfg.sync_every == 0:
-                sync()
-            d2, stats = rollouts(mt, items, task, seed_prompt)
-            d2_order = []
-            rollout_s += stats["seconds"]
-            history.rollouts.append({"epoch": epoch, "step": step, **stats})
+        if cfg.prompt_branch and cfg.refresh_steps == 0 and epoch % cfg.refresh_every == 0:
+            refresh(epoch)
         for idx in eb:
+            if cfg.prompt_branch and cfg.refresh_steps > 0 and step % cfg.refresh_steps == 0:
+                refresh(epoch)
             batch = [items[i] for i in idx]
-            rec: dict = {"step": step, "epoch": epoch, "task_loss": None, "reg_loss": None}
+            rec: dict = {"step": step, "epoch": epoch, "task_loss": None, "reg_loss": None, "updates": []}
             with _autocast(mt.device):
                 if cfg.variant == "J":
                     loss = None
@@ -541,15 +627,16 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
                     if loss is not None:
                         optimizer_step(loss)
                         rec["loss"] = loss.item()
-                else:  # variant I: a task-loss step, then a regularization step
+                        rec["updates"].append("joint")
+                else:  # variant I: alternate_every task-loss steps (one per batch), then as many regularization steps
                     if do_task:
                         lt = mt.task_loss(batch, task_prompts(batch), seed_prompt)
                         rec["task_loss"] = lt.item()
+                        rec["updates"].append("task")
                         optimizer_step(lt)
-                    if do_reg and d2:
-                        lr_ = mt.reg_loss(d2_batch(), seed_prompt)
-                        rec["reg_loss"] = lr_.item()
-                        optimizer_step(cfg.alpha * lr_)
+                    if do_reg and d2 and (not do_task or (step + 1) % cfg.alternate_every == 0):
+                        for _ in range(cfg.alternate_every if do_task else 1):
+                            reg_step(rec)
             sched.step()
             history.steps.append(rec)
             step += 1
@@ -567,11 +654,13 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
 
 # ---------------------------------------------------------------------------------------------- entry points
 def warmup_keys(model: str, cfg: MetaTunerConfig, items: list[TrainItem], seed_prompt: str, seed: int, chat: bool,
-                task_name: str) -> dict[str, str]:
+                task_name: str, generator_model: str | None = None) -> dict[str, str]:
     common = {"model": model, "seed": seed, "task": task_name, "ids": [it.id for it in items], "seed_prompt": seed_prompt,
               "chat": chat, "batch_size": cfg.batch_size, "max_length": cfg.max_length}
     actor = {**common, "epochs": cfg.m_warmup_epochs, "lr": cfg.m_warmup_lr, "lora": cfg.m_warmup_lora}
-    gen = {**common, "epochs": cfg.g_warmup_epochs, "target": cfg.g_warmup_target, "lr": cfg.lr_g,
+    # G's warm-up trains the generator: its model is the generator's (the same key as before when G = M)
+    g_model = {"model": generator_model} if generator_model and generator_model != model else {}
+    gen = {**common, **g_model, "epochs": cfg.g_warmup_epochs, "target": cfg.g_warmup_target, "lr": cfg.lr_g,
            "r": cfg.g_lora_r, "alpha": cfg.g_lora_alpha, "targets": cfg.g_lora_targets,
            "max_prompt_tokens": cfg.max_prompt_tokens, "rewrite": cfg.rewrite_instruction,
            "weight_decay": cfg.weight_decay, "warmup_ratio": cfg.warmup_ratio, "clip": cfg.max_grad_norm}
@@ -603,7 +692,7 @@ def train_metatuner(
     generator_model = generator_model or model
     items = [TrainItem(ex.id, task.format_query(ex), task.format_target(ex), ex) for ex in examples]
     history = History()
-    keys = warmup_keys(model, cfg, items, seed_prompt, seed, chat, task.name)
+    keys = warmup_keys(model, cfg, items, seed_prompt, seed, chat, task.name, generator_model)
     root = Path(warmup_root) if warmup_root is not None else None
     t0 = time.perf_counter()
 
