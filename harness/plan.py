@@ -169,6 +169,15 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     for task in loaded.values():
         check_splits(task, [task.train_split, task.test_split])
     selection = select(cfg, loaded)
+    for name in cfg["tasks"]["train"]:
+        if not selection[name].train_ids:
+            from promptintern.errors import ConfigError
+
+            task = loaded[name]
+            why = ("it has no training split (evaluation only: put it in tasks.eval)" if not task.train_split else
+                   f"its training split has {selection[name].pool_size} items left after removing "
+                   f"{len(selection[name].removed)} near-duplicates of test items")
+            raise ConfigError("tasks.train", f"task {name!r} has no training items: {why}")
     return {name: {"data": {**task.data_fingerprint(), "task_definition": task.definition_id()},
                    "scoring": task.scoring_identity(), "selection": selection[name]}
             for name, task in loaded.items()}

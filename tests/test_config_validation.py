@@ -424,3 +424,14 @@ def test_cli_plan_names_a_duplicate_key(tmp_path, capsys):
     text = yaml.safe_dump({**BASE, "results_dir": str(tmp_path / "r")}, sort_keys=False) + "train:\n  lr: 0.01\n"
     assert main(["plan", str(write(tmp_path, text))]) == 2
     assert "exp.yaml:" in capsys.readouterr().err
+
+
+def test_a_train_task_without_training_items_is_refused_before_ray(tmp_path, data_dir):
+    """MATH-500 has no training split here: training on it would plan stages with zero items."""
+    from harness.plan import prepare_tasks
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\nmodels: [tiny]\ntasks: {train: [math500], test_limit: 2}\n")
+    cfg = load_experiment(path)
+    with pytest.raises(ConfigError, match=r"tasks\.train: task 'math500' has no training items: it has no training split"):
+        prepare_tasks(cfg, data_dir=str(data_dir))

@@ -327,3 +327,46 @@ def test_the_relevant_warmup_target_depends_on_the_query(fresh):
     assert a == "Write bash for files. Answer with the command only."  # the answer rule is always kept
     assert b == "Write SQL for databases. Answer with the command only."
     assert len(tok(relevant_sentences(seed, "files", tok, 5), add_special_tokens=False)["input_ids"]) <= 5
+
+
+def test_gumbel_prompts_carry_the_task_loss_into_the_prompt_decoder(fresh):
+    """prompt_objective gumbel: the task loss reaches φ_p (through the straight-through prompt tokens), φ_s and F,
+    never the frozen copy; the forward pass uses hard one-hot tokens."""
+    from promptintern.metatuner.gumbel import soft_prompts, task_loss
+
+    mt = _mt(fresh, prompt_objective="gumbel", max_prompt_tokens=4)
+    items = _items(2)
+    g_texts = [mt.g_text("Add.", it.query) for it in items]
+    onehot, keep = soft_prompts(mt, g_texts, tau=1.0)
+    assert onehot.shape[:2] == (2, 4) and torch.all(onehot.sum(-1) == 1) and keep.dtype == torch.bool
+    loss = task_loss(mt, items, "Add.", tau=1.0)
+    loss.backward()
+    grad = lambda ps: any(p.grad is not None and p.grad.abs().sum() > 0 for p in ps)  # noqa: E731
+    assert grad(mt.G.phi_p_params()) and grad(mt.G.phi_s_params()) and grad(list(mt.F.parameters()))
+    assert not grad(mt.G.phi_p_frozen_params())
+
+
+def test_gumbel_fit_trains_without_rollouts_and_is_labelled(fresh, monkeypatch):
+    mt, h, _ = _fit(fresh, monkeypatch, n_items=2, prompt_objective="gumbel", variant="J")
+    assert h.rollouts == [] and [s["updates"] for s in h.steps] == [["task+prompt"]] * 2
+    assert method_label({"prompt_objective": "gumbel"}) == "metatuner-J/gumbel"
+    with pytest.raises(ConfigError, match="prompt_objective"):
+        MetaTunerConfig.from_dict({"prompt_objective": "gumbel", "ablation": "no_prompt"})
+
+
+def test_d2_sources_rule_and_mixed(fresh, monkeypatch):
+    from promptintern.metatuner.train import candidate_prompts
+
+    mt = _mt(fresh, n_rollouts=2, max_prompt_tokens=16, d2_source="rule")
+    monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: pytest.fail("rule needs no G samples"))
+    items = _items(2)
+    seed = "Add the two numbers given.\n\nAnswer with the sum only."
+    g = [mt.g_text(seed, it.query) for it in items]
+    rule = candidate_prompts(mt, items, g, seed, 2)
+    assert [len(c) for c in rule] == [2, 2] and rule[0][1] == "Add the two numbers given."
+    mt.cfg.d2_source = "mixed"
+    monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [[f"s{i}"] * n for i in range(len(texts))])
+    mixed = candidate_prompts(mt, items, g, seed, 2)
+    assert mixed[1] == ["s1", "s1", *rule[1]]
+    d2, stats = rollouts(mt, items, _StubTask(good=1.0), seed)
+    assert stats["rollouts"] == 8  # 2 queries x (2 samples + 2 rule-written)

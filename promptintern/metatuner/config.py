@@ -68,6 +68,10 @@ class MetaTunerConfig:
     max_grad_norm: float = 1.0
     max_length: int = 1024
     alpha: float = 1.0  # weight of the supervised regularization loss
+    # how the prompt decoder φ_p learns: "supervised" (the paper's regularisation on D2) or "gumbel" (no D2: the
+    # task loss reaches φ_p through straight-through Gumbel-softmax prompt tokens; the paper's Fig. 4)
+    prompt_objective: str = "supervised"
+    gumbel_tau: float = 1.0
     alternate_every: int = 1  # variant I: optimizer steps per phase before switching loss
     regenerate: str = "sync"  # task-path prompts from (φ_s, φ_p'): regenerated at each "sync" (cached) or every "step"
     sync_every: int = 0  # φ_p' <- φ_p every this many batches; 0 = at every D2 refresh
@@ -86,8 +90,15 @@ class MetaTunerConfig:
     # when no rollout reaches the threshold: "none" leaves D2 empty (no regularisation until one does), "best"
     # keeps each query's best rollout, the better half of the queries by reward (D2 never empty)
     d2_fallback: str = "none"
+    # where D2's candidate prompts come from (the paper's Fig. 5): "rollouts" (sampled from G: φ_s + φ_p'), "rule"
+    # (written by rule from p̃, no G: the query's relevant sentences and p̃'s first paragraph), or "mixed" (both);
+    # every candidate is scored by M's answer and the threshold applies alike
+    d2_source: str = "rollouts"
     # --- misc -----------------------------------------------------------------------------------------------
     progress: bool = True
+    # appended to the table label as "[tag]": tells apart rows of an analysis axis that the label does not name
+    # (e.g. share_layers or n_rollouts values)
+    tag: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> MetaTunerConfig:
@@ -110,6 +121,14 @@ class MetaTunerConfig:
         req(self.no_share_encoder in ("separate", "embedding"), "no_share_encoder", "must be 'separate' or 'embedding'")
         req(self.pool in POOLS, "pool", f"must be one of {', '.join(POOLS)}")
         req(self.d2_fallback in ("none", "best"), "d2_fallback", "must be 'none' or 'best'")
+        req(self.tag is None or (isinstance(self.tag, str) and self.tag.strip() and "[" not in self.tag), "tag",
+            "must be a short non-empty text without brackets")
+        req(self.d2_source in ("rollouts", "rule", "mixed"), "d2_source", "must be 'rollouts', 'rule' or 'mixed'")
+        req(self.prompt_objective in ("supervised", "gumbel"), "prompt_objective", "must be 'supervised' or 'gumbel'")
+        req(self.prompt_objective == "supervised" or self.ablation not in ("no_prompt", "no_param"), "prompt_objective",
+            "gumbel trains the prompt decoder through the task loss: it needs both branches (no ablation no_prompt "
+            "or no_param)")
+        req(isinstance(self.gumbel_tau, int | float) and self.gumbel_tau > 0, "gumbel_tau", "must be a number > 0")
         req(self.regenerate in ("sync", "step"), "regenerate", "must be 'sync' or 'step'")
         req(self.g_warmup_target in WARMUP_TARGETS, "g_warmup_target", f"must be one of {', '.join(WARMUP_TARGETS)}")
         req(self.share_layers >= 0, "share_layers", "must be >= 0")
@@ -173,10 +192,16 @@ def method_label(cfg: MetaTunerConfig | dict | None) -> str:
     if not isinstance(cfg, MetaTunerConfig):
         cfg = MetaTunerConfig.from_dict(cfg)
     label = f"metatuner-{cfg.variant}"
+    if cfg.prompt_objective == "gumbel":
+        label += "/gumbel"
     if cfg.ablation:
         label += "/" + cfg.ablation.replace("_", "-")
         if cfg.ablation == "no_share" and cfg.no_share_encoder == "embedding":
             label += "-k0"
+    if cfg.d2_source != "rollouts":
+        label += f"/d2-{cfg.d2_source}"
+    if cfg.tag:
+        label += f"[{cfg.tag}]"
     return label
 
 

@@ -456,6 +456,20 @@ def _autocast(device):
 
 # ---------------------------------------------------------------------------------------------- rollouts
 @torch.no_grad()
+def candidate_prompts(mt: MetaTuner, chunk: list[TrainItem], g_texts: list[str], seed_prompt: str,
+                      batch_size: int) -> list[list[str]]:  # fmt: skip
+    """D2's candidate prompts per query, by ``d2_source``: G's samples, rule-written ones, or both (the same number
+    per query for every query)."""
+    cfg = mt.cfg
+    rule = [[relevant_sentences(seed_prompt, it.query, mt.tok, cfg.max_prompt_tokens),
+             mt.tok.decode(mt.tok(first_paragraph(seed_prompt), add_special_tokens=False)["input_ids"]
+                           [: cfg.max_prompt_tokens])] for it in chunk]  # fmt: skip
+    if cfg.d2_source == "rule":
+        return rule
+    sampled = mt.sample_prompts(g_texts, cfg.n_rollouts, batch_size=batch_size)
+    return [s + r for s, r in zip(sampled, rule, strict=True)] if cfg.d2_source == "mixed" else sampled
+
+
 def rollouts(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str) -> tuple[list[dict], dict]:
     """Sample n prompts per query from (φ_s, φ_p'), answer with M_{F(h_i)}, score; returns (D2, stats)."""
     cfg = mt.cfg
@@ -467,7 +481,8 @@ def rollouts(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str) -> t
     for s in range(0, len(items), chunk_size):
         chunk = items[s : s + chunk_size]
         g_texts = [mt.g_text(seed_prompt, it.query) for it in chunk]
-        sampled = mt.sample_prompts(g_texts, n, batch_size=chunk_size)
+        sampled = candidate_prompts(mt, chunk, g_texts, seed_prompt, chunk_size)
+        n = len(sampled[0])
         fac = mt.factors(g_texts)
         texts = [mt.actor_text(sampled[i][j], it.query) for i, it in enumerate(chunk) for j in range(n)]
         gens += mt.actor_generate(
@@ -524,11 +539,12 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
     if cfg.epochs <= 0:
         n_batches, epoch_batches = 0, []
     do_task = cfg.param_branch
-    do_reg = cfg.prompt_branch
+    gumbel = cfg.prompt_objective == "gumbel"  # φ_p learns from the task loss through the prompt tokens: no D2
+    do_reg = cfg.prompt_branch and not gumbel
     # What each loss trains: L_reg -> φ_s + φ_p ("live" slots of every layer of G); L_task -> the encoder
     # (φ_s, or the separate "encoder" slot of no_share) + F. φ_p' ("frozen" slots) is never optimized.
     g_train: list = []
-    if do_reg:
+    if do_reg or gumbel:
         g_train = mt.G.phi_s_params() + mt.G.phi_p_params()
     elif do_task and not mt.G.separate_encoder:
         g_train = mt.G.phi_s_params()
@@ -606,15 +622,22 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
         optimizer_step(cfg.alpha * lr_)
 
     for epoch, eb in enumerate(epoch_batches):
-        if cfg.prompt_branch and cfg.refresh_steps == 0 and epoch % cfg.refresh_every == 0:
+        if do_reg and cfg.refresh_steps == 0 and epoch % cfg.refresh_every == 0:
             refresh(epoch)
         for idx in eb:
-            if cfg.prompt_branch and cfg.refresh_steps > 0 and step % cfg.refresh_steps == 0:
+            if do_reg and cfg.refresh_steps > 0 and step % cfg.refresh_steps == 0:
                 refresh(epoch)
             batch = [items[i] for i in idx]
             rec: dict = {"step": step, "epoch": epoch, "task_loss": None, "reg_loss": None, "updates": []}
             with _autocast(mt.device):
-                if cfg.variant == "J":
+                if gumbel:
+                    from .gumbel import task_loss as gumbel_task_loss
+
+                    lt = gumbel_task_loss(mt, batch, seed_prompt, cfg.gumbel_tau)
+                    rec["task_loss"] = lt.item()
+                    rec["updates"].append("task+prompt")
+                    optimizer_step(lt)
+                elif cfg.variant == "J":
                     loss = None
                     if do_task:
                         lt = mt.task_loss(batch, task_prompts(batch), seed_prompt)
