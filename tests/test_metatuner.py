@@ -370,3 +370,12 @@ def test_d2_sources_rule_and_mixed(fresh, monkeypatch):
     assert mixed[1] == ["s1", "s1", *rule[1]]
     d2, stats = rollouts(mt, items, _StubTask(good=1.0), seed)
     assert stats["rollouts"] == 8  # 2 queries x (2 samples + 2 rule-written)
+
+
+def test_d2_can_leave_out_candidates_that_are_no_prompt(fresh, monkeypatch):
+    mt = _mt(fresh, n_rollouts=2, batch_size=2, d2_skip_degenerate=True, d2_fallback="best")
+    code = "```bash\nfind . -name '*.txt'\n```"
+    monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [
+        [code, "Keep the answer to one exact command line."] for _ in texts])
+    d2, stats = rollouts(mt, _items(2), _StubTask(good=1.0), "Add.")  # the code candidate scores 1, the prompt 0
+    assert d2 and all(d["prompt"] != code for d in d2) and stats["d2_fallback"]

@@ -94,6 +94,9 @@ class MetaTunerConfig:
     # (written by rule from p̃, no G: the query's relevant sentences and p̃'s first paragraph), or "mixed" (both);
     # every candidate is scored by M's answer and the threshold applies alike
     d2_source: str = "rollouts"
+    # leave out of D2 the candidates that are no prompt (a repeated line, code, under 4 words: diagnostics.py),
+    # whatever their reward: a generator that answers the query instead of rewriting the prompt is not rewarded
+    d2_skip_degenerate: bool = False
     # --- misc -----------------------------------------------------------------------------------------------
     progress: bool = True
     # appended to the table label as "[tag]": tells apart rows of an analysis axis that the label does not name

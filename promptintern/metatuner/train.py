@@ -499,6 +499,11 @@ def rollouts(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str) -> t
     flat = [s.get(primary) for s in per]
     scores = [flat[i * n : (i + 1) * n] for i in range(len(items))]
     threshold = cfg.threshold(task.name, primary)
+    if cfg.d2_skip_degenerate:  # a candidate that is no prompt never enters D2
+        from .diagnostics import degenerate_reason
+
+        scores = [[None if degenerate_reason(p) else sc for p, sc in zip(ps, ss, strict=True)]
+                  for ps, ss in zip(prompts, scores, strict=True)]
     d2 = select_d2([it.id for it in items], prompts, scores, threshold, cfg.d2_max_per_query)
     fallback = not d2 and cfg.d2_fallback == "best"
     if fallback:
