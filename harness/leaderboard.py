@@ -611,9 +611,12 @@ def rescore_submission(sub: dict, data_dir: str | None = None, *, include: list 
                 errors.append(f"unscorable: {where}: the local task scores differently from the submission's "
                               f"(differs in {', '.join(diff)}); cannot re-score")
                 continue
-            if isinstance(rec.get("data"), dict):
+            data = rec.get("data")
+            if isinstance(data, dict) and isinstance(data.get("eval"), dict):
+                data = data["eval"]  # a MetaTuner unit records its train and eval tasks' data: the eval task's
+            if isinstance(data, dict):
                 # data file -> sha256 (the task definition's id is left out: the scoring identity is what matters)
-                files = {k: v for k, v in rec["data"].items() if k != "task_definition"}
+                files = {k: v for k, v in data.items() if k != "task_definition"}
                 mine = task.data_fingerprint()
                 changed = sorted(f for f in set(files) | set(mine) if files.get(f) != mine.get(f))
                 if changed:

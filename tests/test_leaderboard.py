@@ -512,3 +512,17 @@ def test_cli_validate_rescore_names_entry_task_and_sample(real, tmp_path, capsys
     assert cli.main(["leaderboard", "validate", str(bad), "--rescore"]) == 1
     out = capsys.readouterr().out
     assert "REJECTED" in out and f"{where}: sample {sid}: recorded pass@1 1.0, re-scored 0.0" in out, out
+
+
+def test_the_committed_metatuner_submission_rescores(data):
+    """A MetaTuner unit records its train and eval tasks' data side by side: --rescore compares the eval task's
+    (it refused every MetaTuner entry as "the local data differ" before)."""
+    from pathlib import Path
+
+    from harness.leaderboard import validate_file
+
+    path = Path(__file__).resolve().parents[1] / "results" / "metatuner-cpu" / "submission.json"
+    sub = json.loads(path.read_text())
+    if not any("metatuner" in e["name"] for e in sub["entries"]) or "selection" not in sub:
+        pytest.skip("the committed submission predates the MetaTuner rescore fields")
+    assert validate_file(path, rescore=True, data_dir=str(data)) == []
