@@ -363,7 +363,7 @@ def test_d2_sources_rule_and_mixed(fresh, monkeypatch):
     seed = "Add the two numbers given.\n\nAnswer with the sum only."
     g = [mt.g_text(seed, it.query) for it in items]
     rule = candidate_prompts(mt, items, g, seed, 2)
-    assert [len(c) for c in rule] == [2, 2] and rule[0][1] == "Add the two numbers given."
+    assert [len(c) for c in rule] == [2, 2] and all("Answer with the sum only." in c for r in rule for c in r)
     mt.cfg.d2_source = "mixed"
     monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [[f"s{i}"] * n for i in range(len(texts))])
     mixed = candidate_prompts(mt, items, g, seed, 2)

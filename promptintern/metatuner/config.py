@@ -91,7 +91,7 @@ class MetaTunerConfig:
     # keeps each query's best rollout, the better half of the queries by reward (D2 never empty)
     d2_fallback: str = "none"
     # where D2's candidate prompts come from (the paper's Fig. 5): "rollouts" (sampled from G: φ_s + φ_p'), "rule"
-    # (written by rule from p̃, no G: the query's relevant sentences and p̃'s first paragraph), or "mixed" (both);
+    # (written by rule from p̃, no G: the query's relevant sentences at two lengths), or "mixed" (both);
     # every candidate is scored by M's answer and the threshold applies alike
     d2_source: str = "rollouts"
     # leave out of D2 the candidates that are no prompt (a repeated line, code, under 4 words: diagnostics.py),

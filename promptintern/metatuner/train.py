@@ -458,12 +458,14 @@ def _autocast(device):
 @torch.no_grad()
 def candidate_prompts(mt: MetaTuner, chunk: list[TrainItem], g_texts: list[str], seed_prompt: str,
                       batch_size: int) -> list[list[str]]:  # fmt: skip
-    """D2's candidate prompts per query, by ``d2_source``: G's samples, rule-written ones, or both (the same number
-    per query for every query)."""
+    """D2's candidate prompts per query, by ``d2_source``: G's samples, rule-written ones (the query's relevant
+    sentences of p̃), or both (the same number per query for every query)."""
     cfg = mt.cfg
+    # two rule-written candidates per query, both from its relevant sentences (at the full and at half the token
+    # budget): a query-independent candidate (p̃'s first paragraph) would win D2 for every query and make G a
+    # constant emitter again
     rule = [[relevant_sentences(seed_prompt, it.query, mt.tok, cfg.max_prompt_tokens),
-             mt.tok.decode(mt.tok(first_paragraph(seed_prompt), add_special_tokens=False)["input_ids"]
-                           [: cfg.max_prompt_tokens])] for it in chunk]  # fmt: skip
+             relevant_sentences(seed_prompt, it.query, mt.tok, max(8, cfg.max_prompt_tokens // 2))] for it in chunk]
     if cfg.d2_source == "rule":
         return rule
     sampled = mt.sample_prompts(g_texts, cfg.n_rollouts, batch_size=batch_size)
