@@ -295,10 +295,10 @@ def test_d2_is_never_silently_empty_with_the_best_fallback(fresh, monkeypatch):
     assert [(d["id"], d["prompt"]) for d in d2] == [("c", "c1")]  # best per query, the better half (3 scored // 2)
     mt = _mt(fresh, n_rollouts=2, rollout_max_new_tokens=2, batch_size=2, d2_fallback="best")
     monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [[f"p{i}", "q"] for i in range(len(texts))])
-    d2, stats = rollouts(mt, _items(), _StubTask(good=0.0), "Add.")
-    assert d2 and stats["d2_fallback"] and stats["d2_size"] == len(d2) and stats["d2_mean_reward"] == 0.0
+    d2, stats = rollouts(mt, _items(), _StubTask(good=0.5), "Add.")  # below the threshold 1, above the floor 0
+    assert d2 and stats["d2_fallback"] and stats["d2_size"] == len(d2) and stats["d2_mean_reward"] == 0.5
     mt.cfg.d2_fallback = "none"
-    d2, stats = rollouts(mt, _items(), _StubTask(good=0.0), "Add.")
+    d2, stats = rollouts(mt, _items(), _StubTask(good=0.5), "Add.")
     assert d2 == [] and stats["d2_size"] == 0 and not stats["d2_fallback"]  # recorded, not silent
 
 
@@ -373,9 +373,37 @@ def test_d2_sources_rule_and_mixed(fresh, monkeypatch):
 
 
 def test_d2_can_leave_out_candidates_that_are_no_prompt(fresh, monkeypatch):
-    mt = _mt(fresh, n_rollouts=2, batch_size=2, d2_skip_degenerate=True, d2_fallback="best")
+    mt = _mt(fresh, n_rollouts=3, batch_size=2, d2_skip_degenerate=True, d2_fallback="best")
     code = "```bash\nfind . -name '*.txt'\n```"
     monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [
-        [code, "Keep the answer to one exact command line."] for _ in texts])
-    d2, stats = rollouts(mt, _items(2), _StubTask(good=1.0), "Add.")  # the code candidate scores 1, the prompt 0
+        [code, "Keep the answer to one exact command line.", "Say something."] for _ in texts])
+    class Scores(_StubTask):  # the code candidate answers right (1), the prompt half right (0.5), the last 0
+        def score(self, preds, examples):
+            return [{"accuracy": (1.0, 0.5, 0.0)[k % 3]} for k in range(len(preds))]
+
+    d2, stats = rollouts(mt, _items(2), Scores(), "Add.")
     assert d2 and all(d["prompt"] != code for d in d2) and stats["d2_fallback"]
+
+
+def test_the_best_fallback_needs_a_reward_signal():
+    from promptintern.metatuner.train import best_rollouts
+
+    assert best_rollouts(["a", "b"], [["a1", "a2"], ["b1", "b2"]], [[0.0, 0.0], [0.0, 0.0]]) == []  # all tie
+    assert [d["prompt"] for d in best_rollouts(["a", "b"], [["a1", "a2"], ["b1", "b2"]],
+                                               [[0.0, 0.0], [0.0, 1.0]])] == ["b2"]
+
+
+def test_the_relevant_target_keeps_room_for_the_query(fresh):
+    from promptintern.metatuner.train import relevant_sentences
+
+    _, tok = fresh()
+    seed = ("Respond with exactly one line containing only the command and nothing else at all, ever, please. "
+            "Use find for file searches. Use tar for archives.")
+    a = relevant_sentences(seed, "archive the logs with tar", tok, 24)
+    b = relevant_sentences(seed, "find files by name", tok, 24)
+    assert "tar" in a and "find" in b and a != b
+
+
+def test_an_incomplete_last_group_keeps_its_regularisation_steps(fresh, monkeypatch):
+    _, three, _ = _fit(fresh, monkeypatch, variant="I", alternate_every=3)  # 4 batches: a group of 3, then 1
+    assert [u for s in three.steps for u in s["updates"]].count("reg") == 4

@@ -25,6 +25,7 @@ from promptintern.metatuner.diagnostics import (
     ("Be brief and exact.\n\n  Be brief and exact.  ", "repeated line"),  # stripped, blank lines ignored
     ("Write it\nWrite it\nimport os", "repeated line"),  # the first rule that applies
     ("```bash\nls -la /tmp\n```", "code"),
+    ("Respond with exactly one Markdown code block that starts with ```python and ends with ```.", None),
     ("def add(a, b):\n    return a + b", "code"),
     ("import numpy as np", "code"),
     ("from os import path and more words", "code"),

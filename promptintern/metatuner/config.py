@@ -132,6 +132,8 @@ class MetaTunerConfig:
             "gumbel trains the prompt decoder through the task loss: it needs both branches (no ablation no_prompt "
             "or no_param)")
         req(isinstance(self.gumbel_tau, int | float) and self.gumbel_tau > 0, "gumbel_tau", "must be a number > 0")
+        req(self.prompt_objective == "supervised" or self.variant == "J", "variant",
+            "prompt_objective gumbel has a single loss (nothing to alternate): use variant J")
         req(self.regenerate in ("sync", "step"), "regenerate", "must be 'sync' or 'step'")
         req(self.g_warmup_target in WARMUP_TARGETS, "g_warmup_target", f"must be one of {', '.join(WARMUP_TARGETS)}")
         req(self.share_layers >= 0, "share_layers", "must be >= 0")

@@ -7,7 +7,7 @@ Degenerate prompts (:func:`degenerate_reason`), checked in this order, the first
 
 - ``"repeated line"``: a non-empty line (after stripping) occurs twice or more;
 - ``"code"``: the prompt looks like code rather than an instruction. Strong signs, any one is enough: a code
-  fence (three backticks); a line (stripped) that is a Python statement: ``def name(``, ``class Name:`` /
+  fence (three backticks) opening a line (a mention inside a sentence is prose); a line (stripped) that is a Python statement: ``def name(``, ``class Name:`` /
   ``class Name(``, ``import a.b[, c] [as d]`` (the whole line), ``from a.b import ``, ``return`` alone, with one
   name, or with an operator or bracket (so the prose "return the sum of the list" is not code); ``#include``; a
   ``for X in Y:`` line; a line ending with ``;``. Case matters ("Return the sum." is prose). Weak signs,
@@ -44,9 +44,9 @@ def _weak_code_line(line: str) -> bool:
 
 def looks_like_code(prompt: str) -> bool:
     """The ``"code"`` rule of :func:`degenerate_reason` (see the module docstring)."""
-    if "```" in prompt:
-        return True
     lines = [ln.strip() for ln in prompt.splitlines() if ln.strip()]
+    if any(ln.startswith("```") for ln in lines):  # a fence that opens a line (a mention in a sentence is prose)
+        return True
     if any(_STRONG_START.match(ln) or _FOR_IN.match(ln) or ln.endswith(";") for ln in lines):
         return True
     weak = sum(_weak_code_line(ln) for ln in lines)

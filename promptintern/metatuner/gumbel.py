@@ -34,7 +34,7 @@ def soft_prompts(mt, g_texts: list[str], tau: float) -> tuple[torch.Tensor, torc
     rows, keep = [], []
     alive = torch.ones(attn.shape[0], dtype=torch.bool, device=mt.device)
     with G.mode(lower="live", upper="live"):
-        out = G.lm(input_ids=enc["input_ids"], attention_mask=attn, position_ids=pos, use_cache=True)
+        out = G.lm(input_ids=enc["input_ids"], attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
         for t in range(mt.cfg.max_prompt_tokens):
             y = F.gumbel_softmax(out.logits[:, -1].float(), tau=tau, hard=True)
             hard = y.argmax(-1)
@@ -65,7 +65,7 @@ def task_loss(mt, items, seed: str, tau: float) -> torch.Tensor:
         ids = lambda s: torch.tensor(mt.tok(s, add_special_tokens=False)["input_ids"], dtype=torch.long,  # noqa: E731
                                      device=mt.device)
         left_ids, right_ids = ids(left), ids(right)
-        target = ids(it.target + end_of_turn(mt.tok, mt.chat))
+        target = ids(it.target + end_of_turn(mt.tok, mt.chat))[: max(1, mt.cfg.max_length // 2)]
         prompt = onehot[i][keep[i]].to(emb.weight.dtype) @ emb.weight
         rows.append(torch.cat([emb(left_ids), prompt, emb(right_ids), emb(target)], 0)[-mt.cfg.max_length:])
         lab = torch.full((rows[-1].shape[0],), -100, dtype=torch.long, device=mt.device)

@@ -10,7 +10,7 @@ Order of one run (see ``README.md`` in this package for the reading of the paper
    - task loss  L_task = CE(M_{θ_i}(p_i, x_i), y_i), p_i greedy from (φ_s, φ_p') (discrete, no gradient),
      θ_i = F(h_i), h_i = pool(φ_s(p̃, x_i)): gradients reach F and φ_s (through h_i), never φ_p or φ_p'.
    - regularization L_reg = CE(G(p̃, x_i) -> p_i*) on a batch of D2, through φ_s and φ_p.
-   - variant J: one optimizer step on L_task + α L_reg; variant I: one step on L_task, then one on α L_reg.
+   - variant J: one optimizer step on L_task + α L_reg; variant I: `alternate_every` steps on L_task (one per batch), then as many on α L_reg.
 4. Final sync; save G's LoRA slots, F, the actor warm-up adapter and the curves.
 
 Warm-ups depend only on (model, seed, task items, seed prompt, warm-up settings); with ``warmup_root`` they
@@ -66,12 +66,20 @@ def select_d2(
     return out
 
 
-def best_rollouts(ids: list[str], prompts: list[list[str]], scores: list[list[float | None]]) -> list[dict]:
+def best_rollouts(ids: list[str], prompts: list[list[str]], scores: list[list[float | None]],
+                  floor: float | None = None) -> list[dict]:  # fmt: skip
     """D2 when no rollout reached the threshold: each query's best-scoring rollout prompt, for the better half of
-    the queries by that score (at least one; ties keep the queries' order)."""
+    the queries by that score (at least one; ties keep the queries' order) — counting only rollouts that scored
+    above ``floor`` (default: the lowest score of all): when every rollout ties (a binary metric and an actor
+    that never succeeds) there is no reward signal to rank by, and D2 stays empty (the rebuild's record says
+    so)."""
+    flat = [float(x) for ss in scores for x in ss if x is not None]
+    if not flat:
+        return []
+    floor = min(flat) if floor is None else floor
     best = []
     for qid, ps, ss in zip(ids, prompts, scores, strict=True):
-        scored = [(float(s), p) for p, s in zip(ps, ss, strict=True) if s is not None and p.strip()]
+        scored = [(float(s), p) for p, s in zip(ps, ss, strict=True) if s is not None and p.strip() and s > floor]
         if scored:
             s, p = max(scored, key=lambda x: x[0])
             best.append({"id": qid, "prompt": p, "score": s})
@@ -108,14 +116,18 @@ def relevant_sentences(seed_prompt: str, query: str, tokenizer, max_tokens: int)
     rule = max(range(len(sentences)), key=lambda i: (cues[i], -i)) if max(cues) else None
     ranked = ([rule] if rule is not None else []) + sorted(
         (i for i in range(len(sentences)) if overlap[i] and i != rule), key=lambda i: (-overlap[i], i))
-    keep, used = [], 0
+    # the answer rule takes at most half the budget (cut), so the query's own sentences always have room
+    parts: dict[int, str] = {}
+    used = 0
     for i in ranked or [0]:
-        n = len(tokenizer(sentences[i], add_special_tokens=False)["input_ids"])
-        if keep and used + n > max_tokens:
+        ids = tokenizer(sentences[i], add_special_tokens=False)["input_ids"]
+        if i == rule and len(ids) > max_tokens // 2 and overlap.count(0) < len(overlap):
+            ids = ids[: max(1, max_tokens // 2)]
+        if parts and used + len(ids) > max_tokens:
             continue
-        keep.append(i)
-        used += n
-    text = " ".join(sentences[i] for i in sorted(keep))
+        parts[i] = tokenizer.decode(ids).strip()
+        used += len(ids)
+    text = " ".join(parts[i] for i in sorted(parts))
     return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
 
 
@@ -472,6 +484,7 @@ def candidate_prompts(mt: MetaTuner, chunk: list[TrainItem], g_texts: list[str],
     return [s + r for s, r in zip(sampled, rule, strict=True)] if cfg.d2_source == "mixed" else sampled
 
 
+@torch.no_grad()
 def rollouts(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str) -> tuple[list[dict], dict]:
     """Sample n prompts per query from (φ_s, φ_p'), answer with M_{F(h_i)}, score; returns (D2, stats)."""
     cfg = mt.cfg
@@ -508,8 +521,9 @@ def rollouts(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str) -> t
                   for ps, ss in zip(prompts, scores, strict=True)]
     d2 = select_d2([it.id for it in items], prompts, scores, threshold, cfg.d2_max_per_query)
     fallback = not d2 and cfg.d2_fallback == "best"
-    if fallback:
-        d2 = best_rollouts([it.id for it in items], prompts, scores)
+    if fallback:  # ranked above the lowest reward of all rollouts (the left-out candidates' included)
+        d2 = best_rollouts([it.id for it in items], prompts, scores,
+                           floor=min((float(x) for x in flat if x is not None), default=None))
     valid = [float(s) for s in flat if s is not None]
     stats = {
         "rollouts": len(flat),
@@ -675,6 +689,11 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("_loss") and v is not None})
                 bar.update(1)
+    left = step % cfg.alternate_every
+    if cfg.variant == "I" and not gumbel and do_task and do_reg and d2 and left and history.steps:
+        with _autocast(mt.device):  # the last group's regularisation steps, not dropped with an incomplete group
+            for _ in range(left):
+                reg_step(history.steps[-1])
     if bar is not None:
         bar.close()
     sync()
@@ -690,6 +709,11 @@ def warmup_keys(model: str, cfg: MetaTunerConfig, items: list[TrainItem], seed_p
     actor = {**common, "epochs": cfg.m_warmup_epochs, "lr": cfg.m_warmup_lr, "lora": cfg.m_warmup_lora}
     # G's warm-up trains the generator: its model is the generator's (the same key as before when G = M)
     g_model = {"model": generator_model} if generator_model and generator_model != model else {}
+    # the live slots' initial values depend on G's layout (k shared layers, a separate encoder): rows that differ
+    # there get their own warm-up (the default layout keeps its old key)
+    if cfg.share_layers != 0.25 or cfg.ablation == "no_share":
+        g_model["layout"] = {"share_layers": cfg.share_layers, "ablation": cfg.ablation,
+                             "no_share_encoder": cfg.no_share_encoder}
     gen = {**common, **g_model, "epochs": cfg.g_warmup_epochs, "target": cfg.g_warmup_target, "lr": cfg.lr_g,
            "r": cfg.g_lora_r, "alpha": cfg.g_lora_alpha, "targets": cfg.g_lora_targets,
            "max_prompt_tokens": cfg.max_prompt_tokens, "rewrite": cfg.rewrite_instruction,
