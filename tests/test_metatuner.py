@@ -324,8 +324,10 @@ def test_the_relevant_warmup_target_depends_on_the_query(fresh):
     seed = "## Task\nWrite SQL for databases. Write bash for files.\n## Output\n- Answer with the command only."
     a = relevant_sentences(seed, "list the files in a folder with bash", tok, 64)
     b = relevant_sentences(seed, "query the users table of the databases in SQL", tok, 64)
-    assert a == "Write bash for files. Answer with the command only."  # the answer rule is always kept
-    assert b == "Write SQL for databases. Answer with the command only."
+    # the answer rule is always kept, then the query's sentences, then what the query asks
+    assert a == "Write bash for files. Answer with the command only. Focus: list the files in a folder with bash"
+    assert b == ("Write SQL for databases. Answer with the command only. Focus: query the users table of the "
+                 "databases in SQL")
     assert len(tok(relevant_sentences(seed, "files", tok, 5), add_special_tokens=False)["input_ids"]) <= 5
 
 
@@ -363,7 +365,8 @@ def test_d2_sources_rule_and_mixed(fresh, monkeypatch):
     seed = "Add the two numbers given.\n\nAnswer with the sum only."
     g = [mt.g_text(seed, it.query) for it in items]
     rule = candidate_prompts(mt, items, g, seed, 2)
-    assert [len(c) for c in rule] == [2, 2] and all("Answer with the sum only." in c for r in rule for c in r)
+    assert [len(c) for c in rule] == [2, 2] and all(c.startswith("Answer with the sum") for r in rule for c in r)
+    assert rule[0] != rule[1]  # per query
     mt.cfg.d2_source = "mixed"
     monkeypatch.setattr(mt, "sample_prompts", lambda texts, n, batch_size=8: [[f"s{i}"] * n for i in range(len(texts))])
     mixed = candidate_prompts(mt, items, g, seed, 2)

@@ -100,9 +100,10 @@ def _content_words(text: str) -> set[str]:
 
 def relevant_sentences(seed_prompt: str, query: str, tokenizer, max_tokens: int) -> str:
     """G's per-query warm-up target ``relevant``: the seed prompt's rule for the answer's form (the sentence with
-    most cues such as ``####``, "respond with", "final line"), then the sentences sharing most content words
-    with the query while they fit in ``max_tokens``, in the seed prompt's order (markdown headings dropped; its
-    first sentence when nothing qualifies). What the query does not touch is left out, so queries get
+    most cues such as ``####``, "respond with", "final line"; at most half the budget), then the sentences
+    sharing most content words with the query while they fit in ``max_tokens``, in the seed prompt's order
+    (markdown headings dropped; its first sentence when nothing qualifies), then, in what is left, "Focus:" and
+    what the query asks (its question sentence). What the query does not touch is left out, so queries get
     different targets."""
     import re
 
@@ -116,19 +117,38 @@ def relevant_sentences(seed_prompt: str, query: str, tokenizer, max_tokens: int)
     rule = max(range(len(sentences)), key=lambda i: (cues[i], -i)) if max(cues) else None
     ranked = ([rule] if rule is not None else []) + sorted(
         (i for i in range(len(sentences)) if overlap[i] and i != rule), key=lambda i: (-overlap[i], i))
-    # the answer rule takes at most half the budget (cut), so the query's own sentences always have room
+    # the answer rule takes at most half the budget (cut), and a third is kept for what the query asks
+    asked = _asked(query)
+    budget = max_tokens - (max_tokens // 3 if asked and max_tokens >= 18 else 0)
     parts: dict[int, str] = {}
     used = 0
     for i in ranked or [0]:
         ids = tokenizer(sentences[i], add_special_tokens=False)["input_ids"]
-        if i == rule and len(ids) > max_tokens // 2 and overlap.count(0) < len(overlap):
-            ids = ids[: max(1, max_tokens // 2)]
-        if parts and used + len(ids) > max_tokens:
+        if i == rule and len(ids) > budget // 2 and (overlap.count(0) < len(overlap) or asked):
+            ids = ids[: max(1, budget // 2)]
+        if parts and used + len(ids) > budget:
             continue
         parts[i] = tokenizer.decode(ids).strip()
         used += len(ids)
     text = " ".join(parts[i] for i in sorted(parts))
+    # query-specific guidance in what is left of the budget: what this query asks for (its question sentence)
+    room = max_tokens - len(tokenizer(text, add_special_tokens=False)["input_ids"]) - 3
+    if asked and room >= 6:
+        focus = tokenizer.decode(tokenizer(asked, add_special_tokens=False)["input_ids"][:room]).strip()
+        text = f"{text} Focus: {focus}" if text else f"Focus: {focus}"
     return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
+
+
+def _asked(query: str) -> str:
+    """The sentence of a query that says what is asked: its last question, else its first sentence (a task
+    statement), without a leading "Question:" label and without code or test lines."""
+    import re
+
+    lines = [x.strip() for x in query.splitlines() if x.strip() and not x.strip().startswith(("assert", "```", ">>>"))]
+    text = re.sub(r"^(question|q|task)\s*:\s*", "", " ".join(lines), flags=re.I)
+    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if x.strip()]
+    questions = [x for x in sentences if x.endswith("?")]
+    return questions[-1] if questions else (sentences[0] if sentences else "")
 
 
 @dataclass
