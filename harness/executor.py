@@ -31,7 +31,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promptintern.errors import PromptInternError
+from promptintern.errors import ConfigError
 
 from .artifacts import adapter_problem, remove_partials
 from .claims import UnitClaims
@@ -42,10 +42,8 @@ LOGS_DIR = "logs"  # <experiment>/logs/<unit id>.log: each unit's worker output,
 ATTEMPT_HEADER = "=== attempt:"
 
 
-class ClusterError(PromptInternError):
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
+class ClusterError(ConfigError):
+    """The cluster at ``ray.address`` cannot be used (unreachable, authentication refused)."""
 
 ENV_PASSTHROUGH = (
     "PROMPTINTERN_DATA_DIR",
@@ -279,12 +277,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
                            f"{text[-1] if text else type(e).__name__}.{hint}") from None
 
 
-def _cluster_nodes() -> list[dict]:
-    from .preflight import ray_nodes
-
-    return ray_nodes()
-
-
 def run_plan(
     units: list[Unit],
     store: ResultStore,
@@ -302,10 +294,10 @@ def run_plan(
     address = ray_options.get("address") or os.environ.get("RAY_ADDRESS")
     init_ray(address, ray_options.get("num_cpus"), ray_options.get("num_gpus"))
     if address:  # a cluster: no unit to run may ask for more than its largest node has (it would wait forever)
-        from .preflight import check_feasible
+        from .preflight import check_feasible, ray_nodes
 
         todo = units_to_run(units, store)
-        check_feasible([u for u in units if u.id in todo], _cluster_nodes())
+        check_feasible([u for u in units if u.id in todo], ray_nodes())
     return _GridRun(units, store, data_dir=data_dir, retries=retries, progress=progress, run_id=run_id).run()
 
 

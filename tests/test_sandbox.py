@@ -7,13 +7,12 @@ namespaces, else ``setuid``/``basic``) and, as root, also in ``setuid`` mode (no
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from _listener import Listener
 
 from tasks import sandbox
 from tasks.sandbox import Limits, run_many, run_python
@@ -37,35 +36,6 @@ MODES = _modes()
 KERNEL_ISOLATED = {"namespace", "userns"}
 
 
-class _Listener:
-    """A TCP server on 127.0.0.1 that records whether anyone connected."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-                self.connections += 1
-                conn.close()
-            except OSError:
-                continue
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module", params=MODES)
 def adversarial(request, tmp_path_factory):
     """Run every adversarial program once per mode (in parallel), then a good one; tests check the results."""
@@ -74,7 +44,7 @@ def adversarial(request, tmp_path_factory):
     outside_tmp = Path("/tmp") / f"pi-sbx-escape-{tag}"
     outside_tmp_raw = Path("/tmp") / f"pi-sbx-escape-raw-{tag}"
     outside_repo = REPO / f"pi-sbx-escape-{tag}"
-    listener = _Listener()
+    listener = Listener()
     programs = {
         "infinite_loop": "while True:\n    pass\n",
         "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",

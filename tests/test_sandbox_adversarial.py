@@ -11,11 +11,11 @@ import ctypes.util
 import os
 import secrets
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from _listener import Listener
 
 from tasks import sandbox
 from tasks.base import Example
@@ -345,32 +345,6 @@ def test_spinning_children_do_not_starve_a_neighbour(mode):
 
 
 # ------------------------------------------------------------------------------------- 6. host Unix sockets
-class _UnixListener:
-    def __init__(self, address):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(address)
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-                self.connections += 1
-                conn.close()
-            except OSError:
-                continue
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 SOCKET_PROBE = """
 import os, _socket, json
 targets = {targets!r}
@@ -409,10 +383,10 @@ def test_host_unix_sockets_are_unreachable(mode):
     os.chmod(base, 0o755)
     os.chmod(d, 0o755)
     path = str(d / "s")
-    fs_listener = _UnixListener(path)
+    fs_listener = Listener(path, socket.AF_UNIX)
     os.chmod(path, 0o777)
     abstract = f"\0pi-sbx-{tag}"
-    abs_listener = _UnixListener(abstract)
+    abs_listener = Listener(abstract, socket.AF_UNIX)
     try:
         r = run_python(SOCKET_PROBE.format(targets=[path, abstract]), LIMITS, mode=mode)
         time.sleep(0.3)

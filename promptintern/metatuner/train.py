@@ -493,6 +493,8 @@ def candidate_prompts(mt: MetaTuner, chunk: list[TrainItem], g_texts: list[str],
     """D2's candidate prompts per query, by ``d2_source``: G's samples, rule-written ones (the query's relevant
     sentences of p̃), or both (the same number per query for every query)."""
     cfg = mt.cfg
+    if cfg.d2_source == "rollouts":
+        return mt.sample_prompts(g_texts, cfg.n_rollouts, batch_size=batch_size)
     # two rule-written candidates per query, both from its relevant sentences (at the full and at half the token
     # budget): a query-independent candidate (p̃'s first paragraph) would win D2 for every query and make G a
     # constant emitter again
@@ -501,7 +503,7 @@ def candidate_prompts(mt: MetaTuner, chunk: list[TrainItem], g_texts: list[str],
     if cfg.d2_source == "rule":
         return rule
     sampled = mt.sample_prompts(g_texts, cfg.n_rollouts, batch_size=batch_size)
-    return [s + r for s, r in zip(sampled, rule, strict=True)] if cfg.d2_source == "mixed" else sampled
+    return [s + r for s, r in zip(sampled, rule, strict=True)]
 
 
 @torch.no_grad()
