@@ -8,7 +8,7 @@ Tables (markdown, CSV and LaTeX) under ``<results>/<experiment>/tables/``:
   table's headline API model) and saving vs the full prompt.
 - ``<task>``: the same for one eval task, on-task rows only (train task = eval task, or untrained methods).
 - ``cross_domain``: rows whose eval task differs from their train task, against the base model and full-prompt FT.
-- ``cost``: cost per 1k queries for every API model of the price table (uncached and best-case cached) and
+- ``cost``: cost per 1k queries for every API model of the price table (uncached, and cached under the price table's prompt-caching rule) and
   self-hosted, plus the one-time self-hosted training cost.
 - ``throughput``: tokens/s and samples/s at every measured batch size.
 - ``stages``: per training stage: mean prompt tokens, template rate requested/achieved, final loss, tokens/s.
@@ -30,6 +30,7 @@ import pandas as pd
 
 from .cost import PriceTable, load_price_table, mean_or_nan, record_costs, training_usd
 from .measure import mean_se
+from .plan import CACHED_SUFFIX, eval_label
 from .store import ResultStore
 
 BASELINE_METHOD = "full_prompt_ft"
@@ -38,7 +39,8 @@ METHOD_ORDER = {"few_shot": 0, "compress_at_inference": 1, "full_prompt_ft": 2, 
                 "promptintern": 4, "metatuner": 5}
 # Metrics already on a 0-100 scale; every other primary metric is a fraction shown as a percentage.
 SCALE_100_METRICS = {"bleu", "corpus_bleu", "chrf", "rouge", "rougeL"}
-GROUP_KEYS = ["model", "eval_task", "train_task", "label", "method", "schedule", "stages", "rate", "cross_domain"]
+GROUP_KEYS = ["model", "eval_task", "train_task", "label", "method", "schedule", "stages", "rate", "cross_domain",
+              "prefix_cache"]
 
 
 def display_score(metric: str, value: float) -> float:
@@ -136,13 +138,19 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
         lat = (rec.get("measurements") or {}).get("latency") or {}
         # MetaTuner: the generator reads the query and writes the prompt on every call: its tokens count too
         gen_in = [s["generator_tokens"] for s in samples if s.get("generator_tokens")]
+        cached = bool(c.get("prefix_cache"))
+        prefix = eff.get("prefix_cache") or {}
         row = {
             "unit_id": rec["unit_id"],
             "status": "ok",
             "error": "",
             "model": c["model"],
             "method": m["name"],
-            "label": m["label"],
+            "label": eval_label(c),
+            # the cached-prefix condition: the recurring prefix's KV cache encoded once and reused per query
+            "prefix_cache": cached,
+            "prefix_tokens": float(prefix.get("tokens") or 0),
+            "prefix_encode_s": _nan(prefix.get("encode_seconds")) if cached else 0.0,
             "schedule": m.get("schedule") or "-",
             "stages": int(m.get("stages") or 1) if m.get("schedule") else (0 if not train_task else 1),
             "rate": float(m.get("rate", 1.0)),
@@ -158,6 +166,10 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
             "input_tokens_cl100k": mean_or_nan(_api_input(s, "cl100k_base") for s in samples),
             "input_tokens_o200k": mean_or_nan(_api_input(s, "o200k_base") for s in samples),
             "output_tokens": _nan(eff.get("mean_total_output_tokens", eff.get("mean_output_tokens"))),
+            # tokens prefilled per query: the input (a MetaTuner generator's included) minus what a reused prefix
+            # cache already held
+            "prefill_tokens": _nan(eff.get("mean_total_input_tokens", eff.get("mean_input_tokens")))
+            - mean_or_nan(s.get("cached_tokens", 0) for s in samples) if samples else float("nan"),
             "includes_generator": bool(gen_in),
             "template_rate_achieved": mean_or_nan(s.get("template_rate_achieved") for s in samples),
             "seconds_per_query": _nan(eff.get("generation_seconds")) / len(samples) if samples else float("nan"),
@@ -185,7 +197,8 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
             row.update(price_table=price_table.id, hardware_key=sh["hardware_key"],
                        self_hosted_usd_per_1k=sh["usd_per_1k"])
             for model, a in costs["api"].items():
-                row[f"api_usd_per_1k[{model}]"] = a["usd_per_1k"]
+                # a cached-prefix row pays the provider's cached price (its caching rule) on its API column too
+                row[f"api_usd_per_1k[{model}]"] = a["usd_per_1k_cached"] if cached else a["usd_per_1k"]
                 row[f"api_usd_per_1k_cached[{model}]"] = a["usd_per_1k_cached"]
             row["train_seconds"] = sum((s.get("train") or {}).get("seconds") or 0.0 for s in stages) if stages else 0.0
             row["train_usd"] = training_usd(stages, price_table, hardware_key) if stages else 0.0
@@ -234,6 +247,7 @@ def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
         rows.append({
             "unit_id": u["id"], "status": status, "error": error, "model": u.get("model"),
             "method": u.get("method"), "label": u.get("method_label"), "schedule": u.get("schedule") or "-",
+            "prefix_cache": bool(u.get("prefix_cache")),
             "stages": int(u.get("stages") or 1) if u.get("schedule") else (0 if not train_task else 1),
             "rate": float(u.get("rate") or 1.0), "train_task": train_task or "-", "eval_task": u.get("eval_task"),
             "cross_domain": bool(train_task) and train_task != u.get("eval_task"), "seed": u.get("seed"),
@@ -379,18 +393,54 @@ def fmt_delta(prefix: str) -> Callable[[pd.Series], str]:
     return f
 
 
-def fmt_speedup(r) -> str:
-    x = r.get("speedup")
-    if _isnan(x):
-        return ""
-    lo, hi = r.get("speedup_lo"), r.get("speedup_hi")
-    return fmt_x(x) + ("" if _isnan(lo) or _isnan(hi) else f" [{lo:.2f}, {hi:.2f}]")
-
-
 Column = tuple[str, Callable[[pd.Series], str]]
 
 
-def main_columns(include_task: bool = True) -> list[Column]:
+def has_cached(table: pd.DataFrame) -> bool:
+    """Whether a table holds cached-prefix rows (its comparisons against the cached full prompt are shown)."""
+    return "prefix_cache" in table.columns and bool(table["prefix_cache"].fillna(False).astype(bool).any())
+
+
+def fmt_ratio(col: str) -> Callable[[pd.Series], str]:
+    """A ratio (a speedup) with its 95 % interval from ``<col>_lo`` / ``<col>_hi`` where there is one."""
+
+    def f(r) -> str:
+        x = r.get(col)
+        if _isnan(x):
+            return ""
+        lo, hi = r.get(f"{col}_lo"), r.get(f"{col}_hi")
+        return fmt_x(x) + ("" if _isnan(lo) or _isnan(hi) else f" [{lo:.2f}, {hi:.2f}]")
+
+    return f
+
+
+fmt_speedup = fmt_ratio("speedup")
+
+
+def fmt_queries(x) -> str:
+    if _isnan(x):
+        return ""
+    if math.isinf(x):
+        return "never"
+    return "< 1" if x < 1 else f"{x:,.0f}"
+
+
+def cached_columns() -> list[Column]:
+    """Every row against the cached full prompt (full-prompt FT with its prefix KV cache reused): what the free
+    alternative to internalization already saves."""
+    return [
+        ("prefill tokens", lambda r: fmt(r.get("prefill_tokens"))),
+        ("vs cached FP: prefill reduction", lambda r: fmt_pct(r.get("token_reduction_cached_pct"))),
+        ("vs cached FP: speedup [95% CI]", fmt_ratio("speedup_cached")),
+        ("vs cached FP: self-hosted saving", lambda r: fmt_pct(r.get("self_hosted_saving_cached_pct"))),
+        ("vs cached FP: API saving", lambda r: fmt_pct(r.get("api_saving_cached_pct"))),
+        ("break-even queries vs FP (uncached / cached)",
+         lambda r: "" if _isnan(r.get("break_even")) and _isnan(r.get("break_even_cached")) else
+         f"{fmt_queries(r.get('break_even')) or '–'} / {fmt_queries(r.get('break_even_cached')) or '–'}"),
+    ]
+
+
+def main_columns(include_task: bool = True, cached: bool = False) -> list[Column]:
     cols: list[Column] = []
     if include_task:
         cols += [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
@@ -418,7 +468,7 @@ def main_columns(include_task: bool = True) -> list[Column]:
         ("API $/1k", lambda r: fmt_usd(r.get("api_usd_per_1k"))),
         ("API saving", lambda r: fmt_pct(r.get("api_saving_pct"))),
     ]
-    return cols
+    return cols + (cached_columns() if cached else [])
 
 
 def render_markdown(table: pd.DataFrame, columns: Sequence[Column]) -> str:
@@ -454,8 +504,8 @@ def render_latex(table: pd.DataFrame, columns: Sequence[Column], caption: str = 
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """The main table as markdown (kept for callers of the first version)."""
-    return render_markdown(table, main_columns())
+    """The main table as markdown (with the cached-prefix comparisons when it has cached rows)."""
+    return render_markdown(table, main_columns(cached=has_cached(table)))
 
 
 def cross_domain_table(main: pd.DataFrame) -> pd.DataFrame:
@@ -512,6 +562,9 @@ def cost_columns(table: PriceTable | None, main: pd.DataFrame) -> list[Column]:
                           ("hardware price", lambda r: str(r.get("hardware_key") or "unpriced")),
                           ("self-hosted $/1k", lambda r: fmt_usd(r.get("self_hosted_usd_per_1k"))),
                           ("training $ (self-hosted, once)", lambda r: fmt_usd(r.get("train_usd")))]
+    if has_cached(main):  # the one-time encoding of the cached prefix, per adapter (included in s/query)
+        cols.insert(5, ("prefix encode (once)", lambda r: fmt_s(r.get("prefix_encode_s")) if r.get("prefix_cache")
+                        else ""))
     for model in (table.api_models if table else {}):
         cols.append((f"{model} $/1k", lambda r, m=model: fmt_usd(r.get(f"api_usd_per_1k[{m}]"))))
         cols.append((f"{model} cached $/1k", lambda r, m=model: fmt_usd(r.get(f"api_usd_per_1k_cached[{m}]"))))
@@ -589,9 +642,11 @@ def throughput_frame(store: ResultStore) -> pd.DataFrame:
         tp = (rec.get("measurements") or {}).get("throughput") or {}
         for p in tp.get("points") or []:
             rows.append({"model": c["model"], "train_task": c.get("train_task") or "-", "eval_task": c["eval_task"],
-                         "method": c["method"]["name"], "label": c["method"]["label"], "seed": c["seed"],
+                         "method": c["method"]["name"], "label": eval_label(c), "seed": c["seed"],
                          "batch_size": p["batch_size"], "max_new_tokens": tp.get("max_new_tokens"),
-                         "prompt_tokens": p["prompt_tokens"], "tokens_per_s": p["tokens_per_s"],
+                         "prompt_tokens": p["prompt_tokens"], "prefill_tokens": p.get("prefill_tokens",
+                                                                                        p["prompt_tokens"]),
+                         "tokens_per_s": p["tokens_per_s"],
                          "tokens_per_s_lo": _nan((p.get("tokens_per_s_ci") or [None, None])[0]),
                          "tokens_per_s_hi": _nan((p.get("tokens_per_s_ci") or [None, None])[1]),
                          "repeats": len(p.get("seconds_repeats") or [p["seconds"]]),
@@ -608,6 +663,7 @@ def throughput_columns() -> list[Column]:
             ("seed", lambda r: str(r["seed"])), ("batch", lambda r: str(int(r["batch_size"]))),
             ("new tokens/row", lambda r: str(r["max_new_tokens"])),
             ("prompt tokens", lambda r: str(int(r["prompt_tokens"]))),
+            ("prefilled", lambda r: str(int(r["prefill_tokens"]))),
             ("tokens/s", lambda r: fmt(r["tokens_per_s"])),
             ("95% CI", lambda r: "" if _isnan(r.get("tokens_per_s_lo")) else
              f"[{r['tokens_per_s_lo']:.1f}, {r['tokens_per_s_hi']:.1f}]"),
@@ -629,7 +685,7 @@ def answers_frame(store: ResultStore) -> pd.DataFrame:
         code = rec["task"]["name"] in CODE_TASKS
         rows.append({
             "model": c["model"], "train_task": c.get("train_task") or "-", "eval_task": c["eval_task"],
-            "method": c["method"]["name"], "label": c["method"]["label"], "seed": c["seed"], "n": n,
+            "method": c["method"]["name"], "label": eval_label(c), "seed": c["seed"], "n": n,
             "stop": reasons.count("stop"), "eos": reasons.count("eos"), "length": reasons.count("length"),
             "bare_fence": sum(bool(_BARE_FENCE.fullmatch((s.get("generation") or "").strip())) for s in samples),
             "extraction_failed": sum(bool(s.get("extraction_failure")) for s in samples),
@@ -695,14 +751,17 @@ def write_tables(store: ResultStore, price_table: PriceTable | str | None = None
     paths: dict[str, Path] = {}
     caption = (f"Main results. Costs priced with {price_table.describe()}; latency at batch 1; "
                f"API cost for {price_table.headline_model}.")
-    for fmt_name, p in _write(out, "main", main, main_columns(), caption).items():
+    if has_cached(main):
+        caption += (f" Rows marked {CACHED_SUFFIX} reuse the recurring prefix's KV cache (encoded once per adapter) and "
+                    "pay the API's cached-input price under the price table's caching rule.")
+    for fmt_name, p in _write(out, "main", main, main_columns(cached=has_cached(main)), caption).items():
         paths[fmt_name] = p
         paths[f"main.{fmt_name}"] = p
     if not main.empty:
         for task in sorted(main["eval_task"].unique()):
             sub = main[(main["eval_task"] == task) & (~main["cross_domain"])]
             stem = task_file_stem(task)
-            for fmt_name, p in _write(out, stem, sub, main_columns(include_task=True),
+            for fmt_name, p in _write(out, stem, sub, main_columns(include_task=True, cached=has_cached(sub)),
                                       f"{task}: on-task results.").items():
                 paths[f"{stem}.{fmt_name}"] = p
     for fmt_name, p in _write(out, "cross_domain", t["cross_domain"], cross_columns(),

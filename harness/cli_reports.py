@@ -85,7 +85,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_prices(args) -> int:
-    from .cost import available_tables, load_price_table, prices_dir
+    from .cost import available_tables, caching_rule_text, load_price_table, prices_dir
 
     names = available_tables()
     if not names:
@@ -96,7 +96,8 @@ def cmd_prices(args) -> int:
         hw = ", ".join(f"{h.key} ${h.usd_per_hour:.4g}/{h.per}-h" + (" (unverified)" if h.unverified else "")
                        for h in t.hardware)
         print(f"{n}{' (default)' if t.default else ''}: {t.title}; retrieved {t.retrieved}\n"
-              f"  API models: {', '.join(t.api_models)} (headline {t.headline_model})\n  hardware: {hw}")
+              f"  API models: {', '.join(t.api_models)} (headline {t.headline_model})\n"
+              f"  prompt caching: {caching_rule_text(t)}\n  hardware: {hw}")
     return 0
 
 

@@ -11,6 +11,14 @@ row's train task (for untrained rows: on the eval task itself).
   row's, on the latency queries both measured (each query's mean over its repeats), 95 % bootstrap over queries;
   rows measured without repeats or without common queries fall back to the ratio of p50s, without an interval.
 - ``token_reduction_pct``, ``self_hosted_saving_pct``, ``api_saving_pct``: 1 - row / full-prompt FT.
+- The same against the **cached** full prompt (full-prompt FT evaluated with its recurring prefix's KV cache
+  reused, ``generation.prefix_cache``), the free alternative a user has without training: ``speedup_cached``
+  (with its interval), ``token_reduction_cached_pct`` (on the tokens prefilled per query: the cached row computes
+  only what follows its prefix), ``self_hosted_saving_cached_pct`` and ``api_saving_cached_pct`` (the cached row
+  priced with the provider's caching rule). NaN where the experiment has no cached full-prompt row.
+- ``break_even`` / ``break_even_cached``: queries after which the row's one-time self-hosted training cost is
+  repaid by its per-query self-hosted saving against full-prompt FT served uncached / cached (the full-prompt
+  model taken as already paid for); inf when it saves nothing per query.
 
 :func:`power_rows` turns the differences into a per-task line: how many test items a paired comparison needs to
 detect 2 points (pass@1, accuracy: 2 percentage points; BLEU: 2 BLEU) at the measured variance.
@@ -33,9 +41,30 @@ def _nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def _baseline_index(g: pd.DataFrame, method: str) -> dict:
+def _baseline_index(g: pd.DataFrame, method: str, cached: bool = False) -> dict:
     ok = g[(g["method"] == method) & (g["status"] == "ok")]
+    if "prefix_cache" in ok.columns:
+        ok = ok[ok["prefix_cache"].fillna(False).astype(bool) == cached]
+    elif cached:
+        return {}
     return {(r["model"], r["eval_task"], r["train_task"]): r for _, r in ok.iterrows()}
+
+
+def break_even(train_usd, base_per_1k, row_per_1k) -> float:
+    """Queries to repay ``train_usd`` from the per-query saving (USD per 1k queries in); inf: no saving."""
+    if any(_nan(x) for x in (train_usd, base_per_1k, row_per_1k)):
+        return float("nan")
+    saving = (float(base_per_1k) - float(row_per_1k)) / 1000.0
+    return float("inf") if saving <= 0 else float(train_usd) / saving
+
+
+def _speedup(row, base) -> dict:
+    """Mean batch-1 latency of ``base`` over the row's on the queries both timed (paired bootstrap interval)."""
+    sp = paired_ratio(row["query_latency"], base["query_latency"])
+    if _nan(sp.get("ratio")):  # no per-query latencies in common: ratio of the p50s, no interval
+        b, v = base.get("latency_p50_s"), row.get("latency_p50_s")
+        sp = {"ratio": b / v if v and not _nan(v) and not _nan(b) else float("nan")}
+    return sp
 
 
 def _key(row) -> tuple:
@@ -46,6 +75,7 @@ def _key(row) -> tuple:
 def add_comparisons(g: pd.DataFrame, headline_api: str | None = None) -> pd.DataFrame:
     g = g.copy()
     full, query = _baseline_index(g, FULL), _baseline_index(g, QUERY)
+    full_cached = _baseline_index(g, FULL, cached=True)
     cols: dict[str, list] = {}
 
     def put(name, value):
@@ -63,12 +93,8 @@ def add_comparisons(g: pd.DataFrame, headline_api: str | None = None) -> pd.Data
             put(f"{name}_n", d.get("n", 0))
             put(f"{name}_sd", d.get("sd", float("nan")))
             put(f"{name}_ns", d.get("includes_zero"))
-        sp = {}
-        if ok and fb is not None:
-            sp = paired_ratio(row["query_latency"], fb["query_latency"])
-            if _nan(sp.get("ratio")):  # no per-query latencies in common: ratio of the p50s, no interval
-                b, v = fb.get("latency_p50_s"), row.get("latency_p50_s")
-                sp = {"ratio": b / v if v and not _nan(v) and not _nan(b) else float("nan")}
+        fc = full_cached.get(_key(row))
+        sp = _speedup(row, fb) if ok and fb is not None else {}
         put("speedup", sp.get("ratio", float("nan")))
         put("speedup_lo", sp.get("lo", float("nan")))
         put("speedup_hi", sp.get("hi", float("nan")))
@@ -84,10 +110,23 @@ def add_comparisons(g: pd.DataFrame, headline_api: str | None = None) -> pd.Data
         put("score_delta", row["score"] - fb["score"] if ok and fb is not None else float("nan"))
         put("self_hosted_saving_pct", reduction("self_hosted_usd_per_1k"))
         put("api_saving_pct", reduction("api_usd_per_1k"))
+        spc = _speedup(row, fc) if ok and fc is not None else {}
+        put("speedup_cached", spc.get("ratio", float("nan")))
+        put("speedup_cached_lo", spc.get("lo", float("nan")))
+        put("speedup_cached_hi", spc.get("hi", float("nan")))
+        put("token_reduction_cached_pct", reduction("prefill_tokens", base=fc))
+        put("self_hosted_saving_cached_pct", reduction("self_hosted_usd_per_1k", base=fc))
+        put("api_saving_cached_pct", reduction("api_usd_per_1k", base=fc))
+        trained = ok and row.get("train_task") not in (None, "-") and not _nan(row.get("train_usd"))
+        for name, base in (("break_even", fb), ("break_even_cached", fc)):
+            use = trained and base is not None and row["method"] != FULL
+            put(name, break_even(row.get("train_usd"), base.get("self_hosted_usd_per_1k"),
+                                 row.get("self_hosted_usd_per_1k")) if use else float("nan"))
     for name, values in cols.items():
         g[name] = values
     if not headline_api:
         g["api_saving_pct"] = float("nan")
+        g["api_saving_cached_pct"] = float("nan")
     return g
 
 

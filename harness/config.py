@@ -61,6 +61,9 @@ DEFAULTS: dict = {
         "latency_repeats": 3,
         "latency_max_new_tokens": None,
         "exclusive_timing": True,
+        # also evaluate every method that sends a fixed template under the cached-prefix condition (its KV cache
+        # encoded once and reused per query): extra evaluation units beside the uncached ones
+        "prefix_cache": False,
     },
     # per unit; memory: GiB of RAM Ray reserves for each unit (null: no reservation). Not part of unit ids.
     "resources": {"num_cpus": 1, "num_gpus": 0, "memory": None},
@@ -363,7 +366,7 @@ def _field_table() -> dict[str, Spec]:
         "train.lora.alpha": number(0, lo_open=True),
         "train.lora.dropout": number(0, 1, hi_open=True),
         "train.lora.target_modules": one_of(text(), list_of(text(), what="a non-empty list of module names")),
-        "generation.engine": text(sorted(ENGINES)),
+        "generation.engine": text(sorted((*ENGINES, "vllm"))),  # vllm: optional, GPU (promptintern.vllm_engine)
         "generation.batch_size": integer(1),
         "generation.measure": boolean(),
         "generation.throughput_batch_sizes": list_of(integer(1), what="a non-empty list of integers >= 1 (write [8] "
@@ -374,6 +377,7 @@ def _field_table() -> dict[str, Spec]:
         "generation.latency_repeats": integer(1),
         "generation.latency_max_new_tokens": integer(1, null=True),
         "generation.exclusive_timing": boolean(),
+        "generation.prefix_cache": boolean(),
         "resources.num_cpus": number(0, whole_above_1=True),
         "resources.num_gpus": number(0, whole_above_1=True),
         "resources.memory": number(0, lo_open=True, null=True),

@@ -8,11 +8,24 @@ Two costs per evaluated method:
 - **API (what-if)**: the run's prompts and outputs counted with tiktoken (the encoding each API model uses:
   ``o200k_base`` for the gpt-4o family, ``cl100k_base`` for gpt-3.5 / gpt-4) and priced per 1M tokens.
   A fine-tuned method (one with training stages) is priced at the fine-tuned model's rates, an untrained one
-  (few-shot, compression at inference) at the base model's. ``cached`` is the best case where every query hits the
-  prompt cache for the shared template prefix (the examples are retrieved per query, so they are never shared).
-  Chat-format overhead tokens of the API (a few per message) are not counted.
+  (few-shot, compression at inference) at the base model's. Chat-format overhead tokens of the API (a few per
+  message) are not counted.
 - **Self-hosted**: measured generation seconds per query (the main batched run: total generation wall time / n,
   plus compressor seconds for compression at inference) x the hourly price of the matching hardware entry.
+
+**Prompt caching** (``usd_per_1k_cached``) follows the vendor's rule as stated in the table's ``api.caching``
+mapping (a model may override it in ``api.models.<name>.caching``): the shared prefix of a query is its template
+(``sample_api_tokens(...)["template"]``, at most the whole prompt; the retrieved examples differ per query, so they
+are never shared), and the tokens billed at the cached price are :func:`cached_prefix_tokens` of it: none below
+``min_prefix_tokens``, else ``min_prefix_tokens`` plus whole ``step_tokens`` steps, never more than the prefix
+(OpenAI: 0 for a 600- or 1,023-token prefix, 1,024 for 1,024-1,151, 1,280 for 1,300). A model without a cached
+price (``cached_input: null``) is never cached. The figure is the steady state: every query finds the prefix in
+the cache. The first query of each cache lifetime (the vendor evicts an unused prefix after minutes) is a miss
+that pays the full input price and writes the prefix, at ``write_multiplier`` x the input price for the written
+tokens (1.0 at OpenAI, which charges no write premium; 1.25 at Anthropic); that one write per cache lifetime is
+not in the per-query mean (there is no hit rate here), and the vendor does not guarantee a hit on every query.
+The older loose keys ``api.min_cached_prefix_tokens`` / ``cached_prefix_step_tokens`` /
+``caching_rule_unverified`` are still read, as that rule with a write multiplier of 1.0.
 """
 
 from __future__ import annotations
@@ -30,6 +43,11 @@ PRICES_DIR = Path(__file__).resolve().parent / "prices"
 API_TIERS = ("base", "fine_tuned")
 PRICE_FIELDS = ("input", "cached_input", "output")
 PER_UNITS = ("gpu", "core", "instance")
+CACHING_FIELDS = ("min_prefix_tokens", "step_tokens", "write_multiplier", "source", "rule", "unverified")
+CACHING_NUMBERS = ("min_prefix_tokens", "step_tokens", "write_multiplier")
+# the loose keys of older tables under ``api:``, read as the ``api.caching`` field they name
+LEGACY_CACHING_KEYS = {"min_cached_prefix_tokens": "min_prefix_tokens", "cached_prefix_step_tokens": "step_tokens",
+                       "caching_rule_unverified": "unverified"}
 
 
 class PriceTableError(PromptInternError, ValueError):
@@ -80,6 +98,9 @@ class PriceTable:
     default: bool = False
     path: Path | None = None
     raw: dict = field(default_factory=dict, repr=False)
+    # the validated prompt-caching rule of the table ({} when it states none) and the per-model overrides
+    caching: dict = field(default_factory=dict)
+    model_caching: dict[str, dict] = field(default_factory=dict)
 
     @property
     def headline_model(self) -> str | None:
@@ -114,6 +135,83 @@ def _num(x, where: str, *, allow_none: bool = False) -> float | None:
     return float(x)
 
 
+def _int(x, where: str, minimum: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < minimum:
+        raise PriceTableError(f"{where}: must be an integer >= {minimum}, got {x!r}")
+    return x
+
+
+def _caching_fields(c, where: str) -> dict:
+    """The fields of one ``caching`` mapping, each checked (absent fields stay absent)."""
+    if not isinstance(c, dict):
+        raise PriceTableError(f"{where}: must be a mapping with {', '.join(CACHING_FIELDS)}")
+    unknown = sorted(set(c) - set(CACHING_FIELDS))
+    if unknown:
+        raise PriceTableError(f"{where}.{unknown[0]}: unknown field; the fields are {', '.join(CACHING_FIELDS)}")
+    out: dict = {}
+    if "min_prefix_tokens" in c:
+        out["min_prefix_tokens"] = _int(c["min_prefix_tokens"], f"{where}.min_prefix_tokens", 0)
+    if "step_tokens" in c:
+        out["step_tokens"] = _int(c["step_tokens"], f"{where}.step_tokens", 1)
+    if "write_multiplier" in c:
+        out["write_multiplier"] = _num(c["write_multiplier"], f"{where}.write_multiplier")
+    for f in ("source", "rule"):
+        if f in c:
+            if not isinstance(c[f], str) or not c[f].strip():
+                raise PriceTableError(f"{where}.{f}: must be a non-empty string, got {c[f]!r}")
+            out[f] = c[f].strip()
+    if "unverified" in c:
+        if not isinstance(c["unverified"], bool):
+            raise PriceTableError(f"{where}.unverified: must be true or false, got {c['unverified']!r}")
+        out["unverified"] = c["unverified"]
+    return out
+
+
+def _complete_rule(rule: dict, where: str) -> dict:
+    """A whole rule: the numbers, a source and the rule in words (write multiplier 1.0 and verified by default)."""
+    for f in ("min_prefix_tokens", "step_tokens", "source", "rule"):
+        if f not in rule:
+            raise PriceTableError(f"{where}.{f}: missing (a caching rule needs min_prefix_tokens, step_tokens, "
+                                  "source and rule)")
+    return {"min_prefix_tokens": rule["min_prefix_tokens"], "step_tokens": rule["step_tokens"],
+            "write_multiplier": rule.get("write_multiplier", 1.0), "source": rule["source"], "rule": rule["rule"],
+            "unverified": rule.get("unverified", False)}
+
+
+def _table_caching(api: dict, name: str) -> dict:
+    """The table's caching rule: ``api.caching``, else the older loose keys, else {} (no rule: never cached)."""
+    legacy = {k: api[k] for k in LEGACY_CACHING_KEYS if k in api}
+    if "caching" in api:
+        if legacy:
+            raise PriceTableError(f"price table {name}: api.caching and the older api.{next(iter(legacy))} are "
+                                  "both set; keep only api.caching")
+        return _complete_rule(_caching_fields(api["caching"], f"price table {name}: api.caching"),
+                              f"price table {name}: api.caching")
+    if not legacy.get("min_cached_prefix_tokens"):  # as before: no minimum stated, no caching
+        return {}
+    where = f"price table {name}: api"
+    minimum = _int(legacy["min_cached_prefix_tokens"], f"{where}.min_cached_prefix_tokens", 0)
+    step = legacy.get("cached_prefix_step_tokens") or 1  # as before: no step stated, every token
+    step = _int(step, f"{where}.cached_prefix_step_tokens", 1)
+    unverified = legacy.get("caching_rule_unverified", True)  # an older table cites no source for its rule
+    if not isinstance(unverified, bool):
+        raise PriceTableError(f"{where}.caching_rule_unverified: must be true or false, got {unverified!r}")
+    return {"min_prefix_tokens": minimum, "step_tokens": step, "write_multiplier": 1.0,
+            "source": "not stated (an older price table)", "rule": _rule_words(minimum, step, 1.0),
+            "unverified": unverified}
+
+
+def _model_caching(m: dict, base: dict, where: str) -> dict | None:
+    """A model's ``caching`` override, checked; a full rule after merging over the table's."""
+    if "caching" not in m or m["caching"] is None:
+        return None
+    over = _caching_fields(m["caching"], f"{where}.caching")
+    if any(f in over for f in CACHING_NUMBERS) and "rule" not in over:
+        raise PriceTableError(f"{where}.caching.rule: missing (an override of the numbers states its rule in words)")
+    _complete_rule({**base, **over}, f"{where}.caching")
+    return over
+
+
 def parse_table(raw: dict, name: str, path: Path | None = None) -> PriceTable:
     """Validate a price table's structure: a date, sources, numbers where numbers belong."""
     if not isinstance(raw, dict):
@@ -126,8 +224,15 @@ def parse_table(raw: dict, name: str, path: Path | None = None) -> PriceTable:
     api = raw["api"]
     if not isinstance(api, dict) or not isinstance(api.get("models"), dict) or not api.get("source"):
         raise PriceTableError(f"price table {name}: api needs a source and a models mapping")
+    caching = _table_caching(api, name)
+    model_caching = {}
     for model, m in api["models"].items():
         where = f"price table {name}: api.models.{model}"
+        if not isinstance(m, dict):
+            raise PriceTableError(f"{where}: must be a mapping")
+        over = _model_caching(m, caching, where)
+        if over is not None:
+            model_caching[model] = over
         if m.get("encoding") not in ("cl100k_base", "o200k_base"):
             raise PriceTableError(f"{where}.encoding: must be cl100k_base or o200k_base")
         for tier in API_TIERS:
@@ -154,7 +259,7 @@ def parse_table(raw: dict, name: str, path: Path | None = None) -> PriceTable:
                                      per=e["per"], usd_per_hour=hourly, unverified=bool(e.get("unverified")), raw=e))
     return PriceTable(id=name, title=str(raw.get("title", name)), retrieved=str(raw["retrieved"]),
                       currency=str(raw["currency"]), api=api, hardware=entries, default=bool(raw.get("default")),
-                      path=path, raw=raw)
+                      path=path, raw=raw, caching=caching, model_caching=model_caching)
 
 
 def load_price_table(name: str | None = None, directory: Path | None = None) -> PriceTable:
@@ -189,13 +294,63 @@ def api_cost_per_query(input_tokens: float, output_tokens: float, prices: dict, 
     return (uncached * prices["input"] + cached_tokens * cached_price + output_tokens * prices["output"]) / 1e6
 
 
-def cacheable_tokens(template_tokens: float, total_tokens: float, api: dict) -> float:
-    """Tokens of the shared template prefix billed at the cached rate in the best case (every query a cache hit)."""
-    minimum = api.get("min_cached_prefix_tokens")
-    step = api.get("cached_prefix_step_tokens") or 1
-    if not minimum or total_tokens < minimum or template_tokens <= 0:
+def cached_prefix_tokens(prefix_tokens: float, rule: dict) -> float:
+    """Tokens of a shared prefix billed at the cached price under ``rule`` (a :func:`caching_rule`): 0 below
+    ``min_prefix_tokens``, else ``min_prefix_tokens + floor((prefix - min_prefix_tokens) / step_tokens) x
+    step_tokens``, never more than the prefix. No rule ({}): 0."""
+    if not rule or rule.get("min_prefix_tokens") is None:
         return 0.0
-    return float(math.floor(template_tokens / step) * step)
+    minimum = rule["min_prefix_tokens"]
+    step = rule.get("step_tokens") or 1
+    if not prefix_tokens > 0 or prefix_tokens < minimum:  # also NaN
+        return 0.0
+    return float(min(prefix_tokens, minimum + math.floor((prefix_tokens - minimum) / step) * step))
+
+
+def caching_rule(table: PriceTable, model: str) -> dict:
+    """The caching rule that applies to ``model``: its ``api.models.<model>.caching`` over the table's
+    ``api.caching`` (a copy; {} when the table states no rule)."""
+    over = table.model_caching.get(model) or {}
+    if not table.caching and not over:
+        return {}
+    return {**table.caching, **over}
+
+
+def _rule_words(minimum: int, step: int, write_multiplier: float) -> str:
+    words = f"cached input billed only on a shared prefix of >= {minimum:,} tokens"
+    if step > 1:
+        words += f", in steps of {step:,}"
+    if write_multiplier != 1.0:
+        words += f", cache writes at {write_multiplier:g}x the input price"
+    return words
+
+
+def _has_cached_price(m: dict) -> tuple[bool, list[str]]:
+    """(any priced tier has a cached-input price, the priced tiers that have none)."""
+    tiers = [t for t in API_TIERS if m.get(t)]
+    without = [t for t in tiers if m[t].get("cached_input") is None]
+    return len(without) < len(tiers), without
+
+
+def caching_rule_text(table: PriceTable) -> str:
+    """One line for reports: per group of API models, the caching rule that prices their cached input (with its
+    source, and whether it is unverified), or that they are never cached (no cached-input price)."""
+    groups: dict[str, list[str]] = {}
+    for model, m in table.api_models.items():
+        cached, without = _has_cached_price(m)
+        rule = caching_rule(table, model)
+        if not cached:
+            text = "never cached (no cached-input price)"
+        elif not rule:
+            text = "never cached (the price table states no caching rule)"
+        else:
+            text = _rule_words(rule["min_prefix_tokens"], rule["step_tokens"], rule["write_multiplier"])
+            if without:
+                text += f" ({' and '.join(t.replace('_', '-') for t in without)} prices: never cached)"
+            text += f" (source: {rule['source']}{'; unverified' if rule['unverified'] else ''})"
+        groups.setdefault(text, []).append(model)
+    parts = [f"{', '.join(models)}: {text}" for text, models in groups.items()]
+    return "; ".join(parts) + "." if parts else "No API models."
 
 
 def self_hosted_usd_per_query(seconds_per_query: float, entry: HardwarePrice, hardware: dict) -> float:
@@ -238,20 +393,29 @@ def seconds_per_query(rec: dict) -> float:
 
 
 def record_costs(rec: dict, table: PriceTable, hardware_key: str | None = None) -> dict:
-    """Cost per 1k queries of one eval record: every API model (uncached and best-case cached) and self-hosted."""
+    """Cost per 1k queries of one eval record: every API model (uncached, and cached under the table's caching
+    rule: ``cached_tokens`` is the mean tokens per query billed at the cached price, ``caching_rule`` the rule
+    applied) and self-hosted."""
     samples = rec.get("samples") or []
     tier = "fine_tuned" if is_trained(rec) else "base"
     api: dict[str, dict] = {}
     for model, m in table.api_models.items():
         prices = m.get(tier)
+        rule = caching_rule(table, model)
         if not prices or not samples:
             api[model] = {"tier": tier, "usd_per_1k": float("nan"), "usd_per_1k_cached": float("nan"),
-                          "input_tokens": float("nan"), "output_tokens": float("nan")}
+                          "input_tokens": float("nan"), "output_tokens": float("nan"),
+                          "cached_tokens": float("nan"), "caching_rule": rule}
             continue
         toks = [sample_api_tokens(s, m["encoding"]) for s in samples]
+        # the shared prefix is the template, at most the whole prompt; no cached price: nothing billed as cached.
+        # Compression at inference rewrites template + examples per query: no prefix is shared between queries.
+        shared = not rec["config"].get("test_compressed")
+        cached = [cached_prefix_tokens(min(t["template"], t["input"]), rule)
+                  if shared and prices.get("cached_input") is not None else 0.0 for t in toks]
         per_q = [api_cost_per_query(t["input"], t["output"], prices) for t in toks]
-        per_q_cached = [api_cost_per_query(t["input"], t["output"], prices,
-                                           cacheable_tokens(t["template"], t["input"], table.api)) for t in toks]
+        per_q_cached = [api_cost_per_query(t["input"], t["output"], prices, c)
+                        for t, c in zip(toks, cached, strict=True)]
         api[model] = {
             "tier": tier,
             "encoding": m["encoding"],
@@ -259,6 +423,8 @@ def record_costs(rec: dict, table: PriceTable, hardware_key: str | None = None) 
             "output_tokens": mean_or_nan(t["output"] for t in toks),
             "usd_per_1k": 1000.0 * mean_or_nan(per_q),
             "usd_per_1k_cached": 1000.0 * mean_or_nan(per_q_cached),
+            "cached_tokens": mean_or_nan(cached),
+            "caching_rule": rule,
         }
     hw = rec.get("hardware") or {}
     entry = table.hardware_entry(hw, hardware_key)

@@ -65,14 +65,21 @@ def decision_rows(store, table, hardware_key: str | None = None, main: pd.DataFr
     api_model = table.headline_model if table else None
     rows = []
     for (model, task), g in ok[~ok["cross_domain"]].groupby(["model", "eval_task"], sort=False):
-        refs = g[g["method"] == REFERENCE]
+        cached = g["prefix_cache"].fillna(False).astype(bool) if "prefix_cache" in g.columns else g["n"] != g["n"]
+        refs = g[(g["method"] == REFERENCE) & ~cached]
         if refs.empty:
             continue
         ref = refs.iloc[0]
+        # the same reference served with its recurring prefix's KV cache reused (generation.prefix_cache)
+        ref_c = g[(g["method"] == REFERENCE) & cached]
+        ref_c = ref_c.iloc[0] if len(ref_c) else None
+        ref_c_sh = _per_query(ref_c.get("self_hosted_usd_per_1k")) if ref_c is not None else float("nan")
         ref_sh = _per_query(ref.get("self_hosted_usd_per_1k"))
         ref_api = _per_query(ref.get(f"api_usd_per_1k_cached[{api_model}]")) if api_model else float("nan")
         for _, r in g.iterrows():
-            is_ref = r["method"] == REFERENCE
+            is_ref = r["method"] == REFERENCE and not bool(r.get("prefix_cache"))
+            is_ref_c = ref_c is not None and r["method"] == REFERENCE and bool(r.get("prefix_cache"))
+            sp_c = {} if ref_c is None or is_ref_c else paired_ratio(r["query_latency"], ref_c["query_latency"])
             d_ref = {} if is_ref else paired_difference(r["item_scores"], ref["item_scores"])
             sp = {} if is_ref else paired_ratio(r["query_latency"], ref["query_latency"])
             sh = _per_query(r.get("self_hosted_usd_per_1k"))
@@ -110,6 +117,11 @@ def decision_rows(store, table, hardware_key: str | None = None, main: pd.DataFr
                 "break_even_self_hosted": float("nan") if is_ref else break_even(train_sh, ref_sh, sh),
                 "break_even_api": float("nan") if is_ref else break_even(
                     0.0 if not external and not r.get("train_tokens") else train_api, ref_api, api),
+                "speedup_ref_cached": sp_c.get("ratio", float("nan")),
+                "speedup_ref_cached_lo": sp_c.get("lo", float("nan")),
+                "speedup_ref_cached_hi": sp_c.get("hi", float("nan")),
+                "break_even_self_hosted_cached": float("nan") if is_ref or ref_c is None or is_ref_c else
+                break_even(train_sh, ref_c_sh, sh),
                 "hardware": r.get("hardware"), "price_table": table.id if table else None,
             })
     return rows
@@ -173,6 +185,21 @@ COLUMNS: list = [  # aggregate.Column: (header, row -> text)
     ("break-even queries (self-hosted / API)",
      lambda r: f"{_queries(r['break_even_self_hosted'])} / {_queries(r['break_even_api'])}"),
 ]
+CACHED_COLUMNS: list = [
+    ("speedup vs cached reference", lambda r: _interval(r["speedup_ref_cached"], r["speedup_ref_cached_lo"],
+                                                        r["speedup_ref_cached_hi"], 2, signed=False)
+     + ("" if _nan(r["speedup_ref_cached"]) else "×")),
+    ("break-even vs cached reference (self-hosted)", lambda r: _queries(r["break_even_self_hosted_cached"])),
+]
+
+
+def columns(rows) -> list:
+    """:data:`COLUMNS`, plus the comparisons with the cached reference when the rows have one."""
+    has = any(not _nan(r.get("speedup_ref_cached")) for r in (rows.to_dict("records") if hasattr(rows, "to_dict")
+                                                               else rows))
+    return COLUMNS + (CACHED_COLUMNS if has else [])
+
+
 NO_DECISION = ("No decision table: it needs a `few_shot` evaluation (the full prompt on the base model) on the same "
                "test items as the fine-tuned methods.")
 READING_NOTE = ("Reference: the full prompt sent to the base model (no training). Δ: paired differences on the same "
@@ -202,6 +229,6 @@ def render_decision(rows: list[dict]) -> str:
         return NO_DECISION
     out = []
     for caption, g in decision_tables(rows):
-        out += [caption, "", render_markdown(g, COLUMNS), ""]
+        out += [caption, "", render_markdown(g, columns(g)), ""]
     out.append(READING_NOTE)
     return "\n".join(out)

@@ -16,6 +16,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     """Generate, score and measure one (artefact, eval task) pair; write the record with every sample."""
     from promptintern.generation import batch_seconds, generate
     from promptintern.methods import PromptRule
+    from promptintern.prefix_cache import prefix_for
     from promptintern.prompts import render
     from promptintern.tokens import counters_for
 
@@ -28,30 +29,35 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     builder = prompt_builder(cfg, task, items.pool, items.test_split)
     rule = PromptRule(**cfg["rule"])
     built = [builder.build(ex, rule, with_answer=False, compress_context=cfg["test_compressed"]) for ex in test]
-    # The worker's base model is reused across units; the adapter is merged into it (previous one undone exactly).
-    host, model_load = adapter_host(cfg["model"])
-    t_adapter = time.perf_counter()
-    model, tok = host.activate(adapter), host.tokenizer
-    model_load["adapter_seconds"] = time.perf_counter() - t_adapter
-    model_load["adapters_served"] = host.switches
     chat = cfg["prompt"]["chat"]
     gen_cfg = cfg["generation"]
-    rendered = [render(b.prompt, tok, chat) for b in built]
-    gens = generate(
-        model,
-        tok,
-        rendered,
-        max_new_tokens=max_new_tokens(gen_cfg, task),
-        stop=task.stop,
-        batch_size=gen_cfg["batch_size"],
-        engine=gen_cfg.get("engine", "hf"),
-    )
+    max_new = max_new_tokens(gen_cfg, task)
+    ids = [b.example.id for b in built]
+    prefix = None
+    if gen_cfg.get("engine") == "vllm":  # optional, GPU: the adapter served unmerged, vLLM's own prefix cache
+        from .vllm_eval import run_on_vllm
+
+        tok, rendered, gens, wall, measurements, info, model_load = run_on_vllm(
+            cfg, built, adapter, max_new_tokens=max_new, stop=task.stop, ids=ids)
+    else:
+        # The worker's base model is reused across units; the adapter is merged into it (previous one undone).
+        host, model_load = adapter_host(cfg["model"])
+        t_adapter = time.perf_counter()
+        model, tok = host.activate(adapter), host.tokenizer
+        model_load["adapter_seconds"] = time.perf_counter() - t_adapter
+        model_load["adapters_served"] = host.switches
+        rendered = [render(b.prompt, tok, chat) for b in built]
+        # The cached-prefix condition: the recurring part (system turn + template) encoded once with this adapter
+        # active, its KV cache reused by every generation below (the main run and the timed measurements).
+        prefix = prefix_for(model, tok, [b.prompt for b in built], rendered, chat) if cfg.get("prefix_cache") \
+            else None
+        gens = generate(model, tok, rendered, max_new_tokens=max_new, stop=task.stop,
+                        batch_size=gen_cfg["batch_size"], engine=gen_cfg.get("engine", "hf"), prefix=prefix)
+        measurements = run_measurements(model, tok, rendered, ids, gen_cfg, max_new_tokens=max_new, stop=task.stop,
+                                        compressor_s=[b.compressor_seconds for b in built], prefix=prefix)
+        info = model_info(model)
     scores = task.score([g.text for g in gens], test)
     counters = counters_for(tok)
-    max_new = max_new_tokens(gen_cfg, task)
-    measurements = run_measurements(model, tok, rendered, [b.example.id for b in built], gen_cfg,
-                                    max_new_tokens=max_new, stop=task.stop,
-                                    compressor_s=[b.compressor_seconds for b in built])
     samples = [
         sample_record(example_id=b.example.id, prompt=b.prompt, gen=g, score=s, reference=b.example.reference,
                       counters=counters, tok=tok, chat=chat, demo_ids=b.demo_ids, compressor_s=b.compressor_seconds,
@@ -60,7 +66,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
         for b, g, s in zip(built, gens, scores, strict=True)
     ]
     metrics = task.aggregate(scores)
-    gen_seconds = batch_seconds(gens)
+    gen_seconds = wall if gen_cfg.get("engine") == "vllm" else batch_seconds(gens)
     record = {
         "kind": "eval",
         "status": "ok",
@@ -81,9 +87,16 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
             # reused: the worker already held this base model (seconds: the load this unit paid; base_load_seconds:
             # what loading it cost; adapter_seconds: undoing the last adapter and merging this one).
             "model_load": model_load,
+            # the one-time encoding of the shared prefix (cached-prefix condition): shown on its own, outside the
+            # steady-state cost per query
+            **({"prefix_cache": {**prefix.summary(), "prefill_tokens_per_query": statistics.fmean(
+                s["prefill_tokens"] for s in samples)}} if prefix is not None else {}),
+            **({"prefix_cache": {"engine": "vllm", "encode_seconds": None, "tokens": statistics.fmean(
+                s.get("cached_tokens", 0) for s in samples)}} if prefix is None and cfg.get("prefix_cache") and
+               samples else {}),
         },
         "measurements": measurements,
-        "model_info": model_info(model),
+        "model_info": info,
         "adapter_sha256": weights_sha256(adapter),
         "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
         "samples": samples,

@@ -106,6 +106,8 @@ def experiment(args, name: str, task_dir: Path) -> dict:
         "prompt": {"k_examples": args.k_examples},
         # gradient checkpointing: long prompts fit in memory; it does not change the adapter (not part of unit ids)
         "train": {"budget": args.budget, "epochs": args.epochs, "gradient_checkpointing": True},
+        # the full-prompt rows also served with the recurring prefix's KV cache reused: the free alternative
+        "generation": {"prefix_cache": True},
     }
 
 

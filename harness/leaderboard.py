@@ -78,6 +78,7 @@ def _sample_record(s: dict, primary: str) -> dict:
         "status": score.get("status"),
         "tokens": dict(s["tokens"]),
         "output_tokens": int(s["output_tokens"]),
+        "prefill_tokens": s.get("prefill_tokens"),
         "output_tokens_tiktoken": s.get("output_tokens_tiktoken"),
         "parts_tiktoken": s.get("parts_tiktoken"),
         "ttft_s": s["ttft_s"],
@@ -93,7 +94,8 @@ def _pseudo_record(entry: dict, task: str) -> dict:
     rec = entry["records"][task]
     samples = [{**s, "tokens": s["tokens"], "generation": s["generation"]} for s in rec["samples"]]
     return {
-        "config": {"train_task": entry["method"].get("train_task"), "method": {"name": entry["method"]["name"]}},
+        "config": {"train_task": entry["method"].get("train_task"), "method": {"name": entry["method"]["name"]},
+                   "test_compressed": bool(entry["method"].get("test_compressed"))},
         "samples": samples,
         "efficiency": {"n": len(samples), "generation_seconds": rec["generation_seconds"],
                        "compressor_seconds": rec["compressor_seconds"]},
@@ -122,6 +124,10 @@ def _measured(entry: dict, task: str) -> dict:
         "throughput_samples_per_s": best["samples_per_s"] if best else None,
         "throughput_batch_size": best["batch_size"] if best else None,
     }
+    if rec.get("prefix_cache"):  # the cached-prefix condition: what each query prefilled, the one-time encoding
+        out["prefill_tokens"] = sum(s.get("prefill_tokens", s["tokens"].get("model", 0)) for s in samples) / n \
+            if n else None
+        out["prefix_cache"] = rec["prefix_cache"]
     return out
 
 
@@ -132,27 +138,41 @@ def _results(entry: dict, task: str) -> dict:
     return {"score": _nn(mean), "score_se": _nn(se), "n": len(vals)}
 
 
-def _baseline_entry(entries: list[dict], entry: dict, task: str) -> dict | None:
+def _baseline_entry(entries: list[dict], entry: dict, task: str, cached: bool = False) -> dict | None:
     """The full-prompt FT entry this entry's task is compared with: same base model and seed, trained on the
-    entry's train task (the eval task itself for untrained entries)."""
+    entry's train task (the eval task itself for untrained entries); ``cached``: the one served with its prefix
+    KV cache reused."""
     train = entry["method"].get("train_task") or task
     for e in entries:
         if (e["method"]["name"] == BASELINE_METHOD and e["config"]["base_model"] == entry["config"]["base_model"]
                 and e["meta"]["seed"] == entry["meta"]["seed"] and e["method"].get("train_task") == train
-                and task in e["records"]):
+                and bool(e["method"].get("prefix_cache")) == cached and task in e["records"]):
             return e
     return None
 
 
 def _comparisons(entries: list[dict], entry: dict, task: str) -> dict:
-    base = _baseline_entry(entries, entry, task)
-    out = {"token_reduction_vs_full_prompt_pct": None, "speedup_vs_full_prompt": None}
+    out = _against(entry, _baseline_entry(entries, entry, task), task, "full_prompt")
+    cached = _baseline_entry(entries, entry, task, cached=True)
+    if cached is not None:
+        out.update(_against(entry, cached, task, "cached_full_prompt", tokens="prefill_tokens"))
+    return out
+
+
+def _against(entry: dict, base: dict | None, task: str, name: str, tokens: str = "input") -> dict:
+    """Token reduction and batch-1 speedup of ``entry`` against ``base`` on ``task`` (keys suffixed ``name``);
+    ``tokens``: "input" (all input tokens) or "prefill_tokens" (what each query computed, a cached prefix left out)."""
+    out = {f"token_reduction_vs_{name}_pct": None, f"speedup_vs_{name}": None}
     if base is None:
         return out
     mine, theirs = _measured(entry, task), _measured(base, task)
-    t_mine, t_base = mine["mean_input_tokens"].get("model"), theirs["mean_input_tokens"].get("model")
+    def toks(m):
+        return m.get("prefill_tokens", m["mean_input_tokens"].get("model")) if tokens == "prefill_tokens" else \
+            m["mean_input_tokens"].get("model")
+
+    t_mine, t_base = toks(mine), toks(theirs)
     if t_mine is not None and t_base:
-        out["token_reduction_vs_full_prompt_pct"] = 100.0 * (1.0 - t_mine / t_base)
+        out[f"token_reduction_vs_{name}_pct"] = 100.0 * (1.0 - t_mine / t_base)
     # as in the main table: mean batch-1 latency of full-prompt FT over this entry's, on the queries both timed
     from .measure import per_query_latency
     from .stats import paired_ratio
@@ -160,9 +180,9 @@ def _comparisons(entries: list[dict], entry: dict, task: str) -> dict:
     ratio = paired_ratio(per_query_latency(entry["records"][task].get("latency") or []),
                          per_query_latency(base["records"][task].get("latency") or []))["ratio"]
     if ratio == ratio:  # not NaN
-        out["speedup_vs_full_prompt"] = ratio
+        out[f"speedup_vs_{name}"] = ratio
     elif mine["latency_p50_s"] and theirs["latency_p50_s"]:  # no common query ids: the ratio of p50s
-        out["speedup_vs_full_prompt"] = theirs["latency_p50_s"] / mine["latency_p50_s"]
+        out[f"speedup_vs_{name}"] = theirs["latency_p50_s"] / mine["latency_p50_s"]
     return out
 
 
@@ -194,6 +214,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
         price_table = load_price_table(price_table)
     from .aggregate import chain_key, stage_records_by_chain
     from .decision import decision_rows, json_rows
+    from .plan import eval_label
 
     if decision is None:
         decision = decision_rows(store, price_table, hardware_key)
@@ -201,7 +222,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
     groups: dict[tuple, list[dict]] = {}
     for rec in store.records(kind="eval"):
         c = rec["config"]
-        groups.setdefault((c["model"], c["method"]["label"], c.get("train_task"), c["seed"]), []).append(rec)
+        groups.setdefault((c["model"], eval_label(c), c.get("train_task"), c["seed"]), []).append(rec)
     entries = []
     for (model, label, train_task, seed), recs in groups.items():
         recs.sort(key=lambda r: r["config"]["eval_task"])
@@ -224,6 +245,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
                 "stage_template_rates": [s["config"]["rule"]["template_rate"] for s in stages],
                 "stage_examples": [s["config"]["rule"]["n_examples"] for s in stages],
                 "test_rule": c.get("rule"), "test_compressed": bool(c.get("test_compressed")),
+                "prefix_cache": bool(c.get("prefix_cache")),
                 "compressor": (c.get("prompt") or {}).get("compressor"),
                 "retriever": (c.get("prompt") or {}).get("retriever"),
                 "train_task": train_task,
@@ -256,6 +278,7 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
                             for x in lat],
                 "throughput": ((meas.get("throughput") or {}).get("points")) or [],
                 "throughput_max_new_tokens": (meas.get("throughput") or {}).get("max_new_tokens"),
+                "prefix_cache": eff.get("prefix_cache"),
                 "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
                 # what `leaderboard validate --rescore` checks the local task against: its scoring identity, its
                 # data files' sha256 and the planned test items (content hash and count)

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from promptintern.generation import generate_fixed, static_cache_len, sync_device, warm_up
+from promptintern.generation import generate_fixed, pad_batch, static_cache_len, sync_device, warm_up
 
 MEASURE_DEFAULTS = {
     "measure": True,
@@ -169,10 +169,11 @@ def model_info(model) -> dict:
 # -- measurements ----------------------------------------------------------------------------------------------
 
 def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Sequence[int],
-                       max_new_tokens: int = 16, engine: str = "hf", repeats: int = 1) -> dict:
+                       max_new_tokens: int = 16, engine: str = "hf", repeats: int = 1, prefix=None) -> dict:
     """Output tokens/s and samples/s at each batch size, every row decoding exactly ``max_new_tokens`` tokens with
     ``engine``, timed ``repeats`` times (the point's figures are the means; ``tokens_per_s_ci`` their 95 % t
-    interval). With a compiling engine each batch size is warmed up (compiled) untimed before it is timed."""
+    interval). With a compiling engine each batch size is warmed up (compiled) untimed before it is timed. With a
+    ``prefix`` (promptintern.prefix_cache.PrefixKV) every batch copies its KV cache and prefills the rest only."""
     import torch
 
     from .stats import mean_interval
@@ -187,20 +188,20 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
     cache_len = static_cache_len([len(e) for e in encoded], max_new_tokens)
     model.eval()
     # warm-up (allocations, kernels) so the first batch size is not penalised
-    warm = tokenizer.pad({"input_ids": [encoded[0]]}, return_tensors="pt").to(device)
-    generate_fixed(model, tokenizer, warm, 2, engine, cache_len)
+    warm = pad_batch(tokenizer, [encoded[0]], device, prefix)
+    generate_fixed(model, tokenizer, warm, 2, engine, cache_len, prefix)
     points = []
     for b in sorted(set(int(x) for x in batch_sizes)):
         ids = [encoded[i % len(encoded)] for i in range(b)]
         warm_up(model, tokenizer, ids, engine, cache_len)
-        batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
+        batch = pad_batch(tokenizer, ids, device, prefix)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         timed = []
         for _ in range(max(1, int(repeats))):
             sync_device(device)
             t0 = time.perf_counter()
-            new_tokens = generate_fixed(model, tokenizer, batch, max_new_tokens, engine, cache_len) * b
+            new_tokens = generate_fixed(model, tokenizer, batch, max_new_tokens, engine, cache_len, prefix) * b
             sync_device(device)
             timed.append(time.perf_counter() - t0)
         seconds = sum(timed) / len(timed)
@@ -210,6 +211,7 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
             "seconds": seconds,
             "seconds_repeats": timed,
             "prompt_tokens": int(sum(len(x) for x in ids)),
+            "prefill_tokens": int(sum(len(x) for x in ids)) - (prefix.tokens * b if prefix is not None else 0),
             "output_tokens": new_tokens,
             # means over the repeats of each repeat's rate (so tokens/s over samples/s is the tokens per row)
             "tokens_per_s": rates["mean"],
@@ -219,22 +221,23 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
         if device.type == "cuda":
             point["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
         points.append(point)
-    return {"max_new_tokens": max_new_tokens, "engine": engine, "points": points, "saturating": saturating(points)}
+    return {"max_new_tokens": max_new_tokens, "engine": engine, "points": points, "saturating": saturating(points),
+            **({"prefix_tokens": prefix.tokens} if prefix is not None else {})}
 
 
 def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str], *, max_new_tokens: int,
                     stop: list[str] | None, compressor_s: Sequence[float] | None = None, engine: str = "hf",
-                    repeats: int = 1) -> list[dict]:
+                    repeats: int = 1, prefix=None) -> list[dict]:
     """Batch-1 generation of each prompt, ``repeats`` times over: one latency sample per (query, repeat), with TTFT
     and end-to-end seconds. ``compressor_s`` (per prompt) is the test-time compressor's time, counted in the
-    query's latency."""
+    query's latency. ``prefix``: its KV cache is reused (copied per query) and only the rest prefilled."""
     from promptintern.generation import generate
 
     comp = list(compressor_s) if compressor_s is not None else [0.0] * len(prompts)
     out = []
     for r in range(repeats):
         gens = generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, stop=stop, batch_size=1,
-                        engine=engine)
+                        engine=engine, prefix=prefix)
         out += latency_samples(ids, gens, comp, repeat=r)
     return out
 
@@ -243,7 +246,8 @@ def latency_samples(ids: Sequence[str], gens: Sequence, compressor_s: Sequence[f
     """One latency record per batch-1 generation; ``tpot_s`` is the decode time per output token after the first."""
     return [{"id": i, "repeat": repeat, "ttft_s": g.ttft_s, "e2e_s": g.e2e_s,
              "tpot_s": time_per_output_token(g.ttft_s, g.e2e_s, g.output_tokens),
-             "compressor_s": c, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens}
+             "compressor_s": c, "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens,
+             **({"cached_tokens": g.cached_tokens} if getattr(g, "cached_tokens", 0) else {})}
             for i, g, c in zip(ids, gens, compressor_s, strict=True)]
 
 
@@ -302,9 +306,10 @@ def latency_summary(samples: list[dict], source: str) -> dict:
 
 def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[str], gen_cfg: dict, *,
                      max_new_tokens: int, stop: list[str] | None,
-                     compressor_s: Sequence[float] | None = None) -> dict:
+                     compressor_s: Sequence[float] | None = None, prefix=None) -> dict:
     """Throughput and batch-1 latency for one evaluation, as configured in its ``generation`` section.
-    ``compressor_s``: per prompt, seconds the test-time compressor took (added to that query's latency)."""
+    ``compressor_s``: per prompt, seconds the test-time compressor took (added to that query's latency).
+    ``prefix``: the shared prefix's KV cache (promptintern.prefix_cache), reused by every timed generation."""
     s = measure_settings(gen_cfg)
     out: dict = {"settings": s}
     if not s["measure"] or not rendered:
@@ -320,10 +325,11 @@ def run_measurements(model, tokenizer, rendered: Sequence[str], ids: Sequence[st
         out["timing_lock"] = lock
         out["throughput"] = measure_throughput(model, tokenizer, rendered, s["throughput_batch_sizes"],
                                                s["throughput_max_new_tokens"], engine=engine,
-                                               repeats=s["throughput_repeats"])
+                                               repeats=s["throughput_repeats"], prefix=prefix)
         if n:  # every repeat inside the lock (the main run's batch-1 timings, if any, were not exclusive)
             samples = measure_latency(model, tokenizer, rendered[:n], ids[:n], max_new_tokens=lat_max, stop=stop,
-                                      compressor_s=comp, engine=engine, repeats=s["latency_repeats"])
+                                      compressor_s=comp, engine=engine, repeats=s["latency_repeats"],
+                                      prefix=prefix)
             out["latency"] = latency_summary(samples, source="batch1_run")
             out["latency"]["max_new_tokens"] = lat_max
             out["latency"]["repeats"] = s["latency_repeats"]

