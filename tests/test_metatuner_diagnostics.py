@@ -241,3 +241,17 @@ def test_unit_record_has_diagnostics(tmp_path, data_dir):
     assert tr["steps"] == len(rec["metatuner"]["train"]["steps"]) and tr["rebuilds"] >= 1
     assert tr["d2_sizes"] == [r["d2_size"] for r in rec["metatuner"]["train"]["rollouts"]]
     assert {k: v for k, v in unit["config"].items() if k != "method"} == cfg_before
+
+
+def test_delta_w_spread_matches_the_dense_matrices():
+    """The Gram-matrix form against ΔW_i formed densely and measured with torch.linalg (independent arithmetic)."""
+    torch.manual_seed(0)
+    A, B = torch.randn(7, 3, 11), torch.randn(7, 13, 3)
+    dw = 0.7 * torch.bmm(B, A).double()
+    mean = dw.mean(0)
+    dists = torch.linalg.matrix_norm(dw - mean)
+    d = delta_w_spread({"q": (A, B)}, scale=0.7, chunk=3)["per_layer"]["q"]
+    assert d["abs_spread"] == pytest.approx(float(dists.mean()), rel=1e-5)
+    assert d["norm_of_mean"] == pytest.approx(float(torch.linalg.matrix_norm(mean)), rel=1e-5)
+    assert d["mean_norm"] == pytest.approx(float(torch.linalg.matrix_norm(dw).mean()), rel=1e-5)
+    assert d["spread"] == pytest.approx(float(dists.mean() / torch.linalg.matrix_norm(mean)), rel=1e-5)
