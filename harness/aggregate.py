@@ -315,6 +315,8 @@ def main_table(df: pd.DataFrame, headline_api: str | None = None) -> pd.DataFram
         g = pd.concat([g, first], ignore_index=True)
     g["api_usd_per_1k"] = g[f"api_usd_per_1k[{headline_api}]"] if headline_api and \
         f"api_usd_per_1k[{headline_api}]" in g.columns else float("nan")
+    g["api_usd_per_1k_cached"] = g[f"api_usd_per_1k_cached[{headline_api}]"] if headline_api and \
+        f"api_usd_per_1k_cached[{headline_api}]" in g.columns else float("nan")
     g["api_model"] = headline_api or ""
     from .compare import add_comparisons
 
@@ -467,6 +469,8 @@ def main_columns(include_task: bool = True, cached: bool = False) -> list[Column
         ("self-hosted saving", lambda r: fmt_pct(r.get("self_hosted_saving_pct"))),
         ("API $/1k", lambda r: fmt_usd(r.get("api_usd_per_1k"))),
         ("API saving", lambda r: fmt_pct(r.get("api_saving_pct"))),
+        # the price table's caching rule applied (a template under its minimum pays the full input price)
+        ("API $/1k, prompt cached", lambda r: fmt_usd(r.get("api_usd_per_1k_cached"))),
     ]
     return cols + (cached_columns() if cached else [])
 

@@ -160,3 +160,26 @@ def power_line(p: dict) -> str:
             f"with 80 % power (α = 0.05, paired), about {int(p['items_needed']):,} test items are needed at the "
             f"measured SD of the per-item differences ({p['pooled_sd']:.1f}, pooled over {p['comparisons']} "
             f"comparison(s)); this run has {p['n_measured']}.")
+
+
+def versus(main: pd.DataFrame, method: str, other: str) -> pd.DataFrame:
+    """Every on-task ``method`` row against every ``other`` row of the same model, eval and train task (uncached
+    rows): the paired score difference with its 95 % interval, and each side's input tokens, batch-1 latency and
+    costs per 1k queries (a MetaTuner row's include its generator's call)."""
+    ok = main[(main["status"] == "ok") & ~main["cross_domain"]]
+    if "prefix_cache" in ok.columns:
+        ok = ok[~ok["prefix_cache"].fillna(False).astype(bool)]
+    rows = []
+    for _, r in ok[ok["method"] == method].iterrows():
+        for _, o in ok[(ok["method"] == other) & (ok["model"] == r["model"]) & (ok["eval_task"] == r["eval_task"])
+                       & (ok["train_task"] == r["train_task"])].iterrows():
+            d = paired_difference(r["item_scores"], o["item_scores"])
+            rows.append({"model": r["model"], "eval_task": r["eval_task"], "metric": r["metric"],
+                         "label": r["label"], "other": o["label"], "score": r["score"], "other_score": o["score"],
+                         "delta": d.get("mean"), "delta_lo": d.get("lo"), "delta_hi": d.get("hi"),
+                         "delta_ns": d.get("includes_zero"), "n": d.get("n", 0),
+                         "delta_full": r.get("delta_full"), "delta_full_lo": r.get("delta_full_lo"),
+                         "delta_full_hi": r.get("delta_full_hi"), "delta_full_ns": r.get("delta_full_ns"),
+                         **{f"{side}_{k}": x.get(k) for side, x in (("row", r), ("other", o))
+                            for k in ("input_tokens", "latency_p50_s", "self_hosted_usd_per_1k", "api_usd_per_1k")}})
+    return pd.DataFrame(rows)

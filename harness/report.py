@@ -300,6 +300,26 @@ METATUNER_NOTE = ("One row per MetaTuner evaluation. Prompts: the test queries' 
                   "with a task loss / with a regularization loss.")
 
 
+VERSUS_NOTE = ("Each MetaTuner row against full-prompt FT and against PromptIntern on the same test items: paired "
+               "differences in points with 95 % bootstrap intervals ('ns': the interval includes 0, no difference "
+               "shown). Cost per query counts the generator: its input (rewrite instruction + seed prompt + query) "
+               "and the prompt it writes are tokens and seconds of every call.")
+
+
+def versus_columns() -> list[agg.Column]:
+    def cost(side):
+        return lambda r: (f"{agg.fmt(r[f'{side}_input_tokens'], 0)} tok, {agg.fmt_s(r[f'{side}_latency_p50_s'])}, "
+                          f"{agg.fmt_usd(r[f'{side}_self_hosted_usd_per_1k'])} / {agg.fmt_usd(r[f'{side}_api_usd_per_1k'])}")
+
+    return [("eval task", lambda r: str(r["eval_task"])), ("MetaTuner", lambda r: str(r["label"])),
+            ("score", lambda r: _score(r["metric"], r["score"])),
+            ("Δ vs full-prompt FT [95% CI]", agg.fmt_delta("delta_full")),
+            ("PromptIntern", lambda r: str(r["other"])), ("its score", lambda r: _score(r["metric"], r["other_score"])),
+            ("Δ vs PromptIntern [95% CI]", agg.fmt_delta("delta")),
+            ("MetaTuner per query: input tokens, latency p50, self-hosted / API $/1k", cost("row")),
+            ("PromptIntern per query", cost("other"))]
+
+
 def metatuner_diagnostics_frame(store: ResultStore) -> pd.DataFrame:
     """One row per MetaTuner eval record: its ``diagnostics``, or for records without them what the samples'
     generated prompts and the training summary give."""
@@ -410,6 +430,10 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     md += ["## Items, contamination and budget", "", *selection_lines(store), "", *budget_lines(main), ""]
     md += ["## Statistical power", "", *[f"- {compare.power_line(p)}" for p in compare.power_rows(main)], ""]
     md += ["## Answers", "", ANSWERS_NOTE, "", agg.render_markdown(t["answers"], agg.answers_columns()), ""]
+    mt_vs = compare.versus(main, "metatuner", "promptintern")
+    if not mt_vs.empty:
+        md += ["## MetaTuner against full-prompt FT and PromptIntern", "", VERSUS_NOTE, "",
+               agg.render_markdown(mt_vs, versus_columns()), ""]
     mt_diag = metatuner_diagnostics_frame(store)
     if not mt_diag.empty:
         md += ["## MetaTuner diagnostics", "", METATUNER_NOTE, "",
@@ -464,6 +488,9 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     h += ["</ul>"]
     h += ["<h2>Answers</h2>", f"<p class='note'>{html.escape(ANSWERS_NOTE)}</p>",
           render_html_table(t["answers"], agg.answers_columns())]
+    if not mt_vs.empty:
+        h += ["<h2>MetaTuner against full-prompt FT and PromptIntern</h2>", f"<p class='note'>{html.escape(VERSUS_NOTE)}</p>",
+              render_html_table(mt_vs, versus_columns())]
     if not mt_diag.empty:
         h += ["<h2>MetaTuner diagnostics</h2>", f"<p class='note'>{html.escape(METATUNER_NOTE)}</p>",
               render_html_table(mt_diag, metatuner_diagnostics_columns())]

@@ -215,6 +215,13 @@ def test_report_has_metatuner_diagnostics_rows(tmp_path, monkeypatch):
     assert "<h2>MetaTuner diagnostics</h2>" in html and "0, 3, 2*" in html
     # the other sections are still there, in order
     assert md.index("## Answers") < md.index("## MetaTuner diagnostics") < md.index("## Training stages")
+    # against PromptIntern (scores 1, 1, 1, 0 on mbpp/0-3) on the same items: J (1, 1, 1, 1) +25 points, I (two
+    # items, both 1) +0; J against full-prompt FT (1, 0, 1, 1): +25
+    versus = md[md.index("## MetaTuner against full-prompt FT and PromptIntern"):].split("\n## ")[0]
+    cells = {line.split(" | ")[1]: line.split(" | ") for line in versus.splitlines() if line.startswith("| mbpp |")}
+    assert cells["metatuner-J"][3].startswith("+25.0") and cells["metatuner-J"][6].startswith("+25.0")
+    assert cells["metatuner-I"][6].startswith("+0.0") and cells["metatuner-I"][4].startswith("promptintern")
+    assert md.index("## MetaTuner against") < md.index("## MetaTuner diagnostics")
 
 
 def test_unit_record_has_diagnostics(tmp_path, data_dir):
