@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .plan import CACHED_SUFFIX
 from .store import ResultStore
 
 CHECKS = ("generate", "humaneval", "lm_eval")
@@ -51,7 +52,8 @@ class CheckResult:
 
 def _label(rec: dict) -> str:
     c = rec.get("config") or {}
-    return f"{(c.get('method') or {}).get('label', '?')} {c.get('train_task') or '-'}→{c.get('eval_task')}"
+    cached = CACHED_SUFFIX if c.get("prefix_cache") else ""
+    return f"{(c.get('method') or {}).get('label', '?')}{cached} {c.get('train_task') or '-'}→{c.get('eval_task')}"
 
 
 def _adapter_path(store: ResultStore, rec: dict) -> tuple[Path | None, str | None]:
@@ -156,8 +158,11 @@ def check_generate(store: ResultStore, rec: dict, task, samples_wanted: int = 8)
                 same += 1
             else:
                 diffs.append(f"{samples[i]['id']}: plain {text[:60]!r} vs harness {samples[i]['generation'][:60]!r}")
+    prefix = (rec["efficiency"].get("prefix_cache") or {}).get("tokens")
+    # a cached-prefix record is checked against plain generate without any cache: the outside truth it must match
+    cached = f", recorded with a {prefix}-token prefix KV cache reused" if cfg.get("prefix_cache") else ""
     detail = (f"{same}/{checked} generations identical to plain model.generate (batch {bs}, "
-              f"{used} of {len(groups)} batches, engine {cfg['generation'].get('engine', 'hf')})")
+              f"{used} of {len(groups)} batches, engine {cfg['generation'].get('engine', 'hf')}{cached})")
     if diffs:
         detail += "; " + "; ".join(diffs[:2])
     return CheckResult("generate", uid, label, "pass" if same == checked and checked else "fail", detail,
