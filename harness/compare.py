@@ -166,6 +166,8 @@ def versus(main: pd.DataFrame, method: str, other: str) -> pd.DataFrame:
     """Every on-task ``method`` row against every ``other`` row of the same model, eval and train task (uncached
     rows): the paired score difference with its 95 % interval, and each side's input tokens, batch-1 latency and
     costs per 1k queries (a MetaTuner row's include its generator's call)."""
+    if main.empty or "status" not in main.columns:
+        return pd.DataFrame()
     ok = main[(main["status"] == "ok") & ~main["cross_domain"]]
     if "prefix_cache" in ok.columns:
         ok = ok[~ok["prefix_cache"].fillna(False).astype(bool)]

@@ -186,8 +186,10 @@ def test_two_concurrent_runs_execute_each_unit_exactly_once(tmp_path, data_dir):
 
 
 def test_ctrl_c_cancels_cleanly_writes_the_tables_and_exits_with_one_line(tmp_path, data_dir):
-    exp = _experiment(tmp_path, methods=[{"name": "query_only_ft"}, {"name": "promptintern", "schedules": ["linear"],
-                                                                     "stages": 3}])
+    # enough units after the first evaluation that the run is still going when Ctrl-C arrives
+    exp = _experiment(tmp_path, methods=[{"name": "query_only_ft"},
+                                         {"name": "promptintern", "schedules": ["linear", "exponential"], "stages": 3},
+                                         {"name": "full_prompt_ft"}])
     cfg = load_experiment(exp)
     store = ResultStore(tmp_path / "results" / cfg["name"])
     p = _cli("run", str(exp), env=_env(data_dir), start_new_session=True)
