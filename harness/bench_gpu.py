@@ -259,8 +259,6 @@ def random_shaped_model(shape: str, tok, device: str):
 def grid_ratios(results_dir: str | Path, task: str = "mbpp") -> list[dict]:
     """PromptIntern rows vs full-prompt FT on ``task`` from a results folder: token reduction, saturated-throughput
     speedup, latency speedup, score gap (points)."""
-    import pandas as pd
-
     from . import aggregate
     from .store import ResultStore
 
@@ -275,11 +273,9 @@ def grid_ratios(results_dir: str | Path, task: str = "mbpp") -> list[dict]:
     f = full.iloc[0]
     rows = []
     for _, r in main[main["method"].str.startswith("promptintern")].iterrows():
-        tp = r.get("throughput_tok_s", float("nan"))
         rows.append({"label": r.get("label", r["method"]), "model": r["model"],
-                     "token_reduction_pct": r["token_reduction_pct"],
-                     "throughput_speedup": tp / f["throughput_tok_s"] if pd.notna(tp) else float("nan"),
-                     "latency_speedup": r["speedup"],
+                     "token_reduction_pct": r["token_reduction_full_pct"],
+                     "throughput_speedup": r["throughput_full"], "latency_speedup": r["speedup_full"],
                      "score_gap_points": aggregate.display_score(r["metric"], r["score"])
                      - aggregate.display_score(f["metric"], f["score"])})
     return rows

@@ -79,21 +79,21 @@ def cmd_plan(args) -> int:
         t.add_row(u.id, u.kind, u.label, ",".join(u.deps) or "-", str(u.resources.get("num_cpus")),
                   str(u.resources.get("num_gpus")), "yes" if store.done(u.id) else "")
     Console().print(t)
-    stages = sum(u.kind == "stage" for u in units)
+    kinds = {k: sum(u.kind == k for u in units) for k in ("stage", "eval", "metatuner", "engine")}
     print(f"grid: {len(cfg['models'])} model(s) x {len(cfg['methods'])} method entries x "
-          f"{len(cfg['tasks']['train'])} train task(s) x {len(cfg['seeds'])} seed(s) -> {stages} stages, "
-          f"{len(units) - stages} evaluations")
+          f"{len(cfg['tasks']['train'])} train task(s) x {len(cfg['seeds'])} seed(s) -> {kinds['stage']} stages, "
+          f"{kinds['eval'] + kinds['metatuner']} evaluations, {kinds['engine']} engine measurements")
     print("\n".join(_selection_lines(prep)))
     return 0
 
 
 def cmd_run(args, *, report: bool = False) -> int:
-    from .aggregate import write_tables
+    from .tables import write_tables
 
     cfg = _experiment(args)
     store, summary = run_experiment(cfg, quiet=args.quiet)
     if summary.interrupted:  # the tables of what is done, then one line
-        if store.records(kind="eval") or store.records(kind="metatuner"):
+        if store.records(kind="eval"):
             print(f"tables of what is done: {write_tables(store)['markdown']}")
         else:
             print("no evaluation finished yet: no tables")

@@ -40,7 +40,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from .leaderboard import validate_file, write_submission
+    from .submission import validate_file, write_submission
 
     store = _results_store(args.results)
     if not store.records(kind="eval"):
@@ -57,7 +57,7 @@ def cmd_submit(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .leaderboard import validate_file
+    from .submission import validate_file
 
     errors = validate_file(args.file, rescore=args.rescore, data_dir=args.data_dir,
                            include=getattr(args, "include_path", None) or None,

@@ -53,6 +53,9 @@ DEFAULTS: dict = {
         "engine": "hf",
         "batch_size": 8,
         "max_new_tokens": None,
+        # per-evaluation timings (throughput and batch-1 latency of its own answers, below). With the engine
+        # measurement on (`timing`), which times every condition on the same requests, turn these off; MetaTuner
+        # units always time themselves (the engine unit cannot serve a per-query LoRA)
         "measure": True,
         "throughput_batch_sizes": [1, 8],
         "throughput_max_new_tokens": 16,
@@ -61,9 +64,24 @@ DEFAULTS: dict = {
         "latency_repeats": 3,
         "latency_max_new_tokens": None,
         "exclusive_timing": True,
-        # also evaluate every method that sends a fixed template under the cached-prefix condition (its KV cache
-        # encoded once and reused per query): extra evaluation units beside the uncached ones
+        # serve every method that sends a fixed template with its recurring prefix's KV cache reused (encoded once):
+        # its evaluation generates so (the same tokens), and the engine measurement times it cached and uncached
         "prefix_cache": False,
+    },
+    # the engine measurement (harness/engine_unit.py): per (model, eval task, seed), every serving condition
+    # decodes the same number of tokens on the same requests, at batch 1 and in static batches
+    "timing": {
+        "measure": True,
+        "max_new_tokens": 16,  # L: tokens every request decodes (end of sequence ignored)
+        "queries": 20,  # batch-1 timed queries: the first test items (all, if fewer)
+        "repeats": 2,
+        "batch_sizes": [8],  # the saturation sweep beyond batch 1
+        "sweep_requests": 16,  # requests per batch size (the timed queries, cycled)
+        "answered_max_tokens": None,  # as-answered latency: decode up to the real answer's length (null: no cap)
+        "slo": {"ttft_s": 1.0, "tpot_s": 0.1},  # the objective goodput counts requests within
+        "correct_at": None,  # accuracy-qualified goodput: an item counts as correct from this score (null: best)
+        "exclusive": True,  # hold the machine-wide timing lock
+        "num_cpus": None,  # CPUs the unit asks Ray for (null: resources.num_cpus); all of a small machine
     },
     # per unit; memory: GiB of RAM Ray reserves for each unit (null: no reservation). Not part of unit ids.
     "resources": {"num_cpus": 1, "num_gpus": 0, "memory": None},
@@ -378,6 +396,19 @@ def _field_table() -> dict[str, Spec]:
         "generation.latency_max_new_tokens": integer(1, null=True),
         "generation.exclusive_timing": boolean(),
         "generation.prefix_cache": boolean(),
+        "timing.measure": boolean(),
+        "timing.max_new_tokens": integer(2),
+        "timing.queries": integer(1),
+        "timing.repeats": integer(1),
+        "timing.batch_sizes": list_of(integer(1), nonempty=False, what="a list of batch sizes >= 1 ([] for batch 1 "
+                                      "only)"),
+        "timing.sweep_requests": integer(1),
+        "timing.answered_max_tokens": integer(1, null=True),
+        "timing.slo.ttft_s": number(0, lo_open=True),
+        "timing.slo.tpot_s": number(0, lo_open=True),
+        "timing.correct_at": number(null=True),
+        "timing.exclusive": boolean(),
+        "timing.num_cpus": number(0, lo_open=True, null=True, whole_above_1=True),
         "resources.num_cpus": number(0, whole_above_1=True),
         "resources.num_gpus": number(0, whole_above_1=True),
         "resources.memory": number(0, lo_open=True, null=True),
@@ -629,9 +660,12 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     cfg.pop(WARNINGS_KEY, None)
     warnings: list[str] = []
     _check_keys(cfg, set(DEFAULTS), "", source)
-    for sec in ("tasks", "prompt", "train", "generation", "resources", "ray"):
+    for sec in ("tasks", "prompt", "train", "generation", "timing", "resources", "ray"):
         _require(isinstance(cfg[sec], dict), sec, f"must be a mapping, {_got(cfg[sec])}", source)
         _check_keys(cfg[sec], set(DEFAULTS[sec]), f"{sec}.", source)
+    _require(isinstance(cfg["timing"]["slo"], dict), "timing.slo", "must be a mapping {ttft_s: seconds, tpot_s: "
+             f"seconds}}, {_got(cfg['timing']['slo'])}", source)
+    _check_keys(cfg["timing"]["slo"], set(DEFAULTS["timing"]["slo"]), "timing.slo.", source)
     _require(isinstance(cfg["train"]["lora"], dict), "train.lora", f"must be a mapping, {_got(cfg['train']['lora'])}",
              source)
     _check_keys(cfg["train"]["lora"], set(DEFAULTS["train"]["lora"]), "train.lora.", source)

@@ -10,8 +10,11 @@ Two costs per evaluated method:
   A fine-tuned method (one with training stages) is priced at the fine-tuned model's rates, an untrained one
   (few-shot, compression at inference) at the base model's. Chat-format overhead tokens of the API (a few per
   message) are not counted.
-- **Self-hosted**: measured generation seconds per query (the main batched run: total generation wall time / n,
-  plus compressor seconds for compression at inference) x the hourly price of the matching hardware entry.
+- **Self-hosted**: each request's own compute (:mod:`harness.efficiency`): the engine measurement's request
+  throughput at saturation priced at the matching hardware entry's price per second (per GPU, per core x the
+  threads the measurement held, or per instance), and at batch 1 the request's own end-to-end seconds; never a
+  batch's wall time divided by its size. Training (:func:`training_usd`): every stage's whole work (prompts with
+  compression and retrieval, teacher passes, optimizer steps, loading) x the same price.
 
 **Prompt caching** (``usd_per_1k_cached``) follows the vendor's rule as stated in the table's ``api.caching``
 mapping (a model may override it in ``api.models.<name>.caching``): the shared prefix of a query is its template
@@ -85,6 +88,10 @@ class HardwarePrice:
         if self.per == "core":
             return float((hardware or {}).get("torch_threads") or 1)
         return 1.0
+
+    def usd_per_second(self, hardware: dict) -> float:
+        """What a second of the recorded machine costs: the hourly price x the units it held."""
+        return self.usd_per_hour * self.units(hardware) / 3600.0
 
 
 @dataclass
@@ -353,10 +360,6 @@ def caching_rule_text(table: PriceTable) -> str:
     return "; ".join(parts) + "." if parts else "No API models."
 
 
-def self_hosted_usd_per_query(seconds_per_query: float, entry: HardwarePrice, hardware: dict) -> float:
-    return seconds_per_query * entry.usd_per_hour * entry.units(hardware) / 3600.0
-
-
 def mean_or_nan(xs) -> float:
     """Mean of the values that are not None; NaN when there are none."""
     xs = [float(x) for x in xs if x is not None]
@@ -383,19 +386,10 @@ def is_trained(rec: dict) -> bool:
     return bool(rec["config"].get("train_task")) or (rec["config"].get("method") or {}).get("name") == "adapter"
 
 
-def seconds_per_query(rec: dict) -> float:
-    """Measured generation seconds per query in the main run (+ the compressor's seconds when it ran at test time)."""
-    eff = rec["efficiency"]
-    n = eff.get("n") or len(rec.get("samples") or [])
-    if not n or not eff.get("generation_seconds"):
-        return float("nan")
-    return (eff["generation_seconds"] + (eff.get("compressor_seconds") or 0.0)) / n
-
-
-def record_costs(rec: dict, table: PriceTable, hardware_key: str | None = None) -> dict:
-    """Cost per 1k queries of one eval record: every API model (uncached, and cached under the table's caching
-    rule: ``cached_tokens`` is the mean tokens per query billed at the cached price, ``caching_rule`` the rule
-    applied) and self-hosted."""
+def record_costs(rec: dict, table: PriceTable) -> dict:
+    """API cost per 1k queries of one eval record for every API model of the table: uncached, and cached under the
+    table's caching rule (``cached_tokens``: the mean tokens per query billed at the cached price; ``caching_rule``:
+    the rule applied). The self-hosted cost is :mod:`harness.efficiency`'s."""
     samples = rec.get("samples") or []
     tier = "fine_tuned" if is_trained(rec) else "base"
     api: dict[str, dict] = {}
@@ -426,29 +420,18 @@ def record_costs(rec: dict, table: PriceTable, hardware_key: str | None = None) 
             "cached_tokens": mean_or_nan(cached),
             "caching_rule": rule,
         }
-    hw = rec.get("hardware") or {}
-    entry = table.hardware_entry(hw, hardware_key)
-    spq = seconds_per_query(rec)
-    self_hosted = {
-        "hardware_key": entry.key if entry else None,
-        "usd_per_hour": entry.usd_per_hour if entry else float("nan"),
-        "units": entry.units(hw) if entry else float("nan"),
-        "per": entry.per if entry else None,
-        "seconds_per_query": spq,
-        "usd_per_1k": 1000.0 * self_hosted_usd_per_query(spq, entry, hw) if entry else float("nan"),
-        "unverified": entry.unverified if entry else None,
-    }
-    return {"price_table": table.id, "api": api, "self_hosted": self_hosted}
+    return {"price_table": table.id, "api": api}
 
 
 def training_usd(stage_records: list[dict], table: PriceTable, hardware_key: str | None = None) -> float:
-    """One-time self-hosted training cost: measured seconds of each stage x its hardware's price (NaN if unpriced)."""
+    """One-time self-hosted training cost: each stage's whole work (``work_seconds.total``; older records: the
+    training seconds) x its hardware's price per second (NaN if unpriced)."""
     total = 0.0
     for s in stage_records:
         hw = s.get("hardware") or {}
         entry = table.hardware_entry(hw, hardware_key)
-        secs = (s.get("train") or {}).get("seconds")
+        secs = (s.get("work_seconds") or {}).get("total") or (s.get("train") or {}).get("seconds")
         if entry is None or secs is None:
             return float("nan")
-        total += self_hosted_usd_per_query(secs, entry, hw)
+        total += secs * entry.usd_per_second(hw)
     return total

@@ -6,16 +6,16 @@ import statistics
 import time
 
 from .artifacts import weights_sha256
-from .measure import generations_sha256, model_info, run_measurements
+from .measure import model_info, run_measurements
+from .records import efficiency_summary, eval_record
 from .samples import sample_record
 from .store import ResultStore
-from .unit_common import adapter_host, max_new_tokens, prompt_builder, run_meta, set_threads, task_data
+from .unit_common import adapter_host, max_new_tokens, run_meta, set_threads, task_data, test_prompts
 
 
 def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | None) -> dict:
     """Generate, score and measure one (artefact, eval task) pair; write the record with every sample."""
     from promptintern.generation import batch_seconds, generate
-    from promptintern.methods import PromptRule
     from promptintern.prefix_cache import prefix_for
     from promptintern.prompts import render
     from promptintern.tokens import counters_for
@@ -26,9 +26,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     t0 = time.perf_counter()
     items = task_data(unit, cfg["eval_task"], data_dir)
     task, test = items.task, items.test
-    builder = prompt_builder(cfg, task, items.pool, items.test_split)
-    rule = PromptRule(**cfg["rule"])
-    built = [builder.build(ex, rule, with_answer=False, compress_context=cfg["test_compressed"]) for ex in test]
+    built = test_prompts(cfg, items)
     chat = cfg["prompt"]["chat"]
     gen_cfg = cfg["generation"]
     max_new = max_new_tokens(gen_cfg, task)
@@ -53,8 +51,10 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
             else None
         gens = generate(model, tok, rendered, max_new_tokens=max_new, stop=task.stop,
                         batch_size=gen_cfg["batch_size"], engine=gen_cfg.get("engine", "hf"), prefix=prefix)
+        # per-evaluation timings only when asked (generation.measure); the engine unit times every condition
         measurements = run_measurements(model, tok, rendered, ids, gen_cfg, max_new_tokens=max_new, stop=task.stop,
-                                        compressor_s=[b.compressor_seconds for b in built], prefix=prefix)
+                                        compressor_s=[b.compressor_seconds for b in built], prefix=prefix) \
+            if gen_cfg.get("measure") else None
         info = model_info(model)
     scores = task.score([g.text for g in gens], test)
     counters = counters_for(tok)
@@ -67,41 +67,22 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     ]
     metrics = task.aggregate(scores)
     gen_seconds = wall if gen_cfg.get("engine") == "vllm" else batch_seconds(gens)
-    record = {
-        "kind": "eval",
-        "status": "ok",
-        "config": cfg,
-        "adapter": store.relative(adapter),
-        "task": {"name": task.name, "primary_metric": task.primary_metric, "split": task.test_split},
-        "metrics": metrics,
-        "efficiency": {
-            "n": len(samples),
-            "mean_input_tokens": statistics.fmean(s["tokens"]["model"] for s in samples) if samples else 0.0,
-            "mean_output_tokens": statistics.fmean(s["output_tokens"] for s in samples) if samples else 0.0,
-            "generation_seconds": gen_seconds,
-            "compressor_seconds": sum(s["compressor_s"] for s in samples),
-            "samples_per_second": len(samples) / gen_seconds if gen_seconds else None,
-            "seconds_per_query": gen_seconds / len(samples) if samples and gen_seconds else None,
-            "generation_batch_size": gen_cfg["batch_size"],
-            "max_new_tokens": max_new,
+    prefix_info = {}
+    if prefix is not None:  # the one-time encoding of the shared prefix: shown on its own, never per query
+        prefix_info = {**prefix.summary(), "prefill_tokens_per_query": statistics.fmean(
+            s["prefill_tokens"] for s in samples)}
+    elif cfg.get("prefix_cache") and samples:  # vLLM's own prefix cache
+        prefix_info = {"engine": "vllm", "encode_seconds": None,
+                       "tokens": statistics.fmean(s.get("cached_tokens", 0) for s in samples)}
+    record = eval_record(
+        config=cfg, task={"name": task.name, "primary_metric": task.primary_metric, "split": task.test_split},
+        metrics=metrics, samples=samples, adapter=store.relative(adapter), adapter_sha256=weights_sha256(adapter),
+        model_info=info, measurements=measurements, meta=run_meta(),
+        efficiency=efficiency_summary(
+            samples, generation_seconds=gen_seconds, batch_size=gen_cfg["batch_size"], max_new_tokens=max_new,
             # reused: the worker already held this base model (seconds: the load this unit paid; base_load_seconds:
             # what loading it cost; adapter_seconds: undoing the last adapter and merging this one).
-            "model_load": model_load,
-            # the one-time encoding of the shared prefix (cached-prefix condition): shown on its own, outside the
-            # steady-state cost per query
-            **({"prefix_cache": {**prefix.summary(), "prefill_tokens_per_query": statistics.fmean(
-                s["prefill_tokens"] for s in samples)}} if prefix is not None else {}),
-            **({"prefix_cache": {"engine": "vllm", "encode_seconds": None, "tokens": statistics.fmean(
-                s.get("cached_tokens", 0) for s in samples)}} if prefix is None and cfg.get("prefix_cache") and
-               samples else {}),
-        },
-        "measurements": measurements,
-        "model_info": info,
-        "adapter_sha256": weights_sha256(adapter),
-        "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
-        "samples": samples,
-        "seconds_total": time.perf_counter() - t0,
-        **run_meta(),
-    }
+            model_load=model_load, **({"prefix_cache": prefix_info} if prefix_info else {})),
+        seconds_total=time.perf_counter() - t0)
     store.write(uid, record)
     return record

@@ -27,7 +27,6 @@ import os
 import signal
 import socket
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,7 +221,13 @@ def _run_metatuner(unit: dict, store: ResultStore, data_dir: str | None, prev: d
     return run_metatuner(unit, str(store.root), prev, data_dir)
 
 
-RUNNERS = {"stage": _run_stage, "eval": _run_eval, "metatuner": _run_metatuner}
+def _run_engine(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
+    from .engine_unit import run_engine
+
+    return run_engine(unit, str(store.root), data_dir)
+
+
+RUNNERS = {"stage": _run_stage, "eval": _run_eval, "metatuner": _run_metatuner, "engine": _run_engine}
 
 
 def unit_entry(unit: dict, store_root: str, data_dir: str | None, prev: dict | None, run_id: str) -> dict:
@@ -525,21 +530,10 @@ def _error_text(e: Exception) -> str:
 def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception | None, *, attempts: int = 0,
                    log: Path | None = None, run_id: str | None = None) -> None:  # fmt: skip
     """A failed unit leaves a record with status 'failed' (never valid, so a later run retries it)."""
-    atomic_write_json(
-        store.path(u.id),
-        {
-            "unit_id": u.id,
-            "kind": u.kind,
-            "status": "failed",
-            "error": msg,
-            "attempts": attempts,
-            "run_id": run_id,
-            "failed_at": time.time(),
-            "log": store.relative(log) if log else None,
-            "traceback": "".join(traceback.format_exception(e))[-8000:] if e is not None else None,
-            "config": u.config,
-        },
-    )
+    from .records import failure_record
+
+    atomic_write_json(store.path(u.id), failure_record(u.id, u.kind, u.config, msg, e, attempts=attempts,
+                                                       run_id=run_id, log=store.relative(log) if log else None))
 
 
 class ProgressView:

@@ -107,7 +107,7 @@ def experiment(args, name: str, task_dir: Path) -> dict:
         # gradient checkpointing: long prompts fit in memory; it does not change the adapter (not part of unit ids)
         "train": {"budget": args.budget, "epochs": args.epochs, "gradient_checkpointing": True},
         # the full-prompt rows also served with the recurring prefix's KV cache reused: the free alternative
-        "generation": {"prefix_cache": True},
+        "generation": {"prefix_cache": True, "measure": False},  # timed by the engine unit
     }
 
 
@@ -188,7 +188,9 @@ def cmd_internalize(args) -> int:
     cfg = load_experiment(exp_file, overrides)
     store, summary = run_experiment(cfg, quiet=args.quiet)
     table = load_price_table(args.price_table)
-    rows = decision_rows(store, table, args.hardware)
+    from .aggregate import eval_frame, main_table
+
+    rows = decision_rows(main_table(eval_frame(store, table, args.hardware)))
     text = render_decision(rows)
     (store.root / "decision.md").write_text(f"# Does internalizing the prompt pay?\n\n{text}\n")
     atomic_write_json(store.root / "decision.json", {"rows": json_rows(rows), "experiment": store.relative(exp_file)})

@@ -126,12 +126,6 @@ def saturating(points: list[dict]) -> dict:
 
 # -- hashes ----------------------------------------------------------------------------------------------------
 
-def generations_sha256(pairs: Iterable[tuple[str, str]]) -> str:
-    """sha256 of the (sample id, generation) pairs in order, as compact UTF-8 JSON."""
-    blob = json.dumps([[str(i), str(g)] for i, g in pairs], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
 def sha256_dir(path: str | Path | None) -> str | None:
     """sha256 over the files of a folder (relative path and bytes of each, sorted); None when absent."""
     if not path:

@@ -37,12 +37,12 @@ from pathlib import Path
 from .artifacts import weights_sha256
 from .measure import (
     exclusive_timing,
-    generations_sha256,
     latency_summary,
     measure_settings,
     model_info,
     saturating,
 )
+from .records import efficiency_summary, eval_record
 from .samples import sample_record
 from .store import ResultStore
 from .unit_common import max_new_tokens, release_hosts, run_meta, set_threads, task_data
@@ -201,7 +201,8 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
     )
     scores = eval_task.score([s.actor.text for s in inf], test)
     max_new = max_new_tokens(gen_cfg, eval_task)
-    measurements = measure(mt, eval_task, test, seed_eval, gen_cfg, max_new)
+    # always timed here: the engine unit cannot serve a per-query LoRA, so these are MetaTuner's only timings
+    measurements = measure(mt, eval_task, test, seed_eval, {**gen_cfg, "measure": True}, max_new)
     tok = mt.tok
     counters = counters_for(tok)
     api_counters = {name: c for name, c in counters.items() if name != "model"}
@@ -239,52 +240,34 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
     mean_out = _mean(s["output_tokens"] for s in samples)
     mean_g_in = _mean(s["generator_tokens"]["model"] for s in samples)
     mean_g_out = _mean(s["generator_tokens"]["output"] for s in samples)
-    record = {
-        "kind": "eval",
-        "status": "ok",
-        "config": cfg,
-        "adapter": store.relative(source),
-        "task": {"name": eval_task.name, "primary_metric": eval_task.primary_metric, "split": eval_task.test_split},
-        "metrics": metrics,
-        "efficiency": {
-            "n": len(samples),
-            "mean_input_tokens": mean_in,
-            "mean_output_tokens": mean_out,
-            "generation_seconds": total,  # all three phases
-            "compressor_seconds": 0.0,
-            "samples_per_second": len(samples) / total if total else None,
-            "seconds_per_query": total / len(samples) if samples and total else None,
-            "generation_batch_size": int(gen_cfg.get("batch_size") or 8),
-            "max_new_tokens": max_new,
-            "actor_generation_seconds": seconds["actor_generation"],
-            "prompt_generation_seconds": seconds["prompt_generation"],
-            "hypernetwork_seconds": seconds["hypernetwork"],
-            "mean_generated_prompt_tokens": _mean(s["generated_prompt_tokens"] for s in samples),
-            "mean_generator_input_tokens": mean_g_in,
-            "mean_generator_output_tokens": mean_g_out,
-            "mean_total_input_tokens": mean_in + mean_g_in,  # G reads (p̃, x_i) in every variant
-            "mean_total_output_tokens": mean_out + mean_g_out,
+    record = eval_record(
+        unit_kind="metatuner", config=cfg, adapter=store.relative(source), adapter_sha256=weights_sha256(source),
+        task={"name": eval_task.name, "primary_metric": eval_task.primary_metric, "split": eval_task.test_split},
+        metrics=metrics, samples=samples, measurements=measurements, model_info=model_info(mt.M.lm), meta=run_meta(),
+        efficiency=efficiency_summary(
+            samples, generation_seconds=total,  # all three phases
+            batch_size=int(gen_cfg.get("batch_size") or 8), max_new_tokens=max_new,
+            actor_generation_seconds=seconds["actor_generation"], prompt_generation_seconds=seconds["prompt_generation"],
+            hypernetwork_seconds=seconds["hypernetwork"],
+            mean_generated_prompt_tokens=_mean(s["generated_prompt_tokens"] for s in samples),
+            mean_generator_input_tokens=mean_g_in, mean_generator_output_tokens=mean_g_out,
+            mean_total_input_tokens=mean_in + mean_g_in,  # G reads (p̃, x_i) in every variant
+            mean_total_output_tokens=mean_out + mean_g_out),
+        extra={
+            "metatuner": {
+                "train_key": key,
+                "artefact_dir": store.relative(source),
+                "trained_here": trained,
+                "variant": mcfg.variant,
+                "ablation": mcfg.ablation,
+                "k": mt.G.k,
+                "n_layers": mt.G.n_layers,
+                "options": mcfg.to_dict(),
+                "seed_prompt": seed_eval,
+                "train": train_summary,
+            },
+            "diagnostics": diag,
         },
-        "measurements": measurements,
-        "model_info": model_info(mt.M.lm),
-        "adapter_sha256": weights_sha256(source),
-        "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
-        "samples": samples,
-        "metatuner": {
-            "train_key": key,
-            "artefact_dir": store.relative(source),
-            "trained_here": trained,
-            "variant": mcfg.variant,
-            "ablation": mcfg.ablation,
-            "k": mt.G.k,
-            "n_layers": mt.G.n_layers,
-            "options": mcfg.to_dict(),
-            "seed_prompt": seed_eval,
-            "train": train_summary,
-        },
-        "diagnostics": diag,
-        "seconds_total": time.perf_counter() - t0,
-        **run_meta(),
-    }
+        seconds_total=time.perf_counter() - t0)
     store.write(uid, record)
     return record

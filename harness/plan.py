@@ -3,7 +3,12 @@
 Units:
 - ``stage``: one fine-tuning stage of one (model, method grid point, train task, seed) chain; depends on the
   previous stage of its chain.
-- ``eval``: one (trained artefact or base model, eval task) evaluation; depends on the chain's last stage.
+- ``eval``: one (trained artefact or base model, eval task) evaluation; depends on the chain's last stage. A
+  method that sends a fixed template generates with its prefix KV cache reused when ``generation.prefix_cache``
+  is on (the same tokens as uncached: tests), so it is evaluated once for both serving conditions.
+- ``engine``: the equal-length engine measurement of one (model, eval task, seed) group (:mod:`harness.engine_unit`):
+  every evaluation of the group served uncached and, where it has a fixed prefix, cached; depends on the
+  evaluations and their stages (whose adapters it serves). Planned when ``timing.measure`` is on.
 
 A unit's id hashes its resolved config and the ids it depends on, so an unchanged unit keeps its id and its
 result file, and a changed upstream stage changes every id downstream. The config includes what the unit's
@@ -38,7 +43,8 @@ LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("gener
 # Keys that change how a unit is executed, not what it computes, are never part of its id (like ``resources``):
 # gradient checkpointing recomputes activations with the RNG state kept, so the adapter is the same
 # (tests/test_packing_flops.py) and a stored record answers the config either way; its record says which ran.
-EXECUTION_KEYS: tuple[tuple[str, str], ...] = (("train", "gradient_checkpointing"),)
+EXECUTION_KEYS: tuple[tuple[str, str], ...] = (("train", "gradient_checkpointing"), ("timing", "exclusive"),
+                                               ("timing", "num_cpus"), ("timing", "measure"))
 
 
 CACHED_SUFFIX = "+prefix-cache"  # the label of an evaluation under the cached-prefix condition
@@ -80,7 +86,7 @@ def content_id(obj: dict) -> str:
 @dataclass
 class Unit:
     id: str
-    kind: str  # "stage" | "eval"
+    kind: str  # "stage" | "eval" | "metatuner" | "engine"
     config: dict
     deps: list[str] = field(default_factory=list)
     resources: dict = field(default_factory=dict)
@@ -96,6 +102,8 @@ class Unit:
         c = self.config
         if self.kind == "stage":
             return f"{c['method']['label']} {c['train_task']} stage {c['stage'] + 1}/{c['n_stages']}"
+        if self.kind == "engine":
+            return f"engine timing {c['model']} {c['eval_task']} ({len(c['conditions'])} conditions)"
         return f"{eval_label(c)} {c['train_task'] or '-'}→{c['eval_task']}"
 
     def to_dict(self) -> dict:
@@ -288,9 +296,12 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                     ev = cfg["tasks"]["eval"]
                     eval_tasks = [train_task] if ev == "same" else list(ev)
                     adapter = external_adapter(spec)
-                    # the cached-prefix condition: the same evaluation with the recurring prefix's KV cache reused
-                    conditions = [False, True] if cfg["generation"].get("prefix_cache") and has_fixed_prefix(plan) \
-                        else [False]
+                    # the cached-prefix condition: the recurring prefix's KV cache reused. The evaluation generates
+                    # with it (identical tokens) and the engine unit times both conditions; on vLLM, whose engine
+                    # unit does not exist yet, each condition is its own evaluation
+                    fixed = cfg["generation"].get("prefix_cache") and has_fixed_prefix(plan)
+                    conditions = [False] if not fixed else [False, True] if cfg["generation"].get("engine") == \
+                        "vllm" else [True]
                     for eval_task, cached in ((t, x) for t in eval_tasks for x in conditions):
                         c = {
                             "model": model,
@@ -318,12 +329,44 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
     # Untrained methods evaluate the same base model whatever the train task: keep one unit per id.
     seen, unique = set(), []
     for u in units:
-        u.task_paths = list(cfg.get("task_paths") or [])
-        u.allow_task_shadowing = bool(cfg.get("allow_task_shadowing", False))
         if u.id not in seen:
             seen.add(u.id)
             unique.append(u)
+    unique += engine_units(cfg, unique, prep)
+    for u in unique:
+        u.task_paths = list(cfg.get("task_paths") or [])
+        u.allow_task_shadowing = bool(cfg.get("allow_task_shadowing", False))
     return unique
+
+
+def engine_units(cfg: dict, units: list[Unit], prep: dict) -> list[Unit]:
+    """One engine unit per (model, eval task, seed) with evaluations to time (``timing.measure``; not on vLLM,
+    whose evaluations time themselves): every evaluation served uncached, and cached where it generated with its
+    prefix cache. It depends on the evaluations and on the stages whose adapters it serves."""
+    from .engine_unit import TimingSettings
+
+    timing = TimingSettings.from_dict(cfg.get("timing"))
+    if not timing.measure or cfg["generation"].get("engine") == "vllm":
+        return []
+    groups: dict[tuple, list[Unit]] = {}
+    for u in units:
+        if u.kind == "eval":
+            groups.setdefault((u.config["model"], u.config["eval_task"], u.config["seed"]), []).append(u)
+    out = []
+    resources = {**cfg["resources"], "num_cpus": timing.num_cpus or cfg["resources"]["num_cpus"]}
+    for (model, eval_task, seed), evals in groups.items():
+        conditions = []
+        for u in evals:
+            conditions.append({"eval": u.id, "prefix_cache": False})
+            if u.config.get("prefix_cache"):
+                conditions.append({"eval": u.id, "prefix_cache": True})
+        c = {"model": model, "seed": seed, "eval_task": eval_task, "engine": cfg["generation"].get("engine", "hf"),
+             "chat": cfg["prompt"]["chat"], "timing": timing.to_dict(),
+             "conditions": conditions, "items": _eval_items(prep, eval_task), "data": prep[eval_task]["data"]}
+        deps = list(dict.fromkeys(d for u in evals for d in (u.id, *u.deps)))
+        uid = "engine-" + content_id({"c": c, "deps": deps})
+        out.append(Unit(uid, "engine", c, deps, resources, _inputs(prep, eval_task)))
+    return out
 
 
 SELECTION_FILE = "selection.json"

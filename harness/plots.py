@@ -4,7 +4,8 @@
   for the best score) marked.
 - ``accuracy_by_schedule_rate.png``: scheduled methods by compression rate and schedule, with the full-prompt and
   query-only fine-tuning scores as reference lines.
-- ``speedup.png`` and ``cost.png``: batch-1 latency speedup and cost per 1k queries vs full-prompt fine-tuning.
+- ``speedup.png`` and ``cost.png``: request throughput at saturation (the engine measurement) and cost per 1k
+  queries vs full-prompt fine-tuning.
 - ``training_loss.png``: training loss per step, stage after stage, for each training chain.
 - ``cross_domain.png``: score change off-task vs the base model, when there are cross-domain evaluations.
 
@@ -121,19 +122,18 @@ def accuracy_by_schedule_rate(main: pd.DataFrame, path: Path) -> Path:
         width = 0.8 / max(1, len(groups))
         for gi, (method, schedule, stages) in enumerate(groups):
             g = sub[(sub["method"] == method) & (sub["schedule"] == schedule) & (sub["stages"] == stages)]
-            vals, errs = [], []
+            vals, below, above = [], [], []
             for rate in rates:
                 row = g[g["rate"] == rate]
+                v = lo = hi = float("nan")
                 if len(row):
                     r = row.iloc[0]
-                    vals.append(display_score(r["metric"], r["score"]))
-                    e = display_score(r["metric"], r["score_se"])
-                    errs.append(0.0 if math.isnan(e) else e)
-                else:
-                    vals.append(float("nan"))
-                    errs.append(0.0)
+                    v, lo, hi = r["score_display"], r["score_lo"], r["score_hi"]
+                vals.append(v)  # the bars' whiskers: the score's 95 % interval (Wilson or t, as in the tables)
+                below.append(0.0 if math.isnan(lo) else v - lo)
+                above.append(0.0 if math.isnan(hi) else hi - v)
             xs = [i + (gi - (len(groups) - 1) / 2) * width for i in range(len(rates))]
-            ax.bar(xs, vals, width=width, yerr=errs, capsize=3, label=f"{method} {schedule} T={stages}")
+            ax.bar(xs, vals, width=width, yerr=[below, above], capsize=3, label=f"{method} {schedule} T={stages}")
         on_task = main[(main["eval_task"] == task) & (~main["cross_domain"])]
         for method, style in ((BASELINE_METHOD, "--"), ("query_only_ft", ":"), ("few_shot", "-.")):
             ref = on_task[on_task["method"] == method]
@@ -181,8 +181,8 @@ def _bars(main: pd.DataFrame, path: Path, col: str, title: str, xlabel: str, ref
 
 
 def speedup_bars(main: pd.DataFrame, path: Path) -> Path:
-    return _bars(main, path, "speedup", "Batch-1 latency speedup vs full-prompt fine-tuning (mean, same queries)",
-                 "speedup (x)", 1.0)
+    return _bars(main, path, "throughput_full", "Request throughput at saturation vs full-prompt fine-tuning "
+                 "(engine: same requests, same tokens decoded)", "throughput ratio (x)", 1.0)
 
 
 def cost_bars(main: pd.DataFrame, path: Path) -> Path:
@@ -208,7 +208,7 @@ def cost_bars(main: pd.DataFrame, path: Path) -> Path:
                 ax.text(0 if math.isnan(v) else v, k, " n/a" if math.isnan(v) else f" ${v:.3g}", va="center", fontsize=7)
             ax.set_yticks(range(len(t)), list(t["label"]), fontsize=7)
             ax.invert_yaxis()
-            who = "self-hosted (measured s x hourly price)" if col.startswith("self") else \
+            who = "self-hosted (each request's compute x price)" if col.startswith("self") else \
                 f"API {t['api_model'].iloc[0] if 'api_model' in t else ''} (tiktoken counts)"
             ax.set_xlabel(f"USD per 1k queries, {who}", fontsize=8)
             ax.set_title(f"{task}: {'self-hosted' if col.startswith('self') else 'API'}")

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import aggregate as agg
 from . import compare
+from . import format as F
+from . import tables as T
+from .aggregate import BASELINE_METHOD, display_score
 from .cost import PriceTable, caching_rule_text, load_price_table
 from .decision import READING_NOTE, columns, decision_rows, decision_tables, render_decision
 from .store import ResultStore
@@ -37,7 +39,7 @@ code{background:#f0f0f0;padding:0 3px}
 PLOT_TITLES = {
     "accuracy_vs_tokens": "Score vs input tokens (Pareto frontier marked)",
     "accuracy_by_schedule_rate": "Score by schedule and compression rate",
-    "speedup": "Batch-1 latency speedup vs full-prompt fine-tuning",
+    "speedup": "Request throughput at saturation vs full-prompt fine-tuning (engine: same requests, same tokens)",
     "cost": "Cost per 1k queries",
     "training_loss": "Training loss per stage",
     "cross_domain": "Cross-domain: score change vs the base model",
@@ -48,7 +50,7 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def render_html_table(table: pd.DataFrame, columns: Sequence[agg.Column]) -> str:
+def render_html_table(table: pd.DataFrame, columns: Sequence[F.Column]) -> str:
     if table.empty:
         return "<p><em>no rows</em></p>"
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns) + "</tr>"]
@@ -59,28 +61,54 @@ def render_html_table(table: pd.DataFrame, columns: Sequence[agg.Column]) -> str
 
 
 def _score(metric: str, v: float) -> str:
-    return agg.fmt(agg.display_score(metric, v))
+    return F.num(display_score(metric, v))
 
 
 def _delta_text(r, prefix: str, name: str) -> str | None:
     d = r.get(prefix)
-    if agg._isnan(d):
+    if F.isnan(d):
         return None
+    if r.get(f"{prefix}_method") == "all_equal":
+        return f"{d:+.1f} points vs {name} (every one of {int(r.get(f'{prefix}_n') or 0)} pairs equal: no interval)"
     lo, hi = r.get(f"{prefix}_lo"), r.get(f"{prefix}_hi")
-    if agg._isnan(lo) or agg._isnan(hi):
+    if F.isnan(lo) or F.isnan(hi):
         return f"{d:+.1f} points vs {name} (no interval: fewer than 2 paired items)"
     verdict = "interval includes 0: no difference shown" if r.get(f"{prefix}_ns") else "interval excludes 0"
-    return f"{d:+.1f} points vs {name} [95% CI {agg.fmt_bound(lo)}, {agg.fmt_bound(hi)}; {verdict}]"
+    return f"{d:+.1f} points vs {name} [95% CI {F.bound(lo)}, {F.bound(hi)}; {verdict}]"
 
 
-def _speedup_text(r, col: str) -> str:
-    ci = "" if agg._isnan(r.get(f"{col}_lo")) else f" [95% CI {r[f'{col}_lo']:.2f}, {r[f'{col}_hi']:.2f}]"
-    return f"{r[col]:.2f}x{ci}"
+def _ratio_text(r, col: str) -> str:
+    """A ratio with its interval, named as what it is: a 95 % CI, or the range of fewer than 10 queries/batches."""
+    x, lo, hi, method = r.get(col), r.get(f"{col}_lo"), r.get(f"{col}_hi"), r.get(f"{col}_method")
+    if F.isnan(lo) or F.isnan(hi):
+        return f"{x:.2f}×"
+    if method == "range":
+        return f"{x:.2f}× (range {lo:.2f}–{hi:.2f} over {int(r.get(f'{col}_n') or 0)}; no CI)"
+    return f"{x:.2f}× [95% CI {lo:.2f}, {hi:.2f}]"
+
+
+def _against(r, ref: str, what: str) -> str | None:
+    """What a row's engine, as-answered and cost comparisons against one reference say, in one clause."""
+    parts = []
+    if not F.isnan(r.get(f"throughput_{ref}")):
+        parts.append(f"{_ratio_text(r, f'throughput_{ref}')} request throughput at batch {int(r['sat_batch'])}")
+    if not F.isnan(r.get(f"speedup_{ref}")):
+        parts.append(f"{_ratio_text(r, f'speedup_{ref}')} faster at batch 1 (same {int(r['engine_L'])} tokens)")
+    if not F.isnan(r.get(f"answered_speedup_{ref}")):
+        parts.append(f"as answered {_ratio_text(r, f'answered_speedup_{ref}')}")
+    for col, words in ((f"prefill_reduction_{ref}_pct", "fewer tokens prefilled"),
+                       (f"saving_{ref}_pct", "self-hosted cost saving"), (f"api_saving_{ref}_pct", "API cost saving")):
+        if not F.isnan(r.get(col)):
+            parts.append(f"{r[col]:.0f}% {words}")
+    if not F.isnan(r.get(f"break_even_{ref}")):
+        parts.append(f"training repaid after {F.queries(r[f'break_even_{ref}'])} queries")
+    return f"against {what}: " + ", ".join(parts) if parts else None
 
 
 def key_findings(main: pd.DataFrame) -> list[str]:
     """One sentence per non-baseline row that has a full-prompt FT baseline: the paired score differences with
-    their intervals (a difference whose interval includes 0 is said to show none), tokens, speed, cost."""
+    their intervals (a difference whose interval includes 0 is said to show none), then the engine view against the
+    uncached and the cached full prompt, the as-answered view beside it, and the cost."""
     lines = []
     if main.empty:
         return ["No evaluation results yet."]
@@ -88,9 +116,9 @@ def key_findings(main: pd.DataFrame) -> list[str]:
     on_task = ok[~ok["cross_domain"]]
     for task in sorted(on_task["eval_task"].unique()):
         t = on_task[on_task["eval_task"] == task]
-        cached = t["prefix_cache"].fillna(False).astype(bool) if "prefix_cache" in t.columns else t["method"] != t["method"]
-        base = t[(t["method"] == agg.BASELINE_METHOD) & ~cached]
-        base_cached = t[(t["method"] == agg.BASELINE_METHOD) & cached]
+        cached = t["prefix_cache"].fillna(False).astype(bool)
+        base = t[(t["method"] == BASELINE_METHOD) & ~cached]
+        base_cached = t[(t["method"] == BASELINE_METHOD) & cached]
         if base.empty:
             lines.append(f"**{task}**: no on-task full-prompt fine-tuning row (nothing was fine-tuned on {task} "
                          "with the full prompt), so no comparison with it.")
@@ -100,36 +128,20 @@ def key_findings(main: pd.DataFrame) -> list[str]:
                      f"{_score(b['metric'], b['score'])} with {b['input_tokens']:.0f} input tokens per query.")
         if not base_cached.empty:
             c = base_cached.iloc[0]
+            clause = _against(c, "full", "uncached")
             lines.append(f"- served with its recurring prefix cached ({c['prefix_tokens']:.0f} tokens encoded once, "
-                         f"{agg.fmt_s(c['prefix_encode_s'])}), full-prompt FT prefills {c['prefill_tokens']:.0f} tokens "
-                         f"per query and is {_speedup_text(c, 'speedup')} faster than uncached; the rows below are "
-                         "compared with both.")
-        for _, r in t[(t["method"] != agg.BASELINE_METHOD)].iterrows():
+                         f"{F.seconds(c['prefix_encode_s'])}), full-prompt FT prefills {c['prefill_tokens']:.0f} tokens "
+                         f"per query" + (f"; {clause}" if clause else "") + "; the rows below are compared with both.")
+        for _, r in t[(t["method"] != BASELINE_METHOD)].iterrows():
             parts = [_score(r["metric"], r["score"])]
             parts += [x for x in (_delta_text(r, "delta_full", "full-prompt FT"),
                                   _delta_text(r, "delta_query", "query-only FT") if r["method"] != "query_only_ft"
                                   else None) if x]
-            if not agg._isnan(r.get("token_reduction_pct")):
-                parts.append(f"{r['token_reduction_pct']:.0f}% fewer input tokens")
-            if not agg._isnan(r.get("speedup")):
-                ci = ("" if agg._isnan(r.get("speedup_lo")) else
-                      f" [95% CI {r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}]")
-                parts.append(f"{r['speedup']:.2f}x batch-1 latency speedup{ci}")
-            if not agg._isnan(r.get("self_hosted_saving_pct")):
-                parts.append(f"{r['self_hosted_saving_pct']:.0f}% self-hosted cost saving")
-            if not agg._isnan(r.get("api_saving_pct")):
-                parts.append(f"{r['api_saving_pct']:.0f}% {r.get('api_model')} API cost saving")
-            if not agg._isnan(r.get("speedup_cached")):
-                vs = [f"{_speedup_text(r, 'speedup_cached')} latency speedup"]
-                for col, what in (("token_reduction_cached_pct", "fewer prefilled tokens"),
-                                  ("self_hosted_saving_cached_pct", "self-hosted cost saving"),
-                                  ("api_saving_cached_pct", f"{r.get('api_model')} API cost saving (cached price)")):
-                    if not agg._isnan(r.get(col)):
-                        vs.append(f"{r[col]:.0f}% {what}")
-                if not agg._isnan(r.get("break_even_cached")):
-                    vs.append(f"training repaid after {agg.fmt_queries(r['break_even_cached'])} queries")
-                parts.append("against the cached full prompt: " + ", ".join(vs))
-            lines.append(f"- {r['label']} (train {r['train_task']}): " + ", ".join(parts) + ".")
+            if not F.isnan(r.get("token_reduction_full_pct")):
+                parts.append(f"{r['token_reduction_full_pct']:.0f}% fewer input tokens")
+            parts += [x for x in (_against(r, "full_cached", "the cached full prompt"),
+                                  _against(r, "full", "the uncached full prompt")) if x]
+            lines.append(f"- {r['label']} (train {r['train_task']}): " + "; ".join(parts) + ".")
     bad = main[main["status"] != "ok"]
     if len(bad):
         lines.append(f"**{len(bad)} grid point(s) have no result** (failed or missing): see 'Failed and missing grid "
@@ -218,68 +230,74 @@ def _price_lines(table: PriceTable) -> list[str]:
 
 
 METHOD_NOTES = [
-    "Score: the task's primary metric (fractions shown as percentages; BLEU on its own 0-100 scale), mean over the "
-    "test items, ± the standard error of the mean (over items; over seeds it is the standard error of the mean of "
-    "seed means).",
+    "Score: the task's primary metric (fractions shown as percentages; BLEU on its own 0-100 scale), the mean over "
+    "the test items with a 95 % interval: Wilson's score interval for a proportion (every item 0 or 1: pass@1, "
+    "accuracy, exact match), a Student-t interval for a continuous score; seeds pool their items.",
+    "Differences (Δ): per-item scores against full-prompt FT and query-only FT on the same test items, in points. "
+    "Two proportions: Newcombe's paired score interval (method 10), which keeps its width when every pair agrees "
+    "(0 of 6 against 0 of 6 is +0.0 [-39.0, +39.0]), and the exact McNemar test's p-value in the CSV. Continuous "
+    "scores: a 95 % paired percentile bootstrap (2,000 resamples of the items, fixed seed); when every pair is equal "
+    "the table says so instead of an interval. 'ns' marks an interval that includes 0 (no difference shown).",
     "Input tokens: the rendered prompt (chat template included) in the evaluated model's tokenizer. API costs use "
     "tiktoken counts of the user turn (o200k_base for the gpt-4o family, cl100k_base for gpt-3.5) and of the "
     "generation; the API's own few chat-format tokens per message are not counted. API cost is a what-if: this "
     "run's prompts and outputs priced at that model's rates (fine-tuned rates for fine-tuned methods, base rates for "
-    "untrained ones); that model's outputs would differ in length. 'cached' prices the shared template prefix under the "
-    "price table's prompt-caching rule (stated with the price table): at OpenAI only a prefix of 1,024 tokens or "
-    "more is cached, in steps of 128 tokens, so a shorter template pays the full input price; it is the steady state "
-    "in which every query finds the prefix in the cache (the first query of each cache lifetime, a miss, is not "
-    "counted).",
-    "Cached prefix (rows marked +prefix-cache, generation.prefix_cache): the same evaluation with the recurring "
-    "prefix (system turn + template and the fixed markup after it) encoded once per adapter, with the adapter "
-    "active, and its KV cache copied into every batch, so only examples + query + answer are computed per query; "
-    "greedy outputs are the uncached run's tokens (tests). Latency, throughput and self-hosted cost are the steady "
-    "state; the one-time encoding is shown in its own column. Their API cost is the cached price under the caching "
-    "rule. Query-only rows are not cached: their fixed chat markup (a few dozen tokens) is computed per query, which "
-    "counts against internalization.",
-    "Differences (Δ): the paired difference of per-item scores against full-prompt FT and query-only FT on the same "
-    "test items, in points, with a 95 % paired-bootstrap interval (2,000 resamples of the items, fixed seed); 'ns' "
-    "marks an interval that includes 0 (no difference shown).",
-    "Latency: time to first token and end-to-end seconds per query at batch size 1 on the first test items (the same "
-    "items for every method), each query repeated (generation.latency_repeats), p50/p90 over all repeats, including "
-    "the test-time compressor's seconds for methods that compress at inference. Timed sections of concurrent units "
-    "on one machine take turns (generation.exclusive_timing). Speedup: full-prompt FT's mean end-to-end latency over "
-    "the method's, on the same queries, with a 95 % bootstrap interval over the queries.",
-    "Throughput: output tokens/s when the same prompts are decoded for a fixed number of new tokens at each measured "
-    "batch size, the mean of generation.throughput_repeats timings; the saturating batch is the one with the most "
-    "tokens/s among those tried.",
+    "untrained ones). 'cached' prices the shared template prefix under the price table's prompt-caching rule (stated "
+    "with the price table), in the steady state where every query finds the prefix in the cache.",
+    "Cached prefix (rows marked +prefix-cache, generation.prefix_cache): the recurring prefix (system turn + template "
+    "and the fixed markup after it) encoded once per adapter, with the adapter active, and its KV cache copied into "
+    "every batch, so only examples + query + answer are computed per query; the answers are the uncached run's tokens "
+    "(tests), so both rows share one evaluation's scores. The one-time encoding is shown in the cost table. Query-only "
+    "rows are not cached: their chat markup (a few dozen tokens) is computed per query, which counts against "
+    "internalization.",
+    "Engine view (the lead; names and definitions as vLLM's serving benchmark): every serving condition of a (model, "
+    "eval task) decodes the same L tokens, the end of sequence ignored, on the same timed queries, interleaved in one "
+    "unit that holds the machine alone (timing.*). TTFT: time to the first token (prefill, and the prefix copy); "
+    "TPOT: (E2EL - TTFT) / (L - 1); ITL: the gap between two tokens; E2EL: end to end. Batch 1: every timed query "
+    "alone, timing.repeats times. Saturation: static batches of the largest size in timing.batch_sizes, the same "
+    "batches in every condition: request throughput (req/s) and output tokens/s. Goodput: requests per second within "
+    "the declared objective (timing.slo), best over the batch sizes timed; accuracy-qualified goodput counts only "
+    "requests whose answer scored correct. A speedup is the reference's mean E2EL over the row's, a throughput ratio "
+    "the row's request throughput over the reference's; their interval is a two-level bootstrap over the timed "
+    "queries (or batches) and their repeats from 10 queries on, else the range of the per-query (per-batch) ratios, "
+    "labelled as a range.",
+    "As answered: each timed query's latency to the end of the answer its method actually gave (its length from the "
+    "evaluation), at batch 1, measured by the same decode (extended at that request's TPOT when an answer was longer "
+    "than timing.answered_max_tokens); shown beside the engine view with the answers' length, because a method that "
+    "answers longer pays for it. Older records and MetaTuner rows were timed by their own evaluation (as answered only).",
     "MetaTuner rows count the generator's input and output tokens in the token and API-cost columns, and its prompt "
-    "generation and hypernetwork time in latency, throughput and self-hosted cost: both run on every query.",
-    "Self-hosted cost: measured generation seconds per query in the main batched run (plus compressor seconds for "
-    "compression at inference) x the hourly price of the hardware the run was measured on. Training cost: measured "
-    "training seconds of every stage x the same price (one-time).",
+    "generation and hypernetwork time in its latency and self-hosted cost: both run on every query.",
+    "Self-hosted cost, from each request's own compute: at saturation the price per second of the machine the "
+    "measurement held over its request throughput; at batch 1 (and as answered) the request's own end-to-end seconds "
+    "x that price; never a batch's wall time divided by its size. Training cost: every stage's whole work (prompts "
+    "with retrieval and compression, teacher passes, optimizer steps, loading), split in the stage record, x the same "
+    "price (one-time). Break-even: the row's extra training cost over the reference's (0 for an untrained reference) "
+    "/ its saving per query, against each named reference.",
 ]
 
 
 def measurement_caveats(ev: pd.DataFrame) -> list[str]:
-    """Facts about how this experiment's latencies were measured that a reader must know."""
+    """Facts about how this experiment's timings were made that a reader must know."""
     out = []
     if "status" in ev.columns:
         ev = ev[ev["status"] == "ok"]
     if ev.empty:
         return out
-    if "latency_max_new_tokens" in ev.columns and "max_new_tokens" in ev.columns:
-        capped = ev[ev["latency_max_new_tokens"].notna() & ev["max_new_tokens"].notna()
-                    & (ev["latency_max_new_tokens"] < ev["max_new_tokens"])]
-        if len(capped):
-            caps = sorted({int(x) for x in capped["latency_max_new_tokens"]})
-            out.append(f"Batch-1 latencies of {len(capped)} evaluation(s) were measured with at most "
-                       f"{', '.join(map(str, caps))} new tokens (generation.latency_max_new_tokens), fewer than the "
-                       "main run allowed: their end-to-end times are for that capped decode.")
-    missing = ev[ev["latency_source"] == "not measured"] if "latency_source" in ev.columns else ev.iloc[0:0]
-    if len(missing):
-        out.append(f"{len(missing)} evaluation(s) have no batch-1 latency measurement (generation.measure was off or "
-                   "the files predate it): their latency, speedup and throughput cells are empty.")
-    n = sorted({int(x) for x in ev["latency_n"] if x}) if "latency_n" in ev.columns else []
-    if n:
-        out.append(f"Latency percentiles come from {', '.join(map(str, n))} batch-1 measurements per evaluation "
-                   "(generation.latency_samples queries x generation.latency_repeats); with so few, p90 is close to "
-                   "the maximum.")
+    src = ev["timing_source"] if "timing_source" in ev.columns else pd.Series(dtype=object)
+    if (src == "not measured").any():
+        out.append(f"{int((src == 'not measured').sum())} row(s) have no timing (timing.measure off, or records that "
+                   "predate it): their latency, speedup, throughput and self-hosted cost cells are empty.")
+    legacy = ev[src == "evaluation, batch 1"] if len(src) else ev.iloc[0:0]
+    if len(legacy):
+        n = sorted({int(x) for x in legacy["answered_queries"].dropna()}) if "answered_queries" in legacy else []
+        caps = sorted({int(x) for x in legacy.get("answered_cap", pd.Series(dtype=float)).dropna()})
+        out.append(f"{len(legacy)} row(s) were timed by their own evaluation ({', '.join(map(str, n))} batch-1 "
+                   "queries, as answered" + (f", decoding capped at {', '.join(map(str, caps))} tokens" if caps else "")
+                   + "): no engine view, and a ratio between them mixes prompt cost with answer length.")
+    ext = ev["answered_extended"].dropna() if "answered_extended" in ev.columns else pd.Series(dtype=float)
+    if len(ext) and ext.sum() > 0:
+        out.append(f"{int(ext.sum())} as-answered request(s) had answers longer than the decode the engine unit ran "
+                   "(timing.answered_max_tokens): their end was extended at the request's own TPOT.")
     return out
 
 
@@ -306,17 +324,17 @@ VERSUS_NOTE = ("Each MetaTuner row against full-prompt FT and against PromptInte
                "and the prompt it writes are tokens and seconds of every call.")
 
 
-def versus_columns() -> list[agg.Column]:
+def versus_columns() -> list[F.Column]:
     def cost(side):
-        return lambda r: (f"{agg.fmt(r[f'{side}_input_tokens'], 0)} tok, {agg.fmt_s(r[f'{side}_latency_p50_s'])}, "
-                          f"{agg.fmt_usd(r[f'{side}_self_hosted_usd_per_1k'])} / {agg.fmt_usd(r[f'{side}_api_usd_per_1k'])}")
+        return lambda r: (f"{F.num(r[f'{side}_input_tokens'], 0)} tok, {F.seconds(r[f'{side}_answered_e2el_s'])}, "
+                          f"{F.usd(r[f'{side}_self_hosted_usd_per_1k'])} / {F.usd(r[f'{side}_api_usd_per_1k'])}")
 
     return [("eval task", lambda r: str(r["eval_task"])), ("MetaTuner", lambda r: str(r["label"])),
             ("score", lambda r: _score(r["metric"], r["score"])),
-            ("Δ vs full-prompt FT [95% CI]", agg.fmt_delta("delta_full")),
+            ("Δ vs full-prompt FT [95% CI]", F.delta("delta_full")),
             ("PromptIntern", lambda r: str(r["other"])), ("its score", lambda r: _score(r["metric"], r["other_score"])),
-            ("Δ vs PromptIntern [95% CI]", agg.fmt_delta("delta")),
-            ("MetaTuner per query: input tokens, latency p50, self-hosted / API $/1k", cost("row")),
+            ("Δ vs PromptIntern [95% CI]", F.delta("delta")),
+            ("MetaTuner per query: input tokens, as answered E2EL, self-hosted / API $/1k", cost("row")),
             ("PromptIntern per query", cost("other"))]
 
 
@@ -357,12 +375,11 @@ def metatuner_diagnostics_frame(store: ResultStore) -> pd.DataFrame:
     return df.sort_values(["model", "eval_task", "train_task", "label", "seed"], kind="stable").reset_index(drop=True)
 
 
-def _share(x) -> str:
-    return "-" if agg._isnan(x) else agg.fmt_pct(100.0 * x)
+_share = F.share
 
 
 def _degenerate(r) -> str:
-    if agg._isnan(r["degenerate_fraction"]):
+    if F.isnan(r["degenerate_fraction"]):
         return "-"
     parts = [f"{v} {k}" for k, v in r["degenerate_counts"].items() if v]
     return _share(r["degenerate_fraction"]) + (f" ({', '.join(parts)})" if parts else "")
@@ -376,15 +393,15 @@ def _d2_sizes(r) -> str:
                      for s, fb in zip(sizes, r["d2_fallback"], strict=False))
 
 
-def metatuner_diagnostics_columns() -> list[agg.Column]:
+def metatuner_diagnostics_columns() -> list[F.Column]:
     return [("model", lambda r: str(r["model"])), ("train task", lambda r: str(r["train_task"])),
             ("eval task", lambda r: str(r["eval_task"])), ("method", lambda r: str(r["label"])),
             ("seed", lambda r: str(r["seed"])),
             ("distinct prompts / n", lambda r: f"{int(r['distinct'])} / {int(r['n'])}"),
             ("most common", lambda r: _share(r["most_common_share"])),
             ("degenerate", _degenerate),
-            ("mean words", lambda r: "-" if agg._isnan(r["mean_words"]) else agg.fmt(r["mean_words"])),
-            ("ΔW spread", lambda r: "-" if agg._isnan(r["delta_w_spread"]) else f"{r['delta_w_spread']:.3g}"),
+            ("mean words", lambda r: F.num(r["mean_words"])),
+            ("ΔW spread", lambda r: F.DASH if F.isnan(r["delta_w_spread"]) else f"{r['delta_w_spread']:.3g}"),
             ("D2 sizes", _d2_sizes),
             ("steps: task / reg loss", lambda r: f"{int(r['task_loss_steps'])} / {int(r['reg_loss_steps'])}")]
 
@@ -410,18 +427,18 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     # -- markdown
     md = [f"# Prompt-internalization report: {name}", "",
           f"Generated {now} from {meta['n_records']} result file(s) in `{store.relative(store.runs)}/`.", "",
-          "## Summary", "", *findings, "", "## Main results", "", agg.to_markdown(main), ""]
+          "## Summary", "", *findings, "", "## Main results", "", T.to_markdown(main), ""]
     if decision:
         md += ["## Does internalizing the prompt pay?", "", render_decision(decision), ""]
     md += ["## Plots", ""] + [f"![{PLOT_TITLES.get(k, k)}](plots/{p.name})" for k, p in plots.items()] + [""]
     md += ["## Cost per 1k queries", "", *_price_lines(table), "",
-           agg.render_markdown(main, agg.cost_columns(table, main)), ""]
+           T.render_markdown(main, T.cost_columns(table, main)), ""]
     md += ["## Cross-domain generalization", ""]
     if has_cross:
         md += [cross_note, ""]
         if missing_base:
             md += ["No base-model (few_shot) rows: add `- name: few_shot` to `methods` for that comparison.", ""]
-        md += [agg.render_markdown(cross, agg.cross_columns()), ""]
+        md += [T.render_markdown(cross, T.cross_columns()), ""]
     else:
         md += [no_cross, ""]
     unfinished = unfinished_lines(main, store)
@@ -429,17 +446,17 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
            ""]
     md += ["## Items, contamination and budget", "", *selection_lines(store), "", *budget_lines(main), ""]
     md += ["## Statistical power", "", *[f"- {compare.power_line(p)}" for p in compare.power_rows(main)], ""]
-    md += ["## Answers", "", ANSWERS_NOTE, "", agg.render_markdown(t["answers"], agg.answers_columns()), ""]
+    md += ["## Answers", "", ANSWERS_NOTE, "", T.render_markdown(t["answers"], T.answers_columns()), ""]
     mt_vs = compare.versus(main, "metatuner", "promptintern")
     if not mt_vs.empty:
         md += ["## MetaTuner against full-prompt FT and PromptIntern", "", VERSUS_NOTE, "",
-               agg.render_markdown(mt_vs, versus_columns()), ""]
+               T.render_markdown(mt_vs, versus_columns()), ""]
     mt_diag = metatuner_diagnostics_frame(store)
     if not mt_diag.empty:
         md += ["## MetaTuner diagnostics", "", METATUNER_NOTE, "",
-               agg.render_markdown(mt_diag, metatuner_diagnostics_columns()), ""]
-    md += ["## Training stages", "", agg.render_markdown(t["stages"], agg.stage_columns()), "",
-           "## Throughput by batch size", "", agg.render_markdown(t["throughput"], agg.throughput_columns()), "",
+               T.render_markdown(mt_diag, metatuner_diagnostics_columns()), ""]
+    md += ["## Training stages", "", T.render_markdown(t["stages"], T.stage_columns()), "",
+           "## Engine measurement by batch size", "", T.render_markdown(t["sweep"], T.sweep_columns()), "",
            "## How the numbers are measured", "", *[f"- {x}" for x in notes], "",
            "## Provenance", "", f"- hardware: {'; '.join(meta['hardware']) or 'n/a'}",
            f"- git commit(s): {', '.join(meta['commits']) or 'n/a'}",
@@ -456,7 +473,8 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     for line in findings:
         text = html.escape(line.lstrip("- ")).replace("**", "")
         h.append(f"<p>{'&bull; ' if line.startswith('- ') else ''}{text}</p>")
-    h += ["</div>", "<h2>Main results</h2>", render_html_table(main, agg.main_columns(cached=agg.has_cached(main)))]
+    h += ["</div>", "<h2>Main results</h2>", render_html_table(main, T.main_columns(cached=T.has_cached(main))),
+          f"<p class='note'>{html.escape(T.method_notes(main))}</p>"]
     if decision:
         h += ["<h2>Does internalizing the prompt pay?</h2>", decision_html(decision)]
     h.append("<h2>Plots</h2>")
@@ -466,14 +484,14 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
         h.append(f"<h3>{html.escape(PLOT_TITLES.get(k, k))}</h3><img alt='{html.escape(k)}' src='{_data_uri(p)}'>")
     h += ["<h2>Cost per 1k queries</h2>"] + [f"<p class='note'>{html.escape(x).replace('**', '')}</p>"
                                              for x in _price_lines(table)]
-    h.append(render_html_table(main, agg.cost_columns(table, main)))
+    h.append(render_html_table(main, T.cost_columns(table, main)))
     h.append("<h2>Cross-domain generalization</h2>")
     if has_cross:
         h.append(f"<p>{html.escape(cross_note)}</p>")
         if missing_base:
             h.append("<p class='note'>No base-model (few_shot) rows: add <code>- name: few_shot</code> to "
                      "<code>methods</code> for that comparison.</p>")
-        h.append(render_html_table(cross, agg.cross_columns()))
+        h.append(render_html_table(cross, T.cross_columns()))
         if "cross_domain" in plots:
             h.append(f"<img alt='cross_domain' src='{_data_uri(plots['cross_domain'])}'>")
     else:
@@ -487,15 +505,15 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
     h += [f"<li>{html.escape(compare.power_line(p))}</li>" for p in compare.power_rows(main)]
     h += ["</ul>"]
     h += ["<h2>Answers</h2>", f"<p class='note'>{html.escape(ANSWERS_NOTE)}</p>",
-          render_html_table(t["answers"], agg.answers_columns())]
+          render_html_table(t["answers"], T.answers_columns())]
     if not mt_vs.empty:
         h += ["<h2>MetaTuner against full-prompt FT and PromptIntern</h2>", f"<p class='note'>{html.escape(VERSUS_NOTE)}</p>",
               render_html_table(mt_vs, versus_columns())]
     if not mt_diag.empty:
         h += ["<h2>MetaTuner diagnostics</h2>", f"<p class='note'>{html.escape(METATUNER_NOTE)}</p>",
               render_html_table(mt_diag, metatuner_diagnostics_columns())]
-    h += ["<h2>Training stages</h2>", render_html_table(t["stages"], agg.stage_columns()),
-          "<h2>Throughput by batch size</h2>", render_html_table(t["throughput"], agg.throughput_columns()),
+    h += ["<h2>Training stages</h2>", render_html_table(t["stages"], T.stage_columns()),
+          "<h2>Engine measurement by batch size</h2>", render_html_table(t["sweep"], T.sweep_columns()),
           "<h2>How the numbers are measured</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes]
     h += ["</ul><h2>Provenance</h2><ul>",
           f"<li>hardware: {html.escape('; '.join(meta['hardware']) or 'n/a')}</li>",
@@ -522,40 +540,70 @@ def decision_html(rows: list[dict]) -> str:
 
 def build_all(store: ResultStore, price_table: PriceTable | str | None = None, hardware_key: str | None = None,
               submission: bool = True) -> dict:
-    """Tables, plots, report and submission for one experiment folder. Returns every path written."""
-    from .leaderboard import write_submission
+    """Tables, plots, report and submission for one experiment folder, every one from the same frames. Returns every
+    path written."""
     from .plots import write_plots
+    from .submission import write_submission
 
     table = price_table if isinstance(price_table, PriceTable) else load_price_table(price_table)
-    tables_paths = agg.write_tables(store, table, hardware_key)
-    t = agg.tables(store, table, hardware_key)
+    t = T.tables(store, table, hardware_key)
+    tables_paths = T.write_tables(store, table, hardware_key, t=t)
     plots = write_plots(store, t)
     out = {"tables": tables_paths, "plots": plots, "main": t["main"], "price_table": table,
-           "decision": decision_rows(store, table, hardware_key, t["main"])}
+           "decision": decision_rows(t["main"])}
     extra = {"tables": store.root / "tables", "plots": store.root / "plots"}
     if submission:
         if t["eval"].empty:
             out["submission_error"] = "no evaluation results to submit"
         else:
-            out["submission"] = write_submission(store, None, table, hardware_key, decision=out["decision"])
+            out["submission"] = write_submission(store, None, table, hardware_key, decision=out["decision"],
+                                                 frame=t["eval"])
             extra["submission"] = out["submission"]
     out["report"] = build_report(store, t, plots, table, extra, decision=out["decision"])
     return out
 
 
+CONSOLE_COLUMNS: list[F.Column] = [
+    ("task", lambda r: str(r["eval_task"])),
+    ("method", lambda r: str(r["label"])),
+    ("score [95% CI]", F.score),
+    ("in tok", lambda r: F.num(r.get("input_tokens"), 0)),
+    ("sat. × cached FP", F.ratio("throughput_full_cached")),
+    ("sat. × FP", F.ratio("throughput_full")),
+    ("$/1k", lambda r: F.usd(r.get("self_hosted_usd_per_1k"))),
+    ("break-even", lambda r: F.queries(r.get("break_even_full_cached") if not F.isnan(r.get("break_even_full_cached"))
+                                       else r.get("break_even_full"))),
+]
+
+
+def console_table(main: pd.DataFrame, width: int = 160) -> str:
+    """The compact table ``promptintern benchmark`` prints (on-task rows; the full tables are in files)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ok = main[~main["cross_domain"]] if not main.empty else main
+    tab = Table(show_lines=False, pad_edge=False)
+    for h, _ in CONSOLE_COLUMNS:
+        tab.add_column(h, overflow="fold")
+    for _, r in ok.iterrows():
+        tab.add_row(*(f(r) for _, f in CONSOLE_COLUMNS))
+    console = Console(width=width, record=True, file=__import__("io").StringIO())
+    console.print(tab)
+    return console.export_text()
+
+
 def summarize(store: ResultStore | str | Path, price_table: PriceTable | str | None = None,
               hardware_key: str | None = None) -> str:
-    """Write tables, plots, report and submission; return the main table and the paths, ready to print."""
+    """Write tables, plots, report and submission; return the compact table, the headline findings and the paths."""
     store = store if isinstance(store, ResultStore) else ResultStore(store)
     out = build_all(store, price_table, hardware_key)
     main = out["main"]
-    lines = [agg.to_markdown(main), ""]
-    findings = key_findings(main)
-    if findings:
-        lines += [x.replace("**", "") for x in findings] + [""]
+    import textwrap
+
+    lines = [console_table(main), textwrap.fill(T.method_notes(main), 160), ""]
     tp = out["tables"]
     lines += [f"prices:     {out['price_table'].describe()}",
-              f"tables:     {tp['markdown'].parent}/ (main.md, main.csv, main.tex, cost.*, cross_domain.*, stages.*, ...)",
+              f"tables:     {tp['markdown'].parent}/ (main.md, main.csv, main.tex, cost.*, sweep.*, stages.*, ...)",
               f"plots:      {store.root / 'plots'}/ ({', '.join(p.name for p in out['plots'].values())})",
               f"report:     {out['report']['html']}  and  {out['report']['markdown']}"]
     if "submission" in out:

@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict
 
 from .artifacts import partial_dir, publish_dir, weights_sha256
+from .records import stage_record
 from .store import ResultStore
 from .unit_common import prompt_builder, release_hosts, run_meta, set_threads, task_data
 
@@ -87,7 +88,10 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
     rule = rule_from_dict(cfg["rule"])
     objective = objective_of(rule)
     student_rule = getattr(rule, "student", rule)
+    t_prompts = time.perf_counter()
     built = [builder.build(ex, student_rule, with_answer=True) for ex in items]
+    prompt_seconds = time.perf_counter() - t_prompts  # retrieval and compression of the stage's prompts
+    teacher_seconds = 0.0
     model, tok = load_model(cfg["model"])
     chat = cfg["prompt"]["chat"]
     tcfg = TrainConfig.from_dict({**cfg["train"], "seed": cfg["seed"] + cfg["stage"], "progress": False})
@@ -96,7 +100,9 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
     extra: dict = {}
     teacher_built = []
     if objective != "sft":
+        t_prompts = time.perf_counter()
         teacher_built = [builder.build(ex, rule.teacher, with_answer=True) for ex in items]
+        prompt_seconds += time.perf_counter() - t_prompts
         extra["teacher_prompt"] = {
             "template_rate": rule.teacher_template_rate,
             "n_examples": rule.teacher_n_examples,
@@ -104,7 +110,9 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
         }
         if rule.targets == "teacher":
             # The teacher is the base model as loaded: answers are generated before any adapter is attached.
+            t_teacher = time.perf_counter()
             answers = _teacher_answers(cfg, store, model, tok, task, items, teacher_built, rule, chat)
+            teacher_seconds = time.perf_counter() - t_teacher
             built = [b.with_answer(a) for b, a in zip(built, answers.texts, strict=True)]
             teacher_built = [b.with_answer(a) for b, a in zip(teacher_built, answers.texts, strict=True)]
             extra["teacher"] = answers.summary([task.format_target(ex) for ex in items])
@@ -137,14 +145,12 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
     adapter_sha256 = weights_sha256(out_dir)  # of the weights only: identical adapters, one hash
     publish_dir(out_dir, final_dir)
     out_dir = final_dir
-    record = {
-        "kind": "stage",
-        "status": "ok",
-        "config": cfg,
-        "adapter_dir": str(out_dir.relative_to(store.root)),
-        "adapter_sha256": adapter_sha256,
-        "init_adapter": store.relative(prev_adapter),
-        "train": {
+    total = time.perf_counter() - t0
+    training = float(result.to_dict().get("seconds") or 0.0)
+    record = stage_record(
+        config=cfg, adapter_dir=str(out_dir.relative_to(store.root)), adapter_sha256=adapter_sha256,
+        init_adapter=store.relative(prev_adapter),
+        train={
             **result.to_dict(),
             "adapter_dir": str(out_dir.relative_to(store.root)),
             "objective": objective,
@@ -156,8 +162,10 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
             "examples_per_prompt": rule.n_examples,
             **extra,
         },
-        "seconds_total": time.perf_counter() - t0,
-        **run_meta(),
-    }
+        # the unit's whole work, priced as its training cost: prompts (retrieval, compression), teacher passes,
+        # optimizer steps, and the rest (loading the model and data, saving the adapter)
+        work_seconds={"prompts": prompt_seconds, "teacher": teacher_seconds, "training": training,
+                      "other": max(0.0, total - prompt_seconds - teacher_seconds - training), "total": total},
+        seconds_total=total, meta=run_meta())
     store.write(uid, record)
     return record

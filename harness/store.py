@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from .artifacts import adapter_problem
+from .records import READABLE_SCHEMAS, SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
 PLAN_FILE = "plan.json"  # every unit of the last plan run here (promptintern run writes it)
 
 
@@ -96,6 +96,18 @@ class ResultStore:
         return [r["unit_id"] for r in self.records(current=False) if r["unit_id"] not in planned]
 
 
+class MemoryStore:
+    """Records held in memory, read as a :class:`ResultStore` is (``records``): the leaderboard rebuilds a
+    submission's records and runs them through the same table code."""
+
+    def __init__(self, records: list[dict]):
+        self._records = list(records)
+        self.root = Path("/nonexistent/promptintern-memory-store")  # no plan.json: no unfinished rows
+
+    def records(self, kind: str | None = None, current: bool = True) -> list[dict]:
+        return [r for r in self._records if kind is None or r.get("kind") == kind]
+
+
 def atomic_write_json(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -136,8 +148,9 @@ def diagnose(path: Path, unit_id: str, require_artifacts: bool = True) -> tuple[
         return None, f"names unit {rec.get('unit_id')!r}, not {unit_id!r}"
     if rec.get("status") != "ok":
         return None, f"status {rec.get('status')!r}" + (f": {rec['error']}" if rec.get("error") else "")
-    if rec.get("schema_version") != SCHEMA_VERSION:
-        return None, f"schema_version {rec.get('schema_version')!r}, this code reads {SCHEMA_VERSION}"
+    if rec.get("schema_version") not in READABLE_SCHEMAS:
+        return None, (f"schema_version {rec.get('schema_version')!r}, this code reads "
+                      f"{', '.join(map(str, READABLE_SCHEMAS))}")
     if require_artifacts and rec.get("kind") == "stage":
         adapter = path.parent.parent / rec.get("adapter_dir", "")  # relative to the experiment folder
         problem = adapter_problem(adapter, rec.get("adapter_sha256"))

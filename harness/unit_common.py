@@ -59,6 +59,17 @@ def prompt_builder(cfg: dict, task, pool, test):
                          template_role=role)
 
 
+def test_prompts(cfg: dict, items, n: int | None = None) -> list:
+    """An evaluation's built prompts (:class:`promptintern.prompt_builder.BuiltPrompt`) for its test items (the
+    first ``n``), as its config prescribes: the same code for the evaluation and for the engine unit that times it."""
+    from promptintern.methods import PromptRule
+
+    builder = prompt_builder(cfg, items.task, items.pool, items.test_split)
+    rule = PromptRule(**cfg["rule"])
+    return [builder.build(ex, rule, with_answer=False, compress_context=cfg["test_compressed"])
+            for ex in items.test[:n]]
+
+
 _CACHE: dict = {}
 
 

@@ -128,6 +128,52 @@ def generate_fixed(model, tokenizer, batch, new_tokens: int, engine: str, cache_
         return int(out.shape[1] - batch["input_ids"].shape[1])
 
 
+class TokenClock:
+    """A no-op logits processor that notes when each decoding step's logits exist: ``times[k]`` (seconds after
+    ``start``) is when token k+1 of every row is chosen, so ``times[0]`` is the time to the first token and the gaps
+    are the inter-token latencies."""
+
+    def __init__(self, device):
+        self.device, self.start, self.times = device, 0.0, []
+
+    def __call__(self, input_ids, scores):
+        sync_device(self.device)
+        self.times.append(time.perf_counter() - self.start)
+        return scores
+
+
+def timed_fixed(model, tokenizer, batch, new_tokens: int, engine: str, cache_len: int, prefix=None) -> dict:
+    """Decode exactly ``new_tokens`` tokens for every row of a padded batch (end of sequence ignored), timed:
+    ``ttft_s``, ``e2e_s`` and, on the ``hf`` and ``static`` engines, ``token_times`` (seconds from the start at
+    which each token was chosen; None on ``fast``, whose compiled loop has no per-step hook). With a ``prefix`` its
+    KV cache is copied in (inside the timing) and only the rest of each prompt prefilled."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    device = device_of(model)
+    with torch.inference_mode():
+        if engine == "fast":
+            from .fast_decode import fast_greedy
+
+            sync_device(device)
+            t0 = time.perf_counter()
+            _, ttft = fast_greedy(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=new_tokens,
+                                  eos_ids=[], pad_id=tokenizer.pad_token_id, cache_len=cache_len, prefix=prefix)
+            sync_device(device)
+            return {"ttft_s": ttft, "e2e_s": time.perf_counter() - t0, "token_times": None}
+        clock = TokenClock(device)
+        b = batch["input_ids"].shape[0]
+        sync_device(device)
+        t0 = clock.start = time.perf_counter()
+        extra = prefix_kwargs(model, engine, b, cache_len, prefix)
+        model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                       pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList([clock]), **extra)
+        sync_device(device)
+        e2e = time.perf_counter() - t0
+    times = clock.times[:new_tokens]
+    return {"ttft_s": times[0] if times else e2e, "e2e_s": e2e, "token_times": times}
+
+
 def warm_up(model, tokenizer, input_ids: list[list[int]], engine: str, cache_len: int) -> bool:
     """Run one short untimed generate at this batch shape so compilation (CUDA graphs) happens outside timings.
     Done once per (engine, batch size, cache length) per model; returns whether it ran."""

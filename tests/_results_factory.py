@@ -64,19 +64,26 @@ def _method(name, schedule=None, stages=1, rate=1.0):
 
 def eval_record(uid: str, *, method: dict, train_task: str | None, eval_task: str, scores: list[float],
                 in_tokens: list[int], out_tokens: list[int], in_o200k: list[int], out_o200k: list[int],
-                template_o200k: list[int], gen_seconds: float, latency: list[tuple[float, float]],
-                throughput: list[tuple[int, float, float]], seed: int = 0, metric: str = "pass@1",
-                model: str = "tiny", hardware: dict | None = None, batch_size: int = 4, compressor_s: float = 0.0,
-                adapter_sha: str | None = None) -> dict:
+                template_o200k: list[int], gen_seconds: float, latency: list[tuple[float, float]] | None = None,
+                seed: int = 0, metric: str = "pass@1", model: str = "tiny", hardware: dict | None = None,
+                batch_size: int = 4, compressor_s: float = 0.0, adapter_sha: str | None = None,
+                prefix_cache: bool = False, cached_tokens: int = 0, **_ignored) -> dict:
+    """An evaluation record built by the harness's own builder. ``latency`` (per query: TTFT, E2E): the
+    evaluation's own batch-1 timings (an older record, or generation.measure); none: timed by an engine record."""
+    from harness.measure import summary_stats
+    from harness.records import efficiency_summary
+    from harness.records import eval_record as build
+
     n = len(scores)
     samples = []
     for i in range(n):
-        gen = f"generation {uid} {i}"
         samples.append({
             "id": f"{eval_task}/{i}",
             "prompt": f"prompt {i}",
             "rendered_prompt_tokens": in_tokens[i],
-            "generation": gen,
+            **({"cached_tokens": cached_tokens, "prefill_tokens": in_tokens[i] - cached_tokens}
+               if cached_tokens else {}),
+            "generation": f"generation {uid} {i}",
             "reference": f"reference {i}",
             "demo_ids": [],
             "tokens": {"model": in_tokens[i], "cl100k_base": in_o200k[i] + 1, "o200k_base": in_o200k[i]},
@@ -94,49 +101,67 @@ def eval_record(uid: str, *, method: dict, train_task: str | None, eval_task: st
             "parts_tiktoken": {"cl100k_base": {"template": template_o200k[i], "examples": 0, "query": 5},
                                "o200k_base": {"template": template_o200k[i], "examples": 0, "query": 5}},
         })
-    from harness.measure import generations_sha256, summary_stats
+    measurements = None
+    if latency:
+        lat = [{"id": f"{eval_task}/{i}", "ttft_s": t, "e2e_s": e, "prompt_tokens": in_tokens[i],
+                "output_tokens": out_tokens[i]} for i, (t, e) in enumerate(latency)]
+        measurements = {"latency": {"batch_size": 1, "source": "batch1_run", "samples": lat,
+                                    "ttft_s": summary_stats([x["ttft_s"] for x in lat]),
+                                    "e2e_s": summary_stats([x["e2e_s"] for x in lat])}}
+    rec = build(
+        config={"model": model, "seed": seed, "method": method, "train_task": train_task, "eval_task": eval_task,
+                "rule": {"template_rate": 1.0, "n_examples": 1}, "test_compressed": compressor_s > 0,
+                **({"prefix_cache": True} if prefix_cache else {}),
+                "generation": {"batch_size": batch_size, "max_new_tokens": 16},
+                "prompt": {"k_examples": 1, "retriever": "bm25", "pool_overlap": "drop",
+                           "compressor": {"name": "truncate"}, "chat": True},
+                "train_limit": 4, "test_limit": n},
+        task={"name": eval_task, "primary_metric": metric, "split": "test"},
+        metrics={metric: sum(scores) / n, "n": float(n)}, samples=samples,
+        efficiency=efficiency_summary(samples, generation_seconds=gen_seconds, batch_size=batch_size,
+                                      max_new_tokens=16, **({"prefix_cache": {"tokens": cached_tokens,
+                                                                              "encode_seconds": 0.3}}
+                                                            if cached_tokens else {})),
+        adapter_sha256=adapter_sha, model_info={"dtype": "float32", "device": "cpu", "n_params": 1000},
+        measurements=measurements, seconds_total=gen_seconds + 1.0,
+        meta={"versions": VERSIONS, "git_commit": "0" * 40, "hardware": hardware or CPU_HW})
+    return rec
 
-    lat_samples = [{"id": f"{eval_task}/{i}", "ttft_s": t, "e2e_s": e, "prompt_tokens": in_tokens[i],
-                    "output_tokens": out_tokens[i]} for i, (t, e) in enumerate(latency)]
-    points = [{"batch_size": b, "seconds": b * 4 / tok, "prompt_tokens": 100 * b, "output_tokens": 4 * b,
-               "tokens_per_s": tok, "samples_per_s": sps} for b, tok, sps in throughput]
-    best = max(points, key=lambda p: p["tokens_per_s"])
-    return {
-        "kind": "eval",
-        "status": "ok",
-        "config": {"model": model, "seed": seed, "method": method, "train_task": train_task, "eval_task": eval_task,
-                   "rule": {"template_rate": 1.0, "n_examples": 1}, "test_compressed": compressor_s > 0,
-                   "generation": {"batch_size": batch_size, "max_new_tokens": 16},
-                   "prompt": {"k_examples": 1, "retriever": "bm25", "pool_overlap": "drop",
-                              "compressor": {"name": "truncate"}, "chat": True},
-                   "train_limit": 4, "test_limit": n},
-        "adapter": None,
-        "task": {"name": eval_task, "primary_metric": metric, "split": "test"},
-        "metrics": {metric: sum(scores) / n, "n": float(n)},
-        "efficiency": {"n": n, "mean_input_tokens": sum(in_tokens) / n, "mean_output_tokens": sum(out_tokens) / n,
-                       "generation_seconds": gen_seconds, "compressor_seconds": compressor_s,
-                       "samples_per_second": n / gen_seconds, "seconds_per_query": gen_seconds / n,
-                       "generation_batch_size": batch_size, "max_new_tokens": 16},
-        "measurements": {
-            "settings": {"measure": True, "throughput_batch_sizes": [p["batch_size"] for p in points],
-                         "throughput_max_new_tokens": 4, "latency_samples": len(latency)},
-            "throughput": {"max_new_tokens": 4, "points": points,
-                           "saturating": {"batch_size": best["batch_size"], "tokens_per_s": best["tokens_per_s"],
-                                          "samples_per_s": best["samples_per_s"], "saturated": False}},
-            "latency": {"batch_size": 1, "source": "batch1_run", "samples": lat_samples,
-                        "ttft_s": summary_stats([x["ttft_s"] for x in lat_samples]),
-                        "e2e_s": summary_stats([x["e2e_s"] for x in lat_samples])},
-            "seconds": 1.0,
-        },
-        "model_info": {"dtype": "float32", "device": "cpu", "n_params": 1000},
-        "adapter_sha256": adapter_sha,
-        "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
-        "samples": samples,
-        "seconds_total": gen_seconds + 1.0,
-        "versions": VERSIONS,
-        "git_commit": "0" * 40,
-        "hardware": hardware or CPU_HW,
-    }
+
+L = 4  # the factory's engine decode length
+
+
+def engine_condition(eval_id: str, ids: list[str], *, cached: bool = False, ttft: float, step: float,
+                     answer_tokens: int = 20, batch_ttft: float, batch_e2e: float, batch_size: int = 2,
+                     prompt_tokens: int = 100, cached_tokens: int = 0, compressor_s: float = 0.0) -> dict:
+    """One condition of an engine record with hand-chosen timings: every batch-1 request emits token k at
+    ttft + k x step (so E2EL of L tokens = ttft + (L - 1) x step; as answered = ttft + (answer - 1) x step), and every
+    batch of ``batch_size`` takes ``batch_e2e`` seconds."""
+    n = max(L, answer_tokens)
+    requests = [{"id": q, "index": i, "repeat": 0, "tokens": n, "prompt_tokens": prompt_tokens,
+                 "prefill_tokens": prompt_tokens - cached_tokens, "ttft_s": ttft, "e2e_s": ttft + (n - 1) * step,
+                 "token_times": [ttft + k * step for k in range(n)]} for i, q in enumerate(ids)]
+    batches = [{"batch_size": batch_size, "index": j, "repeat": 0, "ids": ids[j * batch_size:(j + 1) * batch_size],
+                "prompt_tokens": prompt_tokens * batch_size,
+                "prefill_tokens": (prompt_tokens - cached_tokens) * batch_size, "ttft_s": batch_ttft,
+                "e2e_s": batch_e2e} for j in range(len(ids) // batch_size)]
+    return {"eval": eval_id, "label": eval_id, "prefix_cache": cached, "ids": ids,
+            "answer_tokens": {q: answer_tokens for q in ids}, "compressor_s": {q: compressor_s for q in ids},
+            "requests": requests, "batches": batches}
+
+
+def engine_record(conditions: list[dict], *, model: str = "tiny", eval_task: str = "mbpp", seed: int = 0,
+                  hardware: dict | None = None, slo: dict | None = None) -> dict:
+    from harness.records import engine_record as build
+
+    settings = {"measure": True, "max_new_tokens": L, "queries": 4, "repeats": 1, "batch_sizes": [2],
+                "sweep_requests": 4, "answered_max_tokens": None, "slo": slo or {"ttft_s": 0.3, "tpot_s": 0.1},
+                "correct_at": None, "exclusive": True, "num_cpus": 2}
+    return build(config={"model": model, "eval_task": eval_task, "seed": seed, "engine": "hf", "chat": True,
+                         "timing": settings, "conditions": [{"eval": c["eval"], "prefix_cache": c["prefix_cache"]}
+                                                            for c in conditions]},
+                 settings=settings, conditions=conditions,
+                 meta={"versions": VERSIONS, "git_commit": "0" * 40, "hardware": hardware or CPU_HW})
 
 
 def _tiny_safetensors(path) -> None:
@@ -150,23 +175,26 @@ def _tiny_safetensors(path) -> None:
 
 def stage_record(store: ResultStore, uid: str, *, method: dict, train_task: str, stage: int, n_stages: int,
                  losses: list[float], seconds: float, template_rate: float, mean_prompt_tokens: float,
-                 seed: int = 0, model: str = "tiny", hardware: dict | None = None) -> dict:
+                 seed: int = 0, model: str = "tiny", hardware: dict | None = None, work_seconds: float | None = None
+                 ) -> dict:
+    from harness.records import stage_record as build
+
     adapter = store.adapter_dir(uid)
     adapter.mkdir(parents=True, exist_ok=True)
     (adapter / ADAPTER_FILES[0]).write_text("{}")
     _tiny_safetensors(adapter / ADAPTER_FILES[1])
-    return {
-        "kind": "stage", "status": "ok",
-        "config": {"model": model, "seed": seed, "method": method, "train_task": train_task, "stage": stage,
-                   "n_stages": n_stages, "rule": {"template_rate": template_rate, "n_examples": 1 if template_rate else 0}},
-        "adapter_dir": f"adapters/{uid}", "init_adapter": None,
-        "train": {"adapter_dir": f"adapters/{uid}", "losses": losses, "steps": len(losses), "train_tokens": 1000,
-                  "target_tokens": 400, "seconds": seconds, "tokens_per_second": 1000 / seconds,
-                  "truncated_examples": 0, "n_examples": 4, "mean_prompt_tokens": mean_prompt_tokens,
-                  "template_rate_requested": template_rate, "template_rate_achieved": template_rate,
-                  "examples_per_prompt": 1 if template_rate else 0},
-        "seconds_total": seconds + 0.5, "versions": VERSIONS, "git_commit": "0" * 40, "hardware": hardware or CPU_HW,
-    }
+    work = seconds if work_seconds is None else work_seconds
+    return build(
+        config={"model": model, "seed": seed, "method": method, "train_task": train_task, "stage": stage,
+                "n_stages": n_stages, "rule": {"template_rate": template_rate, "n_examples": 1 if template_rate else 0}},
+        adapter_dir=f"adapters/{uid}", adapter_sha256=None, init_adapter=None,
+        train={"adapter_dir": f"adapters/{uid}", "losses": losses, "steps": len(losses), "train_tokens": 1000,
+               "target_tokens": 400, "seconds": seconds, "tokens_per_second": 1000 / seconds,
+               "truncated_examples": 0, "n_examples": 4, "mean_prompt_tokens": mean_prompt_tokens,
+               "template_rate_requested": template_rate, "template_rate_achieved": template_rate,
+               "examples_per_prompt": 1 if template_rate else 0},
+        work_seconds={"prompts": 0.0, "teacher": 0.0, "training": seconds, "other": work - seconds, "total": work},
+        seconds_total=work + 0.5, meta={"versions": VERSIONS, "git_commit": "0" * 40, "hardware": hardware or CPU_HW})
 
 
 FULL = _method("full_prompt_ft")
@@ -176,49 +204,65 @@ FEW = _method("few_shot")
 
 
 def build_store(root: Path, *, cross_domain: bool = True) -> ResultStore:
-    """Four systems on mbpp (few_shot, full_prompt_ft, query_only_ft, promptintern) and, optionally, the trained
-    ones evaluated on nl2bash too. Numbers are chosen for hand computation (see the tests)."""
+    """Four systems on mbpp (few_shot, full_prompt_ft served uncached and with its prefix cached, query_only_ft,
+    promptintern), timed by one engine record; optionally the trained ones evaluated on nl2bash too, timed by their
+    own evaluations (older records). Numbers are chosen for hand computation (see the tests):
+
+    engine, L = 4, queries mbpp/0..3, one repeat; batch-1 request i emits token k at ttft + k x step; batches of 2:
+
+    ============ ===== ===== =============== ============= ============== ===========================
+    condition    ttft  step  E2EL (4 tokens) as answered   batch of 2 (s)  req/s at batch 2
+    ============ ===== ===== =============== ============= ============== ===========================
+    few_shot     0.40  0.10  0.70            2.30          2.0 (TTFT 0.8)  1.0
+    full         0.40  0.10  0.70            2.30          2.0 (TTFT 0.8)  1.0
+    full cached  0.10  0.10  0.40            2.00          1.0 (TTFT 0.2)  2.0
+    query        0.05  0.05  0.20            1.00          0.5 (TTFT 0.1)  4.0
+    promptintern 0.02  0.06  0.20            1.16          0.4 (TTFT 0.1)  5.0
+    ============ ===== ===== =============== ============= ============== ===========================
+    """
     store = ResultStore(root)
     recs = {
-        # full prompt FT on mbpp: scores 1,0,1,1 -> 0.75; 2000 model tokens; 1 s/query at 2 cores.
+        # full prompt FT on mbpp: scores 1,0,1,1 -> 0.75; 2000 model tokens, 1000 of them a cached prefix
         "eval-full-mbpp": eval_record(
             "eval-full-mbpp", method=FULL, train_task="mbpp", eval_task="mbpp", scores=[1, 0, 1, 1],
             in_tokens=[2000] * 4, out_tokens=[20] * 4, in_o200k=[1000, 2000, 1000, 2000], out_o200k=[10, 30, 10, 30],
-            template_o200k=[1100] * 4, gen_seconds=4.0, latency=[(0.10, 0.50), (0.20, 0.70), (0.30, 0.90)],
-            throughput=[(1, 50.0, 2.0), (4, 80.0, 3.0)], adapter_sha="a" * 64),
+            template_o200k=[1100] * 4, gen_seconds=4.0, adapter_sha="a" * 64, prefix_cache=True,
+            cached_tokens=1000),
         "eval-query-mbpp": eval_record(
             "eval-query-mbpp", method=QUERY, train_task="mbpp", eval_task="mbpp", scores=[0, 0, 1, 1],
             in_tokens=[100] * 4, out_tokens=[20] * 4, in_o200k=[50] * 4, out_o200k=[20] * 4,
-            template_o200k=[0] * 4, gen_seconds=1.0, latency=[(0.05, 0.20), (0.05, 0.25), (0.05, 0.30)],
-            throughput=[(1, 100.0, 5.0), (4, 300.0, 12.0)], adapter_sha="b" * 64),
+            template_o200k=[0] * 4, gen_seconds=1.0, adapter_sha="b" * 64),
         "eval-pi-mbpp": eval_record(
             "eval-pi-mbpp", method=PI, train_task="mbpp", eval_task="mbpp", scores=[1, 1, 1, 0],
             in_tokens=[100] * 4, out_tokens=[20] * 4, in_o200k=[50] * 4, out_o200k=[20] * 4,
-            template_o200k=[0] * 4, gen_seconds=2.0, latency=[(0.05, 0.10), (0.05, 0.20), (0.05, 0.30)],
-            throughput=[(1, 100.0, 5.0), (4, 400.0, 16.0)], adapter_sha="c" * 64),
+            template_o200k=[0] * 4, gen_seconds=2.0, adapter_sha="c" * 64),
         "eval-few-mbpp": eval_record(
             "eval-few-mbpp", method=FEW, train_task=None, eval_task="mbpp", scores=[0, 0, 0, 1],
             in_tokens=[2000] * 4, out_tokens=[20] * 4, in_o200k=[1500] * 4, out_o200k=[20] * 4,
-            template_o200k=[1100] * 4, gen_seconds=4.0, latency=[(0.10, 0.50), (0.20, 0.60), (0.30, 0.70)],
-            throughput=[(1, 50.0, 2.0), (4, 80.0, 3.0)]),
+            template_o200k=[1100] * 4, gen_seconds=4.0),
     }
+    ids = [f"mbpp/{i}" for i in range(4)]
+    engine = engine_record([
+        engine_condition("eval-few-mbpp", ids, ttft=0.4, step=0.1, batch_ttft=0.8, batch_e2e=2.0, prompt_tokens=2000),
+        engine_condition("eval-full-mbpp", ids, ttft=0.4, step=0.1, batch_ttft=0.8, batch_e2e=2.0, prompt_tokens=2000),
+        engine_condition("eval-full-mbpp", ids, cached=True, ttft=0.1, step=0.1, batch_ttft=0.2, batch_e2e=1.0,
+                         prompt_tokens=2000, cached_tokens=1000),
+        engine_condition("eval-query-mbpp", ids, ttft=0.05, step=0.05, batch_ttft=0.1, batch_e2e=0.5),
+        engine_condition("eval-pi-mbpp", ids, ttft=0.02, step=0.06, batch_ttft=0.1, batch_e2e=0.4)])
     if cross_domain:
         recs.update({
             "eval-full-bash": eval_record(
                 "eval-full-bash", method=FULL, train_task="mbpp", eval_task="nl2bash", scores=[40.0, 20.0],
                 metric="bleu", in_tokens=[3000] * 2, out_tokens=[10] * 2, in_o200k=[2500] * 2, out_o200k=[8] * 2,
-                template_o200k=[2000] * 2, gen_seconds=2.0, latency=[(0.2, 0.4), (0.2, 0.6)],
-                throughput=[(1, 40.0, 4.0)], adapter_sha="a" * 64),
+                template_o200k=[2000] * 2, gen_seconds=2.0, latency=[(0.2, 0.4), (0.2, 0.6)], adapter_sha="a" * 64),
             "eval-pi-bash": eval_record(
                 "eval-pi-bash", method=PI, train_task="mbpp", eval_task="nl2bash", scores=[10.0, 20.0],
                 metric="bleu", in_tokens=[60] * 2, out_tokens=[10] * 2, in_o200k=[30] * 2, out_o200k=[8] * 2,
-                template_o200k=[0] * 2, gen_seconds=0.5, latency=[(0.05, 0.1), (0.05, 0.1)],
-                throughput=[(1, 200.0, 20.0)], adapter_sha="c" * 64),
+                template_o200k=[0] * 2, gen_seconds=0.5, latency=[(0.05, 0.1), (0.05, 0.1)], adapter_sha="c" * 64),
             "eval-few-bash": eval_record(
                 "eval-few-bash", method=FEW, train_task=None, eval_task="nl2bash", scores=[30.0, 30.0],
                 metric="bleu", in_tokens=[3000] * 2, out_tokens=[10] * 2, in_o200k=[2500] * 2, out_o200k=[8] * 2,
-                template_o200k=[2000] * 2, gen_seconds=2.0, latency=[(0.2, 0.5), (0.2, 0.5)],
-                throughput=[(1, 40.0, 4.0)]),
+                template_o200k=[2000] * 2, gen_seconds=2.0, latency=[(0.2, 0.5), (0.2, 0.5)]),
         })
     stages = {
         "stage-full-1": dict(method=FULL, stage=0, n_stages=1, losses=[3.0, 2.0, 1.5], seconds=36.0,
@@ -232,6 +276,7 @@ def build_store(root: Path, *, cross_domain: bool = True) -> ResultStore:
     }
     for uid, rec in recs.items():
         store.write(uid, rec)
+    store.write("engine-mbpp", engine)
     for uid, kw in stages.items():
         store.write(uid, stage_record(store, uid, train_task="mbpp", **kw))
     return store

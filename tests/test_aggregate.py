@@ -8,9 +8,9 @@ import pytest
 from _results_factory import build_store, write_price_dir
 
 from harness import aggregate as agg
+from harness import tables as T
 from harness.cost import load_price_table
 from harness.measure import (
-    generations_sha256,
     mean_se,
     measure_latency,
     measure_throughput,
@@ -18,6 +18,8 @@ from harness.measure import (
     saturating,
     sha256_dir,
 )
+from harness.records import generations_sha256
+from harness.stats import wilson
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +27,17 @@ def setup(tmp_path_factory):
     prices = write_price_dir(tmp_path_factory.mktemp("prices"))
     store = build_store(tmp_path_factory.mktemp("results") / "exp")
     table = load_price_table("test-prices", prices)
-    paths = agg.write_tables(store, table)
+    paths = T.write_tables(store, table)
     return store, table, paths
 
 
-def _row(df, method, eval_task="mbpp"):
-    r = df[(df["method"] == method) & (df["eval_task"] == eval_task)]
-    assert len(r) == 1, (method, eval_task, len(r))
+def _row(df, label, eval_task="mbpp"):
+    r = df[(df["label"] == label) & (df["eval_task"] == eval_task)]
+    assert len(r) == 1, (label, eval_task, len(r))
     return r.iloc[0]
+
+
+PI = "promptintern/linear-T2/r0.5"
 
 
 def test_percentile_and_stats_by_hand():
@@ -57,80 +62,127 @@ def test_hashes(tmp_path):
 
 
 def test_main_table_recomputed_from_result_files(setup):
+    """Scores, tokens and the engine figures recomputed from the raw JSON files, independently of the harness."""
     store, table, paths = setup
     written = pd.read_csv(paths["csv"])
-    # recompute from the raw JSON files, independently of the harness code
-    raw = {p.stem: json.loads(p.read_text()) for p in store.runs.glob("eval-*.json")}
-
-    def mean(xs):
-        return sum(xs) / len(xs)
-
+    raw = {p.stem: json.loads(p.read_text()) for p in store.runs.glob("*.json")}
     for uid, rec in raw.items():
+        if rec["kind"] != "eval":
+            continue
         c = rec["config"]
-        row = _row(written, c["method"]["name"], c["eval_task"])
         metric = rec["task"]["primary_metric"]
         vals = [s["score"][metric] for s in rec["samples"]]
-        assert row["score"] == pytest.approx(mean(vals)), uid
-        m = mean(vals)
-        se = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1) / len(vals))
-        assert row["score_se"] == pytest.approx(se), uid
-        assert row["n"] == len(vals)
-        assert row["input_tokens"] == pytest.approx(mean([s["tokens"]["model"] for s in rec["samples"]]))
-        e2e = sorted(x["e2e_s"] for x in rec["measurements"]["latency"]["samples"])
-        k = len(e2e)
-        median = e2e[k // 2] if k % 2 else (e2e[k // 2 - 1] + e2e[k // 2]) / 2
-        assert row["latency_p50_s"] == pytest.approx(median), uid
-        best = max(rec["measurements"]["throughput"]["points"], key=lambda p: p["tokens_per_s"])
-        assert row["throughput_tok_s"] == pytest.approx(best["tokens_per_s"])
-        assert row["saturating_batch"] == best["batch_size"]
+        for label in [c["method"]["label"]] + ([c["method"]["label"] + "+prefix-cache"] if c.get("prefix_cache") else []):
+            row = _row(written, label, c["eval_task"])
+            assert row["score"] == pytest.approx(sum(vals) / len(vals)), uid
+            assert row["n"] == len(vals)
+            assert row["input_tokens"] == pytest.approx(sum(s["tokens"]["model"] for s in rec["samples"]) / len(vals))
+    engine = raw["engine-mbpp"]
+    L = engine["settings"]["max_new_tokens"]
+    for cond in engine["conditions"]:
+        label = raw[cond["eval"]]["config"]["method"]["label"] + ("+prefix-cache" if cond["prefix_cache"] else "")
+        row = _row(written, label)
+        e2el = [r["token_times"][L - 1] for r in cond["requests"]]
+        assert row["e2el_s"] == pytest.approx(sum(e2el) / len(e2el)), label
+        assert row["ttft_s"] == pytest.approx(sum(r["ttft_s"] for r in cond["requests"]) / len(e2el))
+        b = cond["batches"]
+        assert row["sat_rps"] == pytest.approx(sum(x["batch_size"] for x in b) / sum(x["e2e_s"] for x in b))
+        assert row["sat_tok_s"] == pytest.approx(row["sat_rps"] * L) and row["engine_queries"] == 4
 
-    full, pi, query = (_row(written, m) for m in ("full_prompt_ft", "promptintern", "query_only_ft"))
-    assert full["score"] == 0.75 and query["score"] == 0.5 and pi["score"] == 0.75
-    assert pi["token_reduction_pct"] == pytest.approx(100 * (1 - 100 / 2000))
-    assert full["token_reduction_pct"] == pytest.approx(0.0)
-    # latency p50: full [0.5, 0.7, 0.9] -> 0.7, promptintern [0.1, 0.2, 0.3] -> 0.2; p90 by interpolation
-    assert full["latency_p90_s"] == pytest.approx(0.86) and pi["latency_p90_s"] == pytest.approx(0.28)
-    assert pi["speedup"] == pytest.approx(0.7 / 0.2)
-    # cost: self-hosted 0.5 s vs 1 s per query; API (50 x 2 + 20 x 8) vs (1500 x 2 + 20 x 8) per 1e6 tokens
-    assert pi["self_hosted_usd_per_1k"] == pytest.approx(0.01) and full["self_hosted_usd_per_1k"] == pytest.approx(0.02)
-    assert pi["self_hosted_saving_pct"] == pytest.approx(50.0)
+
+def test_engine_view_by_hand(setup):
+    """The factory's engine record (tests/_results_factory.py:build_store) read by hand."""
+    store, table, paths = setup
+    w = pd.read_csv(paths["csv"])
+    full, cached, pi, query, few = (_row(w, x) for x in ("full_prompt_ft", "full_prompt_ft+prefix-cache", PI,
+                                                         "query_only_ft", "few_shot"))
+    assert (full["ttft_s"], full["tpot_s"], full["e2el_s"]) == pytest.approx((0.4, 0.1, 0.7))
+    assert (pi["ttft_s"], pi["tpot_s"], pi["e2el_s"]) == pytest.approx((0.02, 0.06, 0.2))
+    # batch 1, same 4 tokens: full 0.7 s / PI 0.2 s; cached 0.4 / 0.2; every query equal: the range is a point
+    assert pi["speedup_full"] == pytest.approx(3.5) and pi["speedup_full_cached"] == pytest.approx(2.0)
+    assert pi["speedup_full_method"] == "range" and pi["speedup_full_n"] == 4
+    # saturation, batches of 2: full 1.0 req/s, cached 2.0, PI 5.0
+    assert pi["sat_batch"] == 2 and pi["sat_rps"] == pytest.approx(5.0) and cached["sat_rps"] == pytest.approx(2.0)
+    assert pi["throughput_full"] == pytest.approx(5.0) and pi["throughput_full_cached"] == pytest.approx(2.5)
+    assert cached["throughput_full"] == pytest.approx(2.0) and math.isnan(full["throughput_full"])
+    # as answered: 20 tokens each, token 20 at ttft + 19 x step: full 2.3 s, PI 1.16 s
+    assert full["answered_e2el_s"] == pytest.approx(2.3) and pi["answered_e2el_s"] == pytest.approx(1.16)
+    assert pi["answered_speedup_full"] == pytest.approx(2.3 / 1.16) and pi["answered_output_tokens"] == 20
+    # goodput (TTFT <= 0.3 s, TPOT <= 0.1 s): full never within; PI's 4 batch-1 requests in 0.8 s = 5 req/s, of
+    # which 3 answered correctly (scores 1, 1, 1, 0): 3.75 req/s
+    assert full["goodput_rps"] == 0 and pi["goodput_rps"] == pytest.approx(5.0)
+    assert pi["acc_goodput_rps"] == pytest.approx(3.75)
+    # self-hosted cost at saturation: $0.00001 per core-second x 2 cores / req/s, per 1k
+    assert full["self_hosted_usd_per_1k"] == pytest.approx(0.02) and pi["self_hosted_usd_per_1k"] == pytest.approx(0.004)
+    assert pi["engine_b1_usd_per_1k"] == pytest.approx(0.2 * 2e-5 * 1000)
+    assert pi["answered_usd_per_1k"] == pytest.approx(1.16 * 2e-5 * 1000)
+    assert pi["saving_full_pct"] == pytest.approx(80.0) and pi["saving_full_cached_pct"] == pytest.approx(60.0)
+    # tokens each query computes: the cached row's 1000-token prefix is not prefilled
+    assert cached["prefill_tokens"] == 1000 and full["prefill_tokens"] == 2000
+    assert pi["prefill_reduction_full_cached_pct"] == pytest.approx(90.0)
+    # training (the stages' whole work) and incremental break-even: PI trains as long as full-prompt FT (36 s), so
+    # against it nothing is to repay; against the untrained base model 36 x 2e-5 / ((0.02 - 0.004) / 1000)
+    assert pi["train_usd"] == pytest.approx(36 * 2e-5) and few["train_usd"] == 0
+    assert pi["break_even_full"] == 0 and pi["break_even_full_cached"] == 0
+    assert pi["break_even_base"] == pytest.approx(45.0) and query["break_even_base"] == pytest.approx(24.0)
+    # the uncached full prompt never repays against its own cached serving: it costs more per query
+    assert full["break_even_full_cached"] == math.inf
     assert pi["api_usd_per_1k"] == pytest.approx(0.26) and full["api_usd_per_1k"] == pytest.approx(3.16)
-    assert pi["api_saving_pct"] == pytest.approx(100 * (1 - 0.26 / 3.16))
-    assert pi["score_delta"] == pytest.approx(0.0) and query["score_delta"] == pytest.approx(-0.25)
-    # training cost rides along: 36 s of stages on 2 cores at $0.00001 per core-second
-    assert pi["train_usd"] == pytest.approx(36 * 2 * 0.00001) and _row(written, "few_shot")["train_usd"] == 0
-    # untrained rows compare with full-prompt FT trained on the eval task itself
-    few = _row(written, "few_shot")
-    assert few["train_task"] == "-" and few["token_reduction_pct"] == pytest.approx(0.0)
-    assert few["speedup"] == pytest.approx(0.7 / 0.6)
+
+
+def test_scores_have_intervals_that_mean_their_level(setup):
+    store, table, paths = setup
+    w = pd.read_csv(paths["csv"])
+    pi, query = _row(w, PI), _row(w, "query_only_ft")
+    lo, hi = wilson(3, 4)
+    assert (pi["score_lo"], pi["score_hi"]) == pytest.approx((100 * lo, 100 * hi)) and pi["score_method"] == "wilson"
+    # paired: PI [1,1,1,0] vs full [1,0,1,1]: no difference, Newcombe's interval is wide, not [0, 0]
+    assert pi["delta_full"] == 0 and pi["delta_full_lo"] < -30 and pi["delta_full_hi"] > 30
+    assert pi["delta_full_method"] == "newcombe" and pi["delta_full_ns"]
+    assert query["delta_full"] == pytest.approx(-25.0)
+    # the cached and uncached rows of one evaluation share its scores: no difference estimated between them
+    assert math.isnan(_row(w, "full_prompt_ft+prefix-cache")["delta_full"])
+    bash = _row(w, PI, "nl2bash")  # BLEU 10, 20: a t interval clipped to the metric's range
+    assert bash["score_method"] == "t" and bash["score_lo"] == 0.0
+
+
+def test_older_records_keep_their_as_answered_view(setup):
+    store, table, paths = setup
+    w = pd.read_csv(paths["csv"])
+    pi = _row(w, PI, "nl2bash")
+    assert pi["timing_source"] == "evaluation, batch 1" and math.isnan(pi["e2el_s"])
+    assert pi["answered_e2el_s"] == pytest.approx(0.1) and pi["cost_basis"] == "as answered, batch 1"
+    assert pi["self_hosted_usd_per_1k"] == pytest.approx(0.1 * 2e-5 * 1000)
 
 
 def test_written_markdown_and_latex_match_the_frame(setup):
     store, table, paths = setup
     md = paths["markdown"].read_text()
-    # promptintern mbpp row: score 75.0 ± 25.0 (pass@1 as a percentage), 95% fewer tokens, 3.50x, $0.0100, $0.260
-    line = next(x for x in md.splitlines() if "promptintern/linear-T2/r0.5" in x and "| mbpp | mbpp |" in x)
-    for s in ("75.0 ± 25.0", "95.0%", "3.50x", "$0.0100", "$0.260", "91.8%", "50.0%", "200 ms", "280 ms"):
+    line = next(x for x in md.splitlines() if PI in x and "| mbpp | mbpp |" in x)
+    for s in ("75.0 [30.1, 95.4]", "3.50× (range 3.50–3.50)", "5.00 (2)", "2.50× (range 2.50–2.50)", "$0.00400",
+              "1.16 s", "200 ms", "60 ms"):
         assert s in line, (s, line)
-    # BLEU is shown on its own 0-100 scale, not multiplied
+    # the method and the n are stated under the table
+    assert "Wilson score interval" in md and "n = 2, 4 test items" in md and "L = 4 tokens" in md
+    assert "range of the per-query (or per-batch) ratios" in md
     bash = next(x for x in md.splitlines() if "full_prompt_ft" in x and "| nl2bash |" in x)
-    assert "| 30.0 ± 10.0 |" in bash
+    assert "| 30.0 [0.0, 100.0] |" in bash  # BLEU on its own 0-100 scale
     tex = paths["latex"].read_text()
-    assert r"\begin{tabular}" in tex and r"75.0 $\pm$ 25.0" in tex and r"95.0\%" in tex
-    assert tex.count(r"\\") == len(pd.read_csv(paths["csv"])) + 1  # header + one line per row
+    assert r"\begin{tabular}" in tex and r"75.0 [30.1, 95.4]" in tex
     for key in ("task-mbpp.markdown", "task-nl2bash.csv", "cross_domain.latex", "cost.csv", "stages.markdown",
-                "throughput.csv"):
+                "sweep.csv"):
         assert paths[key].is_file(), key
-    # per-task table: on-task rows only
     nl = pd.read_csv(paths["task-nl2bash.csv"])
     assert set(nl["method"]) == {"few_shot"}
+    sweep = pd.read_csv(paths["sweep.csv"])
+    assert sorted(sweep[sweep["label"] == PI]["batch_size"]) == [1, 2]
 
 
 def test_cross_domain_table(setup):
     store, table, paths = setup
     cross = pd.read_csv(paths["cross_domain.csv"])
     assert set(cross["method"]) == {"full_prompt_ft", "promptintern"}
-    pi = _row(cross, "promptintern", "nl2bash")
+    pi = _row(cross, PI, "nl2bash")
     assert pi["score"] == 15.0 and pi["base_score"] == 30.0 and pi["full_prompt_ft_score"] == 30.0
     assert pi["delta_vs_base"] == -15.0 and pi["delta_vs_full_prompt_ft"] == -15.0
     assert pi["train_task_metric_score"] == pytest.approx(0.75)  # the same system on its own train task
@@ -147,13 +199,12 @@ def test_stage_table(setup):
     assert "| tiny | mbpp | promptintern/linear-T2/r0.5 | 2/2 | 0.00 | 0.00 | 0 | 90.0 | 2.100 | 1.200 |" in md
 
 
-def test_backward_compatible_api(setup):
+def test_tables_without_prices(setup):
     store, _, _ = setup
-    df = agg.eval_frame(store)  # no price table: no cost columns, still a frame
-    t = agg.main_table(df)
-    assert "token_reduction_pct" in t.columns and "self_hosted_usd_per_1k" not in t.columns
-    assert agg.to_markdown(t).startswith("| model |")
-    assert agg.to_markdown(agg.main_table(pd.DataFrame())) == "_no results_"
+    t = agg.main_table(agg.eval_frame(store))  # no price table: no cost columns, still a frame
+    assert "token_reduction_full_pct" in t.columns and t["self_hosted_usd_per_1k"].isna().all()
+    assert T.to_markdown(t).startswith("| model |")
+    assert T.to_markdown(agg.main_table(pd.DataFrame())) == "_no results_"
 
 
 def test_measure_on_tiny_model(tiny):
@@ -202,21 +253,6 @@ def test_compressor_time_counts_in_latency():
     s = latency_summary([{"id": "a", "ttft_s": 0.1, "e2e_s": 0.5, "compressor_s": 0.25},
                          {"id": "b", "ttft_s": 0.2, "e2e_s": 0.7}], source="batch1_run")
     assert s["e2e_s"]["p50"] == pytest.approx((0.75 + 0.7) / 2) and s["ttft_s"]["p50"] == pytest.approx(0.275)
-
-
-def test_time_per_output_token_in_the_tables_also_for_older_records():
-    from harness.aggregate import latency_fields, main_columns
-
-    samples = [{"id": "a", "ttft_s": 0.1, "e2e_s": 0.5, "output_tokens": 5},   # (0.5 - 0.1) / 4 = 0.1
-               {"id": "b", "ttft_s": 0.2, "e2e_s": 0.8, "output_tokens": 4},   # (0.8 - 0.2) / 3 = 0.2
-               {"id": "c", "ttft_s": 0.3, "e2e_s": 0.3, "output_tokens": 1}]   # one token: no decode step
-    stats = {"n": 3, "p50": 0.0, "p90": 0.0, "mean": 0.0}
-    rec = {"measurements": {"latency": {"samples": samples, "e2e_s": stats, "ttft_s": stats}}}  # no tpot_s: older
-    assert latency_fields(rec)["tpot_p50_s"] == pytest.approx(0.15)
-    b1 = {"samples": [{**s, "batch_size": 1} for s in samples]}  # main run at batch 1, no measurement section
-    assert latency_fields(b1)["tpot_p50_s"] == pytest.approx(0.15)
-    fmt = dict(main_columns())["per token p50"]
-    assert fmt({"tpot_p50_s": 0.15}) == "150 ms" and fmt({"tpot_p50_s": 0.00123}) == "1.23 ms"
 
 
 def test_throughput_decodes_with_the_chosen_engine(tiny, monkeypatch):

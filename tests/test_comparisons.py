@@ -7,7 +7,7 @@ import pytest
 from _results_factory import build_store
 
 from harness.config import WARNINGS_KEY, load_experiment
-from harness.stats import items_for_difference, paired_difference, paired_ratio
+from harness.stats import items_for_difference, paired_difference, ratio_interval
 from promptintern.errors import ConfigError
 
 # -- statistics by hand -----------------------------------------------------------------------------------------
@@ -16,13 +16,16 @@ def test_paired_difference_and_ratio_by_hand():
     a = {"x": 3.0, "y": 5.0, "z": 7.0, "only_a": 100.0}
     b = {"x": 1.0, "y": 4.0, "z": 4.0}
     d = paired_difference(a, b)
+    assert d["method"] == "bootstrap"
     assert d["n"] == 3 and d["mean"] == pytest.approx(2.0)  # (2 + 1 + 3) / 3 on the common items only
     assert d["sd"] == pytest.approx(1.0)
     assert 1.0 <= d["lo"] <= 2.0 <= d["hi"] <= 3.0 and d["includes_zero"] is False
     assert paired_difference({"x": 1, "y": 0}, {"x": 0, "y": 1})["includes_zero"] is True
     assert paired_difference(a, b) == paired_difference(a, b)  # seeded
-    r = paired_ratio({"q1": 1.0, "q2": 2.0}, {"q1": 4.0, "q2": 8.0})  # base / method on the same queries
-    assert r["ratio"] == pytest.approx(4.0) and r["lo"] == pytest.approx(4.0) and r["hi"] == pytest.approx(4.0)
+    # base / method on the same queries; two queries: the range of their ratios, never called a CI
+    r = ratio_interval({"q1": [4.0], "q2": [8.0]}, {"q1": [1.0], "q2": [2.0]})
+    assert r["ratio"] == pytest.approx(4.0) and (r["lo"], r["hi"]) == pytest.approx((4.0, 4.0))
+    assert r["method"] == "range" and r["n"] == 2
     # n = ((1.96 + 0.8416) * sd / delta)^2: sd 10, delta 2 -> 196.2 -> 197 items
     assert items_for_difference(10.0, 2.0) == 197
     assert items_for_difference(0.0, 2.0) != items_for_difference(0.0, 2.0)  # NaN: nothing varied
@@ -33,24 +36,24 @@ def test_paired_difference_and_ratio_by_hand():
 def test_main_table_has_steps_paired_differences_and_speedup_intervals(tmp_path):
     import pandas as pd
 
-    from harness.aggregate import write_tables
+    from harness.tables import write_tables
 
     store = build_store(tmp_path / "exp", cross_domain=False)
     paths = write_tables(store)
     df = pd.read_csv(paths["csv"])
     for col in ("train_steps", "delta_full", "delta_full_lo", "delta_full_hi", "delta_query", "delta_query_lo",
-                "delta_query_hi", "speedup", "speedup_lo", "speedup_hi", "status"):
+                "delta_query_hi", "speedup_full", "speedup_full_lo", "speedup_full_hi", "throughput_full_cached",
+                "status"):
         assert col in df.columns, col
     pi = df[df["method"] == "promptintern"].iloc[0]
     # pass@1 per item: PI [1,1,1,0], full [1,0,1,1], query [0,0,1,1] -> differences in points
     assert pi["delta_full"] == pytest.approx(0.0) and pi["delta_query"] == pytest.approx(25.0)
     assert pi["delta_full_lo"] < 0 < pi["delta_full_hi"]
     assert pi["train_steps"] == 4  # the factory's two PI stages record 2 steps each
-    # speedup: mean latency of full-prompt FT (0.5, 0.7, 0.9) over PI's (0.1, 0.2, 0.3) on the same queries
-    assert pi["speedup"] == pytest.approx(0.7 / 0.2)
-    assert pi["speedup_lo"] <= pi["speedup"] <= pi["speedup_hi"]
+    assert pi["speedup_full"] == pytest.approx(0.7 / 0.2)
+    assert pi["speedup_full_lo"] <= pi["speedup_full"] <= pi["speedup_full_hi"]
     md = paths["markdown"].read_text()
-    assert "Δ vs full-prompt FT [95% CI]" in md and "+0.0 [" in md and " ns |" in md
+    assert "Δ vs full-prompt FT" in md and "+0.0 [" in md and " ns |" in md
 
 
 def test_a_failed_grid_point_shows_as_failed_in_the_tables_and_the_report(tmp_path):
@@ -163,7 +166,7 @@ def test_mbpp_near_duplicates_of_test_items_are_never_trained_on_or_retrieved(da
 def test_promptintern_and_its_baselines_take_equal_optimizer_steps(tmp_path, data, ray_local):
     import pandas as pd
 
-    from harness.aggregate import write_tables
+    from harness.tables import write_tables
     from harness.executor import run_plan
     from harness.plan import build_plan
     from harness.store import ResultStore
@@ -199,8 +202,7 @@ def test_metatuner_rows_pay_for_the_generator_call(tmp_path):
 
     rec = eval_record("eval-mt", method={**_method("metatuner"), "label": "metatuner-J"}, train_task="mbpp",
                       eval_task="mbpp", scores=[1, 0], in_tokens=[120, 120], out_tokens=[20, 20], in_o200k=[50, 70],
-                      out_o200k=[10, 30], template_o200k=[0, 0], gen_seconds=2.0, latency=[(0.1, 0.5), (0.1, 0.5)],
-                      throughput=[(1, 10.0, 1.0)])
+                      out_o200k=[10, 30], template_o200k=[0, 0], gen_seconds=2.0, latency=[(0.1, 0.5), (0.1, 0.5)])
     for s in rec["samples"]:
         s["generator_tokens"] = {"model": 300, "output": 24, "o200k_base": 200, "cl100k_base": 210,
                                  "output_tiktoken": {"o200k_base": 20, "cl100k_base": 22}}
@@ -219,9 +221,9 @@ def test_metatuner_rows_pay_for_the_generator_call(tmp_path):
 
 
 def test_interval_bounds_never_round_to_a_signless_zero():
-    from harness.aggregate import fmt_bound, fmt_delta
+    from harness.format import bound, delta
 
-    assert fmt_bound(0.04) == "+0.04" and fmt_bound(-0.004) == "-0.00" and fmt_bound(0.0) == "+0.0"
-    assert fmt_bound(2.6) == "+2.6" and fmt_bound(-0.05) == "-0.1"
+    assert bound(0.04) == "+0.04" and bound(-0.004) == "-0.00" and bound(0.0) == "+0.0"
+    assert bound(2.6) == "+2.6" and bound(-0.05) == "-0.1"
     row = {"d_query": 2.6, "d_query_lo": 0.04, "d_query_hi": 6.1, "d_query_ns": False}
-    assert fmt_delta("d_query")(row) == "+2.6 [+0.04, +6.1]"
+    assert delta("d_query")(row) == "+2.6 [+0.04, +6.1]"

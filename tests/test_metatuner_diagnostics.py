@@ -209,7 +209,7 @@ def test_report_has_metatuner_diagnostics_rows(tmp_path, monkeypatch):
     section = md[md.index("## MetaTuner diagnostics"):].split("\n## ")[0]
     rows = {line.split(" | ")[3]: line for line in section.splitlines() if line.startswith("| tiny | mbpp | mbpp |")}
     # distinct / n, most common, degenerate, mean words, ΔW spread, D2 sizes (* = fallback), steps task / reg
-    assert rows["metatuner-J"].endswith("| 2 / 4 | 75.0% | 25.0% (1 under 4 words) | 4.8 | - | 0, 3, 2* | 3 / 2 |")
+    assert rows["metatuner-J"].endswith("| 2 / 4 | 75.0% | 25.0% (1 under 4 words) | 4.8 | – | 0, 3, 2* | 3 / 2 |")
     assert rows["metatuner-I"].endswith("| 2 / 2 | 50.0% | 0.0% | 4.0 | 0.125 | 4 | 1 / 1 |")
     html = out["report"]["html"].read_text()
     assert "<h2>MetaTuner diagnostics</h2>" in html and "0, 3, 2*" in html

@@ -335,6 +335,7 @@ def test_stage_table_shows_mfu_and_padding_and_reads_old_records(tmp_path):
     from _results_factory import PI, stage_record
 
     from harness import aggregate as agg
+    from harness import tables as T
     from harness.store import ResultStore
 
     store = ResultStore(tmp_path / "exp")
@@ -350,7 +351,7 @@ def test_stage_table_shows_mfu_and_padding_and_reads_old_records(tmp_path):
     first, second = table.sort_values("stage").to_dict("records")
     assert first["mfu"] == pytest.approx(0.4237) and first["padding_share"] == pytest.approx(0.2)
     assert second["mfu"] != second["mfu"] and second["padding_share"] != second["padding_share"]  # NaN
-    md = agg.render_markdown(table, agg.stage_columns())
+    md = T.render_markdown(table, T.stage_columns())
     header = md.splitlines()[0]
     assert header.rstrip(" |").endswith("| tokens/s | MFU | padding")
     assert "| 100 | 42.4% | 20.0% |" in md  # 1000 tokens / 10 s; MFU; padding share

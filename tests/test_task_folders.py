@@ -71,7 +71,7 @@ def package_state() -> str:
 
 # -- a task from a folder, end to end -----------------------------------------------------------------------------
 def test_folder_task_runs_plan_run_tables_report_and_submission(tmp_path, ray_local, capsys):
-    from harness.leaderboard import validate_submission
+    from harness.submission import validate_submission
 
     before = package_state()
     # a task defined by one YAML (template inline) and one data file, outside the repository
@@ -350,7 +350,8 @@ def test_evaluation_only_experiment_plans_untrained_methods(tmp_path):
     exp = experiment(tmp_path, folder, tasks={"train": [], "eval": ["adder"], "train_limit": 4, "test_limit": 4},
                      methods=[{"name": "few_shot"}, {"name": "compress_at_inference", "rates": [0.5]}])
     units = build_plan(load_experiment(exp))
-    assert [u.kind for u in units] == ["eval", "eval"] and all(u.config["train_task"] is None for u in units)
+    assert [u.kind for u in units] == ["eval", "eval", "engine"]  # the engine unit times both conditions
+    assert all(u.config["train_task"] is None for u in units if u.kind == "eval")
     bad = experiment(tmp_path, folder, tasks={"train": [], "eval": ["adder"]}, methods=[{"name": "full_prompt_ft"}])
     with pytest.raises(ConfigError, match=r"methods\[0\]\.name: full_prompt_ft fine-tunes"):
         load_experiment(bad)
@@ -388,11 +389,11 @@ def test_internalize_on_the_example_prints_the_decision(tmp_path, ray_local, cap
             "--max-new-tokens", "6", "--stop", "\n", "--model", "tiny", "--train-limit", "6", "--test-limit", "4",
             "--results-dir", str(tmp_path / "results"), "--quiet",
             "prompt.compressor={name: truncate, tokenizer: tiny}",
-            "generation.throughput_batch_sizes=[1,2]", "generation.latency_samples=2", "generation.latency_repeats=1",
-            "generation.throughput_repeats=1", "generation.exclusive_timing=false", "train.batch_size=2"]
+            "timing.queries=2", "timing.repeats=1", "timing.batch_sizes=[2]", "timing.sweep_requests=2",
+            "timing.max_new_tokens=4", "timing.exclusive=false", "train.batch_size=2"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "break-even queries" in out and "few_shot (reference)" in out
+    assert "break-even vs full prompt" in out and "few_shot (reference)" in out
     root = tmp_path / "results" / "routing"
     rows = json.loads((root / "decision.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"few_shot", "full_prompt_ft", "query_only_ft", "promptintern",
@@ -401,7 +402,7 @@ def test_internalize_on_the_example_prints_the_decision(tmp_path, ray_local, cap
     ref = next(r for r in rows if r["reference"])
     assert qo["tokens_saved"] == pytest.approx(ref["input_tokens"] - qo["input_tokens"])
     assert qo["input_tokens"] < 0.2 * ref["input_tokens"]  # the 1,700-token system prompt is gone
-    # the reference's API price by hand: gpt-4o-mini base prices, the template prefix cached (>= 1,024 tokens,
+    # the cached reference's API price by hand: gpt-4o-mini base prices, the template prefix cached (>= 1,024 tokens,
     # in steps of 128), from the recorded o200k counts
     fs = next(json.loads(p.read_text()) for p in (root / "runs").glob("eval-*.json")
               if json.loads(p.read_text())["config"]["method"]["name"] == "few_shot")
@@ -410,18 +411,21 @@ def test_internalize_on_the_example_prints_the_decision(tmp_path, ray_local, cap
         n_in, n_out = s["tokens"]["o200k_base"], s["output_tokens_tiktoken"]["o200k_base"]
         cached = (s["parts_tiktoken"]["o200k_base"]["template"] // 128) * 128 if n_in >= 1024 else 0
         per_q.append(((n_in - cached) * 0.15 + cached * 0.075 + n_out * 0.60) / 1e6)
-    assert ref["api_usd_per_1k"] == pytest.approx(1000 * sum(per_q) / len(per_q))
-    for r in rows:
-        if r["reference"]:
+    ref_cached = next(r for r in rows if r["method"] == "few_shot" and r["prefix_cache"])
+    assert ref_cached["api_usd_per_1k"] == pytest.approx(1000 * sum(per_q) / len(per_q))
+    for r in rows:  # the reference trains nothing: the row's whole training cost is repaid by its saving
+        if r["reference"] or r["prefix_cache"]:
             continue
         saving = (ref["self_hosted_usd_per_1k"] - r["self_hosted_usd_per_1k"]) / 1000
         if saving > 0:
-            assert r["break_even_self_hosted"] == pytest.approx(r["train_usd_self_hosted"] / saving)
+            assert r["break_even_base"] == pytest.approx(r["train_usd"] / saving)
+        else:
+            assert r["break_even_base"] == "never"
         saving = (ref["api_usd_per_1k"] - r["api_usd_per_1k"]) / 1000
         if saving <= 0:
-            assert r["break_even_api"] == "never"
+            assert r["break_even_api_base"] == "never"
         else:
-            assert r["break_even_api"] == pytest.approx(r["train_usd_api"] / saving)
+            assert r["break_even_api_base"] == pytest.approx(r["train_usd_api"] / saving)
     # full-prompt training saw the whole 1,700-token template: max_length was sized to it, nothing was cut
     stages = [json.loads(p.read_text()) for p in (root / "runs").glob("stage-*.json")]
     assert stages and all(s["train"]["truncated_examples"] == 0 for s in stages)
@@ -434,11 +438,15 @@ def test_internalize_on_the_example_prints_the_decision(tmp_path, ray_local, cap
 
 
 def test_break_even_arithmetic():
-    from harness.decision import break_even
+    from harness.compare import break_even
 
-    assert break_even(10.0, 0.003, 0.001) == pytest.approx(5000.0)  # $10 / ($0.002 saved per query)
-    assert math.isinf(break_even(10.0, 0.001, 0.002))
-    assert math.isnan(break_even(float("nan"), 0.003, 0.001))
+    # costs per 1k queries: $10 of training against an untrained reference, $0.002 saved per query
+    assert break_even(10.0, 0.0, 3.0, 1.0) == pytest.approx(5000.0)
+    # incremental: against a reference that itself trained for $4, only the extra $6 is to repay
+    assert break_even(10.0, 4.0, 3.0, 1.0) == pytest.approx(3000.0)
+    assert break_even(3.0, 4.0, 3.0, 1.0) == 0  # cheaper to train and cheaper per query: pays from the start
+    assert math.isinf(break_even(10.0, 0.0, 1.0, 2.0))
+    assert math.isnan(break_even(float("nan"), 0.0, 3.0, 1.0))
 
 
 def test_the_example_experiment_file_plans(capsys):
