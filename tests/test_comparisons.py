@@ -166,10 +166,10 @@ def test_mbpp_near_duplicates_of_test_items_are_never_trained_on_or_retrieved(da
 def test_promptintern_and_its_baselines_take_equal_optimizer_steps(tmp_path, data, ray_local):
     import pandas as pd
 
-    from harness.tables import write_tables
     from harness.executor import run_plan
     from harness.plan import build_plan
     from harness.store import ResultStore
+    from harness.tables import write_tables
 
     over = ["name=budget", "models=[tiny]", "tasks.train=[mbpp]", "tasks.train_limit=4", "tasks.test_limit=2",
             "methods=[{name: full_prompt_ft}, {name: query_only_ft}, "
