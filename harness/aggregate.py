@@ -162,6 +162,8 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
             "score": float(rec["metrics"].get(primary, mean)),
             "score_se": se,
             "n": len(values),
+            # samples left out for a reason of the harness (sandbox_error, ...), within scoring.max_infra_failures
+            "infra_excluded": int((rec.get("infra") or {}).get("excluded") or 0),
             "input_tokens": _nan(eff.get("mean_total_input_tokens", eff.get("mean_input_tokens"))),
             "input_tokens_cl100k": mean_or_nan(_api_input(s, "cl100k_base") for s in samples),
             "input_tokens_o200k": mean_or_nan(_api_input(s, "o200k_base") for s in samples),
@@ -302,6 +304,8 @@ def main_table(df: pd.DataFrame, headline_api: str | None = None) -> pd.DataFram
     agg["query_latency"] = ("query_latency", _merge_items)
     agg["score_se"] = ("score_se", _se_of_mean_of_means)
     agg["n"] = ("n", "sum")
+    if "infra_excluded" in ok.columns:
+        agg["infra_excluded"] = ("infra_excluded", "sum")
     agg["seeds"] = ("seed", "nunique")
     g = ok.groupby(GROUP_KEYS, dropna=False, sort=False).agg(**agg).reset_index() if len(ok) else ok.iloc[0:0]
     g["status"], g["error"] = "ok", ""
@@ -442,6 +446,15 @@ def cached_columns() -> list[Column]:
     ]
 
 
+def fmt_n(r) -> str:
+    """Scored samples, and those left out for a reason of the harness (tasks/infra.py) when there are any."""
+    if _isnan(r.get("n")):
+        return ""
+    out = str(int(r["n"]))
+    x = r.get("infra_excluded")
+    return out + (f" (+{int(x)} excluded: infra)" if x and not _isnan(x) and x > 0 else "")
+
+
 def main_columns(include_task: bool = True, cached: bool = False) -> list[Column]:
     cols: list[Column] = []
     if include_task:
@@ -449,9 +462,10 @@ def main_columns(include_task: bool = True, cached: bool = False) -> list[Column
                  ("eval task", lambda r: str(r["eval_task"]))]
     cols += [
         ("method", lambda r: str(r["label"])),
-        ("metric", lambda r: str(r["metric"])),
+        # (a grid whose evaluations all failed has no metric column: its rows show their status)
+        ("metric", lambda r: "" if _isnan(r.get("metric")) else str(r.get("metric"))),
         ("score ± se", fmt_score),
-        ("n", lambda r: str(int(r["n"])) if not _isnan(r.get("n")) else ""),
+        ("n", fmt_n),
         ("steps", lambda r: fmt(r.get("train_steps"), 0)),
         ("Δ vs full-prompt FT [95% CI]", fmt_delta("delta_full")),
         ("Δ vs query-only FT [95% CI]", fmt_delta("delta_query")),

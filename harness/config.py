@@ -65,6 +65,9 @@ DEFAULTS: dict = {
         # encoded once and reused per query): extra evaluation units beside the uncached ones
         "prefix_cache": False,
     },
+    # samples that fail for a reason of the harness (sandbox_error, ...) an evaluation may leave out (counted in its
+    # record, the tables and the report); more fail the evaluation. 0: any such sample fails it (tasks/infra.py)
+    "scoring": {"max_infra_failures": 0},
     # per unit; memory: GiB of RAM Ray reserves for each unit (null: no reservation). Not part of unit ids.
     "resources": {"num_cpus": 1, "num_gpus": 0, "memory": None},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None},
@@ -350,6 +353,7 @@ def _field_table() -> dict[str, Spec]:
         "prompt.chat": boolean(),
         "prompt.first_stage": text(FIRST_STAGES),
         "prompt.template_role": text(("auto", *TEMPLATE_ROLES)),
+        "scoring.max_infra_failures": integer(0),
         "train.lr": number(0, lo_open=True),
         "train.epochs": number(0, lo_open=True),
         "train.batch_size": integer(1),
@@ -629,7 +633,7 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     cfg.pop(WARNINGS_KEY, None)
     warnings: list[str] = []
     _check_keys(cfg, set(DEFAULTS), "", source)
-    for sec in ("tasks", "prompt", "train", "generation", "resources", "ray"):
+    for sec in ("tasks", "prompt", "train", "generation", "scoring", "resources", "ray"):
         _require(isinstance(cfg[sec], dict), sec, f"must be a mapping, {_got(cfg[sec])}", source)
         _check_keys(cfg[sec], set(DEFAULTS[sec]), f"{sec}.", source)
     _require(isinstance(cfg["train"]["lora"], dict), "train.lora", f"must be a mapping, {_got(cfg['train']['lora'])}",

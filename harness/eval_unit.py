@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from tasks import infra
+
 from .artifacts import weights_sha256
 from .measure import generations_sha256, model_info, run_measurements
 from .samples import sample_record
@@ -56,7 +58,8 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
         measurements = run_measurements(model, tok, rendered, ids, gen_cfg, max_new_tokens=max_new, stop=task.stop,
                                         compressor_s=[b.compressor_seconds for b in built], prefix=prefix)
         info = model_info(model)
-    scores = task.score([g.text for g in gens], test)
+    # infrastructure failures (sandbox_error, a metric raising) fail the unit or are left out and counted: tasks/infra.py
+    scores = infra.score(task, [g.text for g in gens], test)
     counters = counters_for(tok)
     samples = [
         sample_record(example_id=b.example.id, prompt=b.prompt, gen=g, score=s, reference=b.example.reference,
@@ -65,7 +68,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
                       template_rate_achieved=b.template_rate_achieved)
         for b, g, s in zip(built, gens, scores, strict=True)
     ]
-    metrics = task.aggregate(scores)
+    metrics, infra_block = infra.screen(task, scores, cfg["scoring"].get("max_infra_failures", 0))
     gen_seconds = wall if gen_cfg.get("engine") == "vllm" else batch_seconds(gens)
     record = {
         "kind": "eval",
@@ -100,6 +103,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
         "adapter_sha256": weights_sha256(adapter),
         "generations_sha256": generations_sha256((s["id"], s["generation"]) for s in samples),
         "samples": samples,
+        **({"infra": infra_block} if infra_block else {}),
         "seconds_total": time.perf_counter() - t0,
         **run_meta(),
     }

@@ -143,7 +143,7 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, prep) -> l
                 "eval_task": eval_task,
                 "generation": unit_generation(cfg),
                 "data": {"train": prep[train_task]["data"], "eval": prep[eval_task]["data"]},
-                "scoring": prep[eval_task]["scoring"],
+                "scoring": unit_scoring(cfg, prep, eval_task),
                 "items": {"train": _train_items(prep, train_task), "eval": _eval_items(prep, eval_task)},
                 "budget": {"policy": "own", "note": "MetaTuner's phases have their own step counts"},
                 **shared,
@@ -153,6 +153,13 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, prep) -> l
                             _inputs(prep, train_task, eval_task)))
             anchor = anchor or uid
     return out
+
+
+def unit_scoring(cfg: dict, prep: dict, task: str) -> dict:
+    """An evaluation's scoring: the task's scoring identity, plus ``max_infra_failures`` when the experiment lets
+    it leave out samples that failed for a reason of the harness (tasks/infra.py; 0, the default, is not in ids)."""
+    n = int((cfg.get("scoring") or {}).get("max_infra_failures") or 0)
+    return {**prep[task]["scoring"], **({"max_infra_failures": n} if n else {})}
 
 
 def _train_items(prep: dict, task: str) -> dict:
@@ -305,7 +312,7 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                             "generation": unit_generation(cfg),
                             **({"prefix_cache": True} if cached else {}),
                             "data": prep[eval_task]["data"],
-                            "scoring": prep[eval_task]["scoring"],
+                            "scoring": unit_scoring(cfg, prep, eval_task),
                             "items": _eval_items(prep, eval_task),
                             "budget": budget if plan.train else {"policy": "untrained"},
                             **shared,

@@ -275,6 +275,12 @@ def measurement_caveats(ev: pd.DataFrame) -> list[str]:
     if len(missing):
         out.append(f"{len(missing)} evaluation(s) have no batch-1 latency measurement (generation.measure was off or "
                    "the files predate it): their latency, speedup and throughput cells are empty.")
+    if "infra_excluded" in ev.columns and (ev["infra_excluded"].fillna(0) > 0).any():  # tasks/infra.py
+        bad = ev[ev["infra_excluded"].fillna(0) > 0]
+        out.append(f"{int(bad['infra_excluded'].sum())} sample(s) of {len(bad)} evaluation(s) failed for a reason of the "
+                   "harness (e.g. the code sandbox could not start), not of the answer: they are left out of the scores "
+                   "(scoring.max_infra_failures allows it) and counted in the n column; the run files list them "
+                   "(infra).")
     n = sorted({int(x) for x in ev["latency_n"] if x}) if "latency_n" in ev.columns else []
     if n:
         out.append(f"Latency percentiles come from {', '.join(map(str, n))} batch-1 measurements per evaluation "

@@ -6,7 +6,7 @@ sample has no score: the code metrics record it with ``pass@1: None`` and its re
 evaluation that holds it
 
 - fails (the default, ``scoring.max_infra_failures: 0``): :func:`screen` raises :class:`InfraError`, naming how
-  many samples, the first reasons and the setting; the executor turns it into a failed unit (a FAILED row, never
+  many samples, the first reason and the setting; the executor turns it into a failed unit (a FAILED row, never
   a score of 0.0);
 - or, when the experiment allows up to ``scoring.max_infra_failures`` such samples, leaves them out of every mean
   and counts them: ``metrics["infra_excluded"]`` and the record's ``infra`` block (ids and reasons), shown in the
@@ -31,14 +31,18 @@ class InfraError(PromptInternError, RuntimeError):
     """An evaluation could not be scored for a reason of the harness (sandbox, metric), not of the answers."""
 
 
+def _line(text) -> str:
+    return " ".join(str(text).split())  # one line: a failed unit's error is the message's last line
+
+
 def infra_reason(rec: dict) -> str | None:
-    """Why a per-sample score record is an infrastructure failure, or None when it is a score."""
+    """Why a per-sample score record is an infrastructure failure (one line), or None when it is a score."""
     if not isinstance(rec, dict):
         return None
     if rec.get("infra_error"):
-        return str(rec["infra_error"])
+        return _line(rec["infra_error"])
     if rec.get("status") in INFRA_STATUSES:
-        return str(rec.get("failure") or rec["status"])
+        return _line(rec.get("failure") or rec["status"])
     return None
 
 
@@ -51,7 +55,7 @@ def score(task, generations: list[str], examples: list) -> list[dict]:
         raise
     except Exception as e:
         metric = getattr(getattr(task, "config", None), "metric", None) or "its"
-        raise InfraError(f"task {task.name!r}: the {metric} metric raised {type(e).__name__}: {e}; no sample of "
+        raise InfraError(f"task {task.name!r}: the {metric} metric raised {type(e).__name__}: {_line(e)}; no sample of "
                          "this evaluation was scored (an error of the harness, not of the answers)") from e
 
 
@@ -60,7 +64,7 @@ def screen(task, per_sample: list[dict], max_failures: int = 0) -> tuple[dict, d
     :class:`InfraError` when more than ``max_failures`` samples are infrastructure failures."""
     bad = [(i, r) for i, rec in enumerate(per_sample) if (r := infra_reason(rec)) is not None]
     if len(bad) > int(max_failures or 0) or (bad and len(bad) == len(per_sample)):
-        first = "; ".join(f"{per_sample[i].get('id', i)}: {r}" for i, r in bad[:2])
+        first = f"first: {per_sample[bad[0][0]].get('id', bad[0][0])}: {bad[0][1][:400]}"
         raise InfraError(
             f"task {task.name!r}: {len(bad)} of {len(per_sample)} samples could not be scored for a reason of the "
             f"harness, not of the answers ({first}). Fix the cause (for the code sandbox: "
@@ -109,8 +113,8 @@ def sandbox_self_test(limits=None, mode: str | None = None) -> str:
             "'The sandbox')")
     if not good.passed:
         raise InfraError(f"{where} cannot run code: a known-good program ended as {good.status}: "
-                         f"{good.reason.strip()[:400]}{hint}")
+                         f"{_line(good.reason)[:400]}{hint}")
     if bad.passed or bad.status != "assertion_error":
         raise InfraError(f"{where} does not report failures: a known-bad program ended as {bad.status} "
-                         f"({bad.reason.strip()[:300]}) instead of assertion_error{hint}")
+                         f"({_line(bad.reason)[:300]}) instead of assertion_error{hint}")
     return mode
