@@ -31,6 +31,10 @@ DEFAULTS: dict = {
         # the recurring prompt as a system message or user text; auto: the task's template_role, else system for
         # chat models
         "template_role": "auto",
+        # few-shot demonstrations as user/assistant turns (multiturn) or in one user message (single); a model
+        # without a chat template gets the multi-turn sequence as text with answer_cue after every query
+        "fewshot_layout": "multiturn",
+        "answer_cue": "Answer:",
     },
     "train": {
         "lr": 3e-4,
@@ -337,7 +341,7 @@ def _field_table() -> dict[str, Spec]:
     """Dotted field -> rule, for every field of a fixed type (the rest: tasks, methods, compressor, below)."""
     from promptintern.generation import ENGINES
     from promptintern.methods import FIRST_STAGES
-    from promptintern.prompts import TEMPLATE_ROLES
+    from promptintern.prompts import FEWSHOT_LAYOUTS, TEMPLATE_ROLES
     from promptintern.retrievers import RETRIEVERS
 
     return {
@@ -353,6 +357,8 @@ def _field_table() -> dict[str, Spec]:
         "prompt.chat": boolean(),
         "prompt.first_stage": text(FIRST_STAGES),
         "prompt.template_role": text(("auto", *TEMPLATE_ROLES)),
+        "prompt.fewshot_layout": text(FEWSHOT_LAYOUTS),
+        "prompt.answer_cue": text(),
         "scoring.max_infra_failures": integer(0),
         "train.lr": number(0, lo_open=True),
         "train.epochs": number(0, lo_open=True),

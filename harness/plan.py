@@ -61,6 +61,21 @@ def has_fixed_prefix(plan) -> bool:
     return plan.test.template_rate > 0 and not plan.test_compressed
 
 
+LAYOUT_KEYS = ("fewshot_layout", "answer_cue")
+
+
+def layout_matters(c: dict) -> bool:
+    """Whether a unit's prompts depend on ``prompt.fewshot_layout`` / ``answer_cue``: its rule sends
+    demonstrations (not compressed into the context), or the model is prompted without chat (the answer cue).
+    The single-message layout is the one every result before these keys ran with: it never enters an id."""
+    p, rule = c.get("prompt") or {}, c.get("rule")
+    if p.get("fewshot_layout", "single") == "single" or not isinstance(rule, dict):
+        return False
+    compressed = bool(c.get("test_compressed")) and 0 < float(rule.get("template_rate", 0)) < 1
+    demos = (int(rule.get("n_examples") or 0) > 0 and not compressed) or int(rule.get("teacher_n_examples") or 0) > 0
+    return demos or not p.get("chat", True)
+
+
 def content_id(obj: dict) -> str:
     """A unit's id: the content hash of its config (and deps), with late-added keys at their default and execution
     keys dropped."""
@@ -73,6 +88,8 @@ def content_id(obj: dict) -> str:
         for section, key in EXECUTION_KEYS:
             if isinstance(c.get(section), dict) and key in c[section]:
                 c[section] = {k: v for k, v in c[section].items() if k != key}
+        if isinstance(c.get("prompt"), dict) and not layout_matters(c):
+            c["prompt"] = {k: v for k, v in c["prompt"].items() if k not in LAYOUT_KEYS}
         obj = {**obj, "c": c}
     return _content_id(obj)
 
