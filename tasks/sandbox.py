@@ -858,27 +858,33 @@ if cfg["ns"]:
             pass
     if not ok_tmp:
         sys.stderr.write("sandbox bootstrap: could not mount a private /tmp\n"); os._exit(121)
-    ours = {os.stat(d).st_dev for d in ("/tmp", "/var/tmp", "/dev/shm", "/run") if os.path.isdir(d)}
+    writable = {os.stat(d).st_dev for d in ("/tmp", "/var/tmp", "/dev/shm", "/run") if os.path.isdir(d)}
+    made, ours = [], set(writable)  # tmpfs mounts made for the interpreter's paths (read-only at the end)
+    def own_tmpfs(d):
+        if not mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755"):
+            raise OSError(f"cannot mount a tmpfs on {d}: errno {ctypes.get_errno()}")
+        made.append(d); ours.add(os.stat(d).st_dev)
     def expose(path, fd):
         # make `path` (held open as `fd`) visible at `path`, read-only, to the program's uid: folders a private
-        # mount covered are recreated in it; an ancestor that uid cannot cross (e.g. /root, 0700) is covered by an
-        # empty tmpfs (the rest of it stays hidden); then the held folder is bound there
+        # mount covered are recreated on a tmpfs of their own; an ancestor that uid cannot cross (e.g. /root,
+        # 0700) is covered by an empty tmpfs (the rest of it stays hidden); then the held folder is bound there
         cur = ""
         for name in path.strip("/").split("/")[:-1]:
             cur += "/" + name
             try:
                 st = os.lstat(cur)
             except FileNotFoundError:
-                if os.stat(os.path.dirname(cur)).st_dev not in ours:
+                parent = os.stat(os.path.dirname(cur)).st_dev
+                if parent not in ours:
                     raise OSError(f"{cur} is missing outside the sandbox's own mounts") from None
                 os.mkdir(cur, 0o755)
+                if parent in writable:  # not in the program's writable /tmp: on a tmpfs made read-only below
+                    own_tmpfs(cur)
                 continue
             if st.st_mode & 0o170000 == 0o120000:
                 return  # reached through a symlink: its target is exposed as its own entry
             if cfg["uid"] is not None and not st.st_mode & 0o001 and not any(cur.startswith(d + "/") for d in done):
-                if not mount("tmpfs", cur, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755"):
-                    raise OSError(f"cannot cover {cur}: errno {ctypes.get_errno()}")
-                ours.add(os.stat(cur).st_dev)
+                own_tmpfs(cur)
         want = os.fstat(fd)
         try:
             st = os.stat(path)
@@ -906,7 +912,12 @@ if cfg["ns"]:
             sys.stderr.write(f"sandbox bootstrap: cannot make {p} visible in the sandbox: {e}\n")
         os.close(fd)
     os.umask(old_mask)
+    for d in made:
+        if not read_only(d):
+            mount("none", d, None, 32 | 1 | MS_NOSUID | MS_NODEV, "size=1m,mode=755")  # MS_REMOUNT | MS_RDONLY
     work, vwork = "/tmp/work", "/tmp/verify"
+    while os.path.lexists(work) or os.path.lexists(vwork):  # (an interpreter under /tmp/work)
+        work, vwork = work + "_", vwork + "_"
     os.mkdir(work, 0o700)
     os.mkdir(vwork, 0o700)
 else:
