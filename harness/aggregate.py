@@ -157,6 +157,8 @@ def _row(rec: dict, cached: bool, source, chains: dict, price_table, hardware_ke
         "metric": primary, "score": float(rec["metrics"].get(primary, si["mean"] / scale if si["n"] else NAN)),
         "score_scale": scale, "score_display": si["mean"], "score_lo": si["lo"], "score_hi": si["hi"],
         "score_method": si["method"], "n": si["n"],
+        # samples left out for a reason of the harness (sandbox_error, ...), within scoring.max_infra_failures
+        "infra_excluded": int((rec.get("infra") or {}).get("excluded") or 0),
         "input_tokens": inputs,
         "input_tokens_cl100k": mean_or_nan(_api_input(s, "cl100k_base") for s in samples),
         "input_tokens_o200k": mean_or_nan(_api_input(s, "o200k_base") for s in samples),
@@ -319,6 +321,8 @@ def main_table(df: pd.DataFrame) -> pd.DataFrame:
     if "sweep" in ok.columns:
         agg["sweep"] = ("sweep", "first")
     agg["n"] = ("n", "max")
+    if "infra_excluded" in ok.columns:
+        agg["infra_excluded"] = ("infra_excluded", "sum")
     agg["seeds"] = ("seed", "nunique")
     g = ok.groupby(GROUP_KEYS, dropna=False, sort=False).agg(**agg).reset_index() if len(ok) else ok.iloc[0:0]
     if len(ok) and ok.groupby(GROUP_KEYS, dropna=False).size().max() > 1:  # seeds: the interval of the pooled items

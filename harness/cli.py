@@ -258,8 +258,9 @@ def _check_tasks(args, tok) -> int:
     counters = counters_for(tok)
     failed = 0
     for folder in args.check:
+        preview = {"tokenizer": tok, "k": args.demos, "fewshot_layout": args.fewshot_layout, "chat": not args.no_chat}
         results = check_folder(folder, data_dir=args.data_dir, counters=counters,
-                               allow_shadowing=bool(args.allow_shadowing))
+                               allow_shadowing=bool(args.allow_shadowing), preview=preview)
         t = Table(title=f"tasks --check {folder}")
         for c in ("task", "file", "splits", "metric", "role", "template tok (model / o200k)", "references score",
                   "result"):
@@ -276,6 +277,8 @@ def _check_tasks(args, tok) -> int:
                 print(f"warning: {r.path}: {w}", file=sys.stderr)
             if r.error:
                 print(f"error: {r.error}", file=sys.stderr)
+            elif r.rendered_prompt is not None:  # what the model is sent, so a derailing layout is seen first
+                print(f"\n--- rendered prompt of {r.name}: {r.preview_note} ---\n{r.rendered_prompt}--- end ---\n")
     print(f"{failed} task(s) failed the check" if failed else "all tasks passed the check")
     return 1 if failed else 0
 
@@ -413,7 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--check", metavar="DIR", action="append", help="validate the task YAMLs below DIR (schema, "
                     "every mapped field of every record, split sizes, metric, template tokens); exit 1 on a failure")
     task_folder_args(sp)
-    sp.add_argument("--model", default="smollm2-135m", help="also count template tokens with this model's tokenizer")
+    sp.add_argument("--model", default="smollm2-135m", help="also count template tokens with this model's tokenizer "
+                    "(and render --check's prompt with its chat template)")
+    sp.add_argument("--demos", type=int, default=2, help="--check: demonstrations in the rendered prompt (default 2)")
+    sp.add_argument("--fewshot-layout", choices=("multiturn", "single"), default="multiturn",
+                    help="--check: the few-shot layout of the rendered prompt (prompt.fewshot_layout)")
+    sp.add_argument("--no-chat", action="store_true", help="--check: render as for a base model (prompt.chat: false)")
     sp.set_defaults(fn=cmd_tasks)
     sp = sub.add_parser("schedule", help="print a PromptIntern stage plan before training")
     sp.add_argument("--schedule", default="linear")

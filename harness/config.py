@@ -31,6 +31,10 @@ DEFAULTS: dict = {
         # the recurring prompt as a system message or user text; auto: the task's template_role, else system for
         # chat models
         "template_role": "auto",
+        # few-shot demonstrations as user/assistant turns (multiturn) or in one user message (single); a model
+        # without a chat template gets the multi-turn sequence as text with answer_cue after every query
+        "fewshot_layout": "multiturn",
+        "answer_cue": "Answer:",
     },
     "train": {
         "lr": 3e-4,
@@ -83,6 +87,9 @@ DEFAULTS: dict = {
         "exclusive": True,  # hold the machine-wide timing lock
         "num_cpus": None,  # CPUs the unit asks Ray for (null: resources.num_cpus); all of a small machine
     },
+    # samples that fail for a reason of the harness (sandbox_error, ...) an evaluation may leave out (counted in its
+    # record, the tables and the report); more fail the evaluation. 0: any such sample fails it (tasks/infra.py)
+    "scoring": {"max_infra_failures": 0},
     # per unit; memory: GiB of RAM Ray reserves for each unit (null: no reservation). Not part of unit ids.
     "resources": {"num_cpus": 1, "num_gpus": 0, "memory": None},
     "ray": {"address": None, "num_cpus": None, "num_gpus": None},
@@ -352,7 +359,7 @@ def _field_table() -> dict[str, Spec]:
     """Dotted field -> rule, for every field of a fixed type (the rest: tasks, methods, compressor, below)."""
     from promptintern.generation import ENGINES
     from promptintern.methods import FIRST_STAGES
-    from promptintern.prompts import TEMPLATE_ROLES
+    from promptintern.prompts import FEWSHOT_LAYOUTS, TEMPLATE_ROLES
     from promptintern.retrievers import RETRIEVERS
 
     return {
@@ -368,6 +375,9 @@ def _field_table() -> dict[str, Spec]:
         "prompt.chat": boolean(),
         "prompt.first_stage": text(FIRST_STAGES),
         "prompt.template_role": text(("auto", *TEMPLATE_ROLES)),
+        "prompt.fewshot_layout": text(FEWSHOT_LAYOUTS),
+        "prompt.answer_cue": text(),
+        "scoring.max_infra_failures": integer(0),
         "train.lr": number(0, lo_open=True),
         "train.epochs": number(0, lo_open=True),
         "train.batch_size": integer(1),
@@ -660,7 +670,7 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     cfg.pop(WARNINGS_KEY, None)
     warnings: list[str] = []
     _check_keys(cfg, set(DEFAULTS), "", source)
-    for sec in ("tasks", "prompt", "train", "generation", "timing", "resources", "ray"):
+    for sec in ("tasks", "prompt", "train", "generation", "timing", "scoring", "resources", "ray"):
         _require(isinstance(cfg[sec], dict), sec, f"must be a mapping, {_got(cfg[sec])}", source)
         _check_keys(cfg[sec], set(DEFAULTS[sec]), f"{sec}.", source)
     _require(isinstance(cfg["timing"]["slo"], dict), "timing.slo", "must be a mapping {ttft_s: seconds, tpot_s: "

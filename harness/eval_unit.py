@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from tasks import infra
+
 from .artifacts import weights_sha256
 from .measure import model_info, run_measurements
 from .records import efficiency_summary, eval_record
@@ -56,7 +58,8 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
                                         compressor_s=[b.compressor_seconds for b in built], prefix=prefix) \
             if gen_cfg.get("measure") else None
         info = model_info(model)
-    scores = task.score([g.text for g in gens], test)
+    # infrastructure failures (sandbox_error, a metric raising) fail the unit or are left out and counted: tasks/infra.py
+    scores = infra.score(task, [g.text for g in gens], test)
     counters = counters_for(tok)
     samples = [
         sample_record(example_id=b.example.id, prompt=b.prompt, gen=g, score=s, reference=b.example.reference,
@@ -65,7 +68,7 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
                       template_rate_achieved=b.template_rate_achieved)
         for b, g, s in zip(built, gens, scores, strict=True)
     ]
-    metrics = task.aggregate(scores)
+    metrics, infra_block = infra.screen(task, scores, cfg["scoring"].get("max_infra_failures", 0))
     gen_seconds = wall if gen_cfg.get("engine") == "vllm" else batch_seconds(gens)
     prefix_info = {}
     if prefix is not None:  # the one-time encoding of the shared prefix: shown on its own, never per query
@@ -83,6 +86,6 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
             # reused: the worker already held this base model (seconds: the load this unit paid; base_load_seconds:
             # what loading it cost; adapter_seconds: undoing the last adapter and merging this one).
             model_load=model_load, **({"prefix_cache": prefix_info} if prefix_info else {})),
-        seconds_total=time.perf_counter() - t0)
+        extra={"infra": infra_block} if infra_block else {}, seconds_total=time.perf_counter() - t0)
     store.write(uid, record)
     return record

@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     # log_to_driver off: what workers print goes to the units' logs; the console keeps one progress view
     kwargs = dict(runtime_env={"env_vars": worker_env()}, ignore_reinit_error=True, log_to_driver=False)
     if not address:
+        if any(ch.isspace() for ch in sys.executable):
+            # Ray starts the workers of a runtime_env through a shell command line with the interpreter's path
+            # unquoted (ray-project/ray#5288): under a path with spaces they never start. A local Ray's workers
+            # inherit its processes' environment instead, so the variables go there for the start.
+            env = kwargs.pop("runtime_env")["env_vars"]
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            return
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **kwargs)
         return
     try:

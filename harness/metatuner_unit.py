@@ -34,6 +34,8 @@ import statistics
 import time
 from pathlib import Path
 
+from tasks import infra
+
 from .artifacts import weights_sha256
 from .measure import (
     exclusive_timing,
@@ -199,7 +201,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
         batch_size=int(gen_cfg.get("batch_size") or 8),
         max_new_tokens=max_new_tokens(gen_cfg, eval_task),
     )
-    scores = eval_task.score([s.actor.text for s in inf], test)
+    scores = infra.score(eval_task, [s.actor.text for s in inf], test)  # infrastructure failures: tasks/infra.py
     max_new = max_new_tokens(gen_cfg, eval_task)
     # always timed here: the engine unit cannot serve a per-query LoRA, so these are MetaTuner's only timings
     measurements = measure(mt, eval_task, test, seed_eval, {**gen_cfg, "measure": True}, max_new)
@@ -232,7 +234,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
             },
         })
         samples.append(rec)
-    metrics = eval_task.aggregate(scores)
+    metrics, infra_block = infra.screen(eval_task, scores, (cfg.get("scoring") or {}).get("max_infra_failures", 0))
     diag = diagnostics(mt, mcfg, eval_task, test, seed_eval, [s.generated_prompt for s in inf], train_summary,
                        batch_size=int(gen_cfg.get("batch_size") or 8))
     total = seconds["total"]
@@ -254,6 +256,7 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
             mean_total_input_tokens=mean_in + mean_g_in,  # G reads (p̃, x_i) in every variant
             mean_total_output_tokens=mean_out + mean_g_out),
         extra={
+            **({"infra": infra_block} if infra_block else {}),
             "metatuner": {
                 "train_key": key,
                 "artefact_dir": store.relative(source),

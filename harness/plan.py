@@ -67,6 +67,21 @@ def has_fixed_prefix(plan) -> bool:
     return plan.test.template_rate > 0 and not plan.test_compressed
 
 
+LAYOUT_KEYS = ("fewshot_layout", "answer_cue")
+
+
+def layout_matters(c: dict) -> bool:
+    """Whether a unit's prompts depend on ``prompt.fewshot_layout`` / ``answer_cue``: its rule sends
+    demonstrations (not compressed into the context), or the model is prompted without chat (the answer cue).
+    The single-message layout is the one every result before these keys ran with: it never enters an id."""
+    p, rule = c.get("prompt") or {}, c.get("rule")
+    if p.get("fewshot_layout", "single") == "single" or not isinstance(rule, dict):
+        return False
+    compressed = bool(c.get("test_compressed")) and 0 < float(rule.get("template_rate", 0)) < 1
+    demos = (int(rule.get("n_examples") or 0) > 0 and not compressed) or int(rule.get("teacher_n_examples") or 0) > 0
+    return demos or not p.get("chat", True)
+
+
 def content_id(obj: dict) -> str:
     """A unit's id: the content hash of its config (and deps), with late-added keys at their default and execution
     keys dropped."""
@@ -79,6 +94,8 @@ def content_id(obj: dict) -> str:
         for section, key in EXECUTION_KEYS:
             if isinstance(c.get(section), dict) and key in c[section]:
                 c[section] = {k: v for k, v in c[section].items() if k != key}
+        if isinstance(c.get("prompt"), dict) and not layout_matters(c):
+            c["prompt"] = {k: v for k, v in c["prompt"].items() if k not in LAYOUT_KEYS}
         obj = {**obj, "c": c}
     return _content_id(obj)
 
@@ -151,7 +168,7 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, prep) -> l
                 "eval_task": eval_task,
                 "generation": unit_generation(cfg),
                 "data": {"train": prep[train_task]["data"], "eval": prep[eval_task]["data"]},
-                "scoring": prep[eval_task]["scoring"],
+                "scoring": unit_scoring(cfg, prep, eval_task),
                 "items": {"train": _train_items(prep, train_task), "eval": _eval_items(prep, eval_task)},
                 "budget": {"policy": "own", "note": "MetaTuner's phases have their own step counts"},
                 **shared,
@@ -161,6 +178,13 @@ def _own_unit_kind(cfg, kind, model, seed, method, shared, resources, prep) -> l
                             _inputs(prep, train_task, eval_task)))
             anchor = anchor or uid
     return out
+
+
+def unit_scoring(cfg: dict, prep: dict, task: str) -> dict:
+    """An evaluation's scoring: the task's scoring identity, plus ``max_infra_failures`` when the experiment lets
+    it leave out samples that failed for a reason of the harness (tasks/infra.py; 0, the default, is not in ids)."""
+    n = int((cfg.get("scoring") or {}).get("max_infra_failures") or 0)
+    return {**prep[task]["scoring"], **({"max_infra_failures": n} if n else {})}
 
 
 def _train_items(prep: dict, task: str) -> dict:
@@ -316,7 +340,7 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                             "generation": unit_generation(cfg),
                             **({"prefix_cache": True} if cached else {}),
                             "data": prep[eval_task]["data"],
-                            "scoring": prep[eval_task]["scoring"],
+                            "scoring": unit_scoring(cfg, prep, eval_task),
                             "items": _eval_items(prep, eval_task),
                             "budget": budget if plan.train else {"policy": "untrained"},
                             **shared,

@@ -4,7 +4,9 @@
 
 - :func:`preflight` ``(cfg, data_dir=None)``: every model resolvable (:func:`check_models`, also the compressor's
   model when the grid compresses), the data directory and the data files of the splits the grid uses present and
-  parseable (:func:`check_data`), the results folder writable (:func:`check_results_dir`).
+  parseable (:func:`check_data`), the results folder writable (:func:`check_results_dir`), and, when a task's
+  metric executes code (MBPP, HumanEval, ``code_tests``), the code sandbox runs a known-good and a known-bad
+  program here (:func:`check_sandbox`).
 - :func:`check_feasible` ``(units, nodes)``: every unit fits on at least one node; nodes from :func:`local_nodes`
   (what a local Ray would offer, before it starts) or :func:`ray_nodes` (a connected cluster).
 
@@ -36,6 +38,40 @@ def preflight(cfg: dict, data_dir: str | os.PathLike | None = None, *, write: bo
     check_data(cfg, data_dir)
     if write:
         check_results_dir(cfg)
+        check_sandbox(cfg, data_dir)
+
+
+# -- code sandbox -----------------------------------------------------------------------------------------------
+def check_sandbox(cfg: dict, data_dir=None) -> None:
+    """Before a grid whose evaluations execute code: the sandbox self-test (:func:`tasks.infra.sandbox_self_test`)
+    with each such task's limits, so a sandbox that cannot start fails the run with its cause instead of scoring
+    every sample as wrong."""
+    import tasks
+    from promptintern.paths import data_dir as resolve_data_dir
+    from tasks.infra import InfraError, sandbox_self_test
+    from tasks.metrics.code_exec import _limits
+    from tasks.registry import METRICS
+
+    root = resolve_data_dir(_data_setting(cfg, data_dir)[1])
+    tested = set()
+    ev = cfg["tasks"]["eval"]
+    scored = list(cfg["tasks"]["train"]) if ev == "same" else list(ev)
+    if any(m.get("name") == "metatuner" for m in cfg["methods"]):  # MetaTuner scores its training rollouts too
+        scored += list(cfg["tasks"]["train"])
+    for name in dict.fromkeys(scored):
+        task = tasks.get_task(name, data_dir=root, include=cfg.get("task_paths") or [],
+                              allow_shadowing=cfg.get("allow_task_shadowing", False))
+        spec = METRICS.get(task.config.metric)
+        if spec is None or not spec.executes_code:
+            continue
+        limits = _limits(task.config.metric_args or {})
+        if limits in tested:
+            continue
+        tested.add(limits)
+        try:
+            sandbox_self_test(limits)
+        except InfraError as e:
+            raise InfraError(f"task {name!r} (metric {task.config.metric}) executes code, but {e}") from None
 
 
 # -- generation engine -------------------------------------------------------------------------------------------

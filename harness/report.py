@@ -298,6 +298,12 @@ def measurement_caveats(ev: pd.DataFrame) -> list[str]:
     if len(ext) and ext.sum() > 0:
         out.append(f"{int(ext.sum())} as-answered request(s) had answers longer than the decode the engine unit ran "
                    "(timing.answered_max_tokens): their end was extended at the request's own TPOT.")
+    if "infra_excluded" in ev.columns and (ev["infra_excluded"].fillna(0) > 0).any():  # tasks/infra.py
+        bad = ev[ev["infra_excluded"].fillna(0) > 0]
+        out.append(f"{int(bad['infra_excluded'].sum())} sample(s) of {len(bad)} evaluation(s) failed for a reason of the "
+                   "harness (e.g. the code sandbox could not start), not of the answer: they are left out of the scores "
+                   "(scoring.max_infra_failures allows it) and counted in the n column; the run files list them "
+                   "(infra).")
     return out
 
 

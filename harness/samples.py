@@ -8,9 +8,15 @@ model's answer text), ``answer`` (what the task's extractor took from it and the
 
 from __future__ import annotations
 
-from promptintern.prompts import part_token_counts
+from promptintern.prompts import part_token_counts, render
 
 _LIFTED = ("answer", "extraction", "extraction_failure")  # moved from the scorer's record to the sample
+
+
+def _plain_cued(prompt, tok, chat: bool) -> bool:
+    """Whether ``render`` sent this prompt as the plain-text layout with an answer cue (no chat template)."""
+    templated = chat and tok is not None and getattr(tok, "chat_template", None)
+    return bool(prompt.answer_cue) and (bool(prompt.demos) or not chat) and not templated
 
 
 def sample_record(*, example_id: str, prompt, gen, score: dict, reference: str, counters: dict, tok, chat: bool,
@@ -28,6 +34,10 @@ def sample_record(*, example_id: str, prompt, gen, score: dict, reference: str, 
         "id": example_id,
         "prompt": user_text,
         **({"system_prompt": prompt.system_text()} if prompt.system_text() else {}),
+        # multi-turn few-shot: the whole conversation (``prompt`` is its last user turn); a base model's cued
+        # plain-text layout: the exact text (promptintern/prompts.py)
+        **({"messages": prompt.messages()} if prompt.demos else {}),
+        **({"rendered_prompt": render(prompt, tok, chat)} if _plain_cued(prompt, tok, chat) else {}),
         "rendered_prompt_tokens": gen.prompt_tokens,
         # a reused prefix KV cache: its tokens were not prefilled for this query (prefill = prompt - cached)
         **({"cached_tokens": gen.cached_tokens, "prefill_tokens": gen.prompt_tokens - gen.cached_tokens}

@@ -151,6 +151,11 @@ def diagnose(path: Path, unit_id: str, require_artifacts: bool = True) -> tuple[
     if rec.get("schema_version") not in READABLE_SCHEMAS:
         return None, (f"schema_version {rec.get('schema_version')!r}, this code reads "
                       f"{', '.join(map(str, READABLE_SCHEMAS))}")
+    from tasks.infra import unaccounted
+
+    problem = unaccounted(rec)  # infrastructure failures scored as wrong answers (a record of older code)
+    if problem:
+        return None, problem
     if require_artifacts and rec.get("kind") == "stage":
         adapter = path.parent.parent / rec.get("adapter_dir", "")  # relative to the experiment folder
         problem = adapter_problem(adapter, rec.get("adapter_sha256"))

@@ -48,6 +48,12 @@ def has_cached(table: pd.DataFrame) -> bool:
     return "prefix_cache" in table.columns and bool(table["prefix_cache"].fillna(False).astype(bool).any())
 
 
+def n_cell(r) -> str:
+    """Scored samples, and those left out for a reason of the harness (tasks/infra.py) when there are any."""
+    x = r.get("infra_excluded")
+    return F.integer(r.get("n")) + (f" (+{int(x)} excluded: infra)" if not F.isnan(x) and x and x > 0 else "")
+
+
 def main_columns(include_task: bool = True, cached: bool = False) -> list[Column]:
     cols: list[Column] = [text("model"), ("train task", lambda r: str(r["train_task"])),
                           ("eval task", lambda r: str(r["eval_task"]))] if include_task else []
@@ -55,9 +61,10 @@ def main_columns(include_task: bool = True, cached: bool = False) -> list[Column
     name = {"full": "FP", "full_cached": "cached FP"}
     cols += [
         ("method", lambda r: str(r["label"])),
-        ("metric", lambda r: str(r["metric"])),
+        # (a grid whose evaluations all failed has no metric column: its rows show their status)
+        ("metric", lambda r: F.DASH if F.isnan(r.get("metric")) else str(r.get("metric"))),
         ("score [95% CI]", F.score),
-        ("n", lambda r: F.integer(r.get("n"))),
+        ("n", n_cell),
         ("steps", lambda r: F.num(r.get("train_steps"), 0)),
         ("Δ vs full-prompt FT", F.delta("delta_full")),
         ("Δ vs query-only FT", F.delta("delta_query")),

@@ -43,7 +43,7 @@ def max_new_tokens(gen_cfg: dict, task) -> int:
 def prompt_builder(cfg: dict, task, pool, test):
     from promptintern.compressors import get_compressor
     from promptintern.prompt_builder import PromptBuilder
-    from promptintern.prompts import resolve_template_role
+    from promptintern.prompts import prompt_settings, resolve_template_role
     from promptintern.retrievers import build_index
 
     p = cfg["prompt"]
@@ -56,7 +56,7 @@ def prompt_builder(cfg: dict, task, pool, test):
     role = resolve_template_role(p.get("template_role", "auto"), getattr(getattr(task, "config", None),
                                                                           "template_role", None), p.get("chat", True))
     return PromptBuilder(task, pool, k=cfg["method"]["k_examples"], retriever=retriever, compressor=compressor,
-                         template_role=role)
+                         template_role=role, **prompt_settings(p))
 
 
 def test_prompts(cfg: dict, items, n: int | None = None) -> list:

@@ -91,13 +91,25 @@ def plain_model(model_name: str, adapter: Path | None, dtype: str = "float32", d
     return model, AutoTokenizer.from_pretrained(folder)
 
 
-def plain_render(tok, user_text: str, chat: bool, system: str = "") -> str:
-    """The prompt text from the recorded messages, with the tokenizer's own chat template."""
+def plain_render(tok, user_text: str, chat: bool, system: str = "", messages: list | None = None) -> str:
+    """The prompt text from the recorded messages (``messages``: a multi-turn prompt's whole conversation), with
+    the tokenizer's own chat template."""
     if chat and getattr(tok, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content":
-                                                                                  user_text}]
+        if not messages:
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content":
+                                                                                      user_text}]
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if messages:
+        return "\n\n".join(m["content"] for m in messages) + "\n"
     return (system + "\n\n" + user_text if system else user_text) + "\n"
+
+
+def sample_text(tok, s: dict, chat: bool) -> str:
+    """What a recorded sample's model was conditioned on: its plain-text rendering when the record has one (a
+    base model's cued layout), else the recorded messages through the tokenizer's chat template."""
+    if s.get("rendered_prompt"):
+        return s["rendered_prompt"]
+    return plain_render(tok, s["prompt"], chat, s.get("system_prompt", ""), s.get("messages"))
 
 
 def end_ids(model, tok) -> list[int]:
@@ -128,7 +140,7 @@ def check_generate(store: ResultStore, rec: dict, task, samples_wanted: int = 8)
     device = "cuda" if str(info.get("device", "cpu")).startswith("cuda") and torch.cuda.is_available() else "cpu"
     model, tok = plain_model(cfg["model"], adapter, info.get("dtype") or "float32", device)
     chat = (cfg.get("prompt") or {}).get("chat", True)
-    enc = [tok(plain_render(tok, s["prompt"], chat, s.get("system_prompt", "")), add_special_tokens=False)["input_ids"] for s in samples]
+    enc = [tok(sample_text(tok, s, chat), add_special_tokens=False)["input_ids"] for s in samples]
     wrong = [s["id"] for s, e in zip(samples, enc, strict=True) if len(e) != s["rendered_prompt_tokens"]]
     if wrong:
         return CheckResult("generate", uid, label, "fail", f"rendered prompt length differs for {wrong[:3]}")

@@ -41,7 +41,9 @@ def shared_prefix_text(prompt: Prompt, tokenizer=None, chat: bool = True) -> str
     variants = []
     for s in _SENTINELS:
         examples = tuple(s for _ in prompt.examples)
-        variants.append(render(replace(prompt, examples=examples, query=s, answer=None), tokenizer, chat))
+        demos = tuple((s, s) for _ in prompt.demos)  # multi-turn: every demonstration varies per query too
+        variants.append(render(replace(prompt, examples=examples, demos=demos, query=s, answer=None), tokenizer,
+                               chat))
     a, b = variants
     n = 0
     for x, y in zip(a, b, strict=False):

@@ -3,6 +3,9 @@
 - The template is compressed once per rate (it is the same for every query) and cached.
 - Examples are the top-⌊K·S_t⌋ of the K retrieved from the task's training pool (never the query itself;
   test items are never in the pool).
+- Demonstrations are laid out as ``fewshot_layout`` says (:mod:`promptintern.prompts`): ``multiturn`` (default)
+  as user/assistant turns (the task's ``format_query`` / ``format_target``), ``single`` as one user message (the
+  task's ``format_demo`` under ``### Examples``); ``answer_cue`` is the cue of the plain-text (base model) layout.
 - ``compress_context=True`` (compression at inference) compresses template + examples of each query, as an
   LLMLingua-style deployment would, and records the compressor's time and input tokens per sample.
 - Context distillation and prompt baking build two prompts per training item (the teacher's and the
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from tasks.base import Example, Task
 
 from .methods import PromptRule
-from .prompts import EXAMPLES_HEADER, Prompt
+from .prompts import DEFAULT_ANSWER_CUE, EXAMPLES_HEADER, FEWSHOT_LAYOUTS, Prompt
 
 
 @dataclass
@@ -35,8 +38,12 @@ class BuiltPrompt:
 
 class PromptBuilder:
     def __init__(self, task: Task, pool: list[Example], *, k: int, retriever=None, compressor=None,
-                 template_role: str = "user"):
+                 template_role: str = "user", fewshot_layout: str = "multiturn",
+                 answer_cue: str = DEFAULT_ANSWER_CUE):
+        if fewshot_layout not in FEWSHOT_LAYOUTS:
+            raise ValueError(f"fewshot_layout must be one of {FEWSHOT_LAYOUTS}, got {fewshot_layout!r}")
         self.task, self.pool, self.k = task, pool, k
+        self.fewshot_layout, self.answer_cue = fewshot_layout, answer_cue
         self.template_role = template_role  # "system": the (compressed) template is sent as a system message
         self.retriever = retriever
         self.compressor = compressor
@@ -63,19 +70,26 @@ class PromptBuilder:
 
     def build(self, ex: Example, rule: PromptRule, *, with_answer: bool, compress_context: bool = False) -> BuiltPrompt:
         demos = self.demos(ex, rule.n_examples)
-        demo_texts = tuple(self.task.format_demo(d) for d in demos)
         answer = self.task.format_target(ex) if with_answer else None
         query = self.task.format_query(ex)
         ids = [d.id for d in demos]
+        multiturn = self.fewshot_layout == "multiturn"
+        cue = self.answer_cue if multiturn else ""
         if compress_context and 0 < rule.template_rate < 1:
+            # an LLMLingua-style deployment compresses the whole context (template + demonstrations) as one text
             context = self.task.template
-            if demo_texts:
-                context += "\n\n" + EXAMPLES_HEADER + "\n\n" + "\n\n".join(demo_texts)
+            if demos:
+                context += "\n\n" + EXAMPLES_HEADER + "\n\n" + "\n\n".join(self.task.format_demo(d) for d in demos)
             res = self.compressor.compress(context, rule.template_rate, protect=self.protect)
             prompt = Prompt(template=res.text, examples=(), query=query, answer=answer,
-                            template_role=self.template_role)
+                            template_role=self.template_role, answer_cue=cue)
             return BuiltPrompt(prompt, ex, res.achieved_rate, res.seconds, res.original_tokens, ids)
         template, achieved = self.template_at(rule.template_rate)
-        prompt = Prompt(template=template, examples=demo_texts, query=query, answer=answer,
-                        template_role=self.template_role)
+        if multiturn:
+            turns = tuple((self.task.format_query(d), self.task.format_target(d)) for d in demos)
+            prompt = Prompt(template=template, demos=turns, query=query, answer=answer,
+                            template_role=self.template_role, answer_cue=cue)
+        else:
+            prompt = Prompt(template=template, examples=tuple(self.task.format_demo(d) for d in demos), query=query,
+                            answer=answer, template_role=self.template_role)
         return BuiltPrompt(prompt, ex, achieved, 0.0, 0, ids)

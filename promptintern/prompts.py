@@ -5,6 +5,16 @@ as a system message (``"system"``) before the user turn holding examples and que
 the model's chat template (plain text for base models or tokenizers without one: the messages' texts joined by
 a blank line), so the token count of every part, and of the chat overhead, is known. A prompt without a template is the
 same in both roles: the query alone.
+
+Few-shot demonstrations have two layouts (``prompt.fewshot_layout``):
+
+- ``multiturn`` (the default; lm-evaluation-harness's ``--fewshot_as_multiturn``): each demonstration is a user
+  turn (its query) and an assistant turn (its answer), then the query is the last user turn; the template is the
+  system message or opens the first user turn, as the task puts it (``demos``). A model without a chat template
+  (a base model, ``prompt.chat: false``) gets the same sequence as plain text, with an answer cue (``answer_cue``,
+  default ``Answer:``) on the line after every query, so it knows where the answer starts.
+- ``single``: the demonstrations and the query in one user message under ``### Examples`` / ``### Task``
+  headers (``examples``; the layout of results before the multi-turn default).
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ from dataclasses import dataclass, field
 
 EXAMPLES_HEADER = "### Examples"
 QUERY_HEADER = "### Task"
+FEWSHOT_LAYOUTS = ("multiturn", "single")
+DEFAULT_ANSWER_CUE = "Answer:"
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,14 @@ class Prompt:
     answer: str | None = None
     meta: dict = field(default_factory=dict, compare=False)
     template_role: str = "user"  # "system": the template is a system message
+    # multi-turn demonstrations: (user turn, assistant turn) pairs, used instead of ``examples``
+    demos: tuple[tuple[str, str], ...] = ()
+    # plain-text rendering (no chat template): the line after each query that the answer follows ("" = none)
+    answer_cue: str = ""
+
+    def __post_init__(self):
+        if self.demos and self.examples:
+            raise ValueError("a prompt has single-message examples or multi-turn demos, not both")
 
     @property
     def in_system(self) -> bool:
@@ -33,7 +53,10 @@ class Prompt:
         return self.template.strip() if self.in_system else ""
 
     def user_text(self) -> str:
-        """The user turn: what an API would be sent (without chat markup)."""
+        """The user turn: what an API would be sent (without chat markup); with multi-turn demonstrations, the
+        last user turn (the query: :meth:`messages` has the whole conversation)."""
+        if self.demos:
+            return self.query.strip()
         parts = []
         if self.template.strip() and not self.in_system:
             parts.append(self.template.strip())
@@ -48,15 +71,36 @@ class Prompt:
     def messages(self) -> list[dict]:
         """The chat messages an API is sent."""
         system = self.system_text()
-        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content":
-                                                                              self.user_text()}]
+        head = [{"role": "system", "content": system}] if system else []
+        if not self.demos:
+            return head + [{"role": "user", "content": self.user_text()}]
+        lead = self.template.strip() + "\n\n" if self.template.strip() and not self.in_system else ""
+        turns = []
+        for i, (q, a) in enumerate(self.demos):
+            turns += [{"role": "user", "content": (lead if i == 0 else "") + q.strip()},
+                      {"role": "assistant", "content": a.strip()}]
+        return head + turns + [{"role": "user", "content": self.query.strip()}]
+
+    @property
+    def multiturn(self) -> bool:
+        return bool(self.demos)
+
+    def plain_text(self) -> str:
+        """The plain-text layout of a model without a chat template: template, then every demonstration's query,
+        the answer cue and its answer, then the query and the cue (the model answers after it)."""
+        cue = "\n" + self.answer_cue.strip() if self.answer_cue.strip() else ""
+        parts = [self.template.strip()] if self.template.strip() else []
+        parts += [f"{q.strip()}{cue}\n{a.strip()}" for q, a in self.demos]
+        parts.append(self.query.strip() + cue)
+        return "\n\n".join(parts)
 
     def api_text(self) -> str:
         """The text of every message (what an API bills as input, without per-message markup)."""
         return "\n\n".join(m["content"] for m in self.messages())
 
     def parts(self) -> dict[str, str]:
-        return {"template": self.template, "examples": "\n\n".join(self.examples), "query": self.query}
+        examples = self.examples or tuple(t for pair in self.demos for t in pair)
+        return {"template": self.template, "examples": "\n\n".join(examples), "query": self.query}
 
 
 TEMPLATE_ROLES = ("system", "user")
@@ -75,10 +119,22 @@ def resolve_template_role(setting: str | None, task_role: str | None, chat: bool
 
 
 def render(prompt: Prompt, tokenizer=None, chat: bool = True) -> str:
-    """The exact text the model is conditioned on (chat template with the generation prompt when available)."""
+    """The exact text the model is conditioned on (chat template with the generation prompt when available; else
+    plain text: the cued layout for a base model or multi-turn demonstrations, when the prompt has a cue)."""
     if chat and tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+    if prompt.answer_cue and (prompt.demos or not chat):
+        return prompt.plain_text() + "\n"
     return prompt.api_text() + "\n"
+
+
+def prompt_settings(prompt_cfg: dict) -> dict:
+    """The :class:`~promptintern.prompt_builder.PromptBuilder` keywords of an experiment's ``prompt`` section that
+    shape the layout (settings absent from a stored config mean the single-message layout it ran with)."""
+    layout = prompt_cfg.get("fewshot_layout", "single")
+    if layout not in FEWSHOT_LAYOUTS:
+        raise ValueError(f"fewshot_layout must be one of {FEWSHOT_LAYOUTS}, got {layout!r}")
+    return {"fewshot_layout": layout, "answer_cue": prompt_cfg.get("answer_cue", DEFAULT_ANSWER_CUE)}
 
 
 def end_of_turn(tokenizer, chat: bool = True) -> str:

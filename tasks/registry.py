@@ -35,6 +35,7 @@ class MetricSpec:
     score: Callable  # (answers, examples, **args) -> list[dict]
     aggregate: Callable | None = None  # (per_sample, **args) -> dict
     version: int = 1  # bump when the scores it gives change: evaluations scored by another version re-run
+    executes_code: bool = False  # runs answers in the sandbox: a grid using it self-tests the sandbox first
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,11 @@ def register_loader(name: str):
     return deco
 
 
-def register_metric(name: str, aggregate: Callable | None = None, version: int = 1):
+def register_metric(name: str, aggregate: Callable | None = None, version: int = 1, executes_code: bool = False):
     def deco(fn):
         if name in METRICS and METRICS[name].score is not fn:
             raise ValueError(f"metric {name!r} registered twice")
-        METRICS[name] = MetricSpec(name, fn, aggregate, version)
+        METRICS[name] = MetricSpec(name, fn, aggregate, version, executes_code)
         return fn
 
     return deco

@@ -827,14 +827,24 @@ def mount(src, target, fstype, flags, data):
 ro = False
 if cfg["ns"]:
     mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+    # the interpreter's folders, held open (O_PATH) before the private mounts below may cover them (a clone under
+    # /tmp, /run, /dev/shm, or under root's closed /root), so they can be bound back read-only whatever their path
+    held = []
+    for p in cfg["expose"]:
+        try:
+            held.append((p, os.open(p, os.O_PATH | os.O_CLOEXEC)))
+        except OSError:
+            pass
     class MountAttr(ctypes.Structure):
         _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-    try:
-        attr = MountAttr(1, 0, 0, 0)  # MOUNT_ATTR_RDONLY
-        # mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &attr, sizeof attr); syscall 442 on x86_64 and aarch64
-        ro = libc.syscall(442, -100, b"/", 0x8000, ctypes.byref(attr), ctypes.sizeof(attr)) == 0
-    except Exception:
-        ro = False
+    def read_only(path, recursive=True):
+        # mount_setattr(AT_FDCWD, path, AT_RECURSIVE, &attr, sizeof attr); syscall 442 on x86_64 and aarch64
+        try:
+            attr = MountAttr(1, 0, 0, 0)  # MOUNT_ATTR_RDONLY
+            return libc.syscall(442, -100, path.encode(), 0x8000 if recursive else 0, ctypes.byref(attr), ctypes.sizeof(attr)) == 0
+        except Exception:
+            return False
+    ro = read_only("/")
     size = f"size={cfg['tmpfs_mb']}m"
     ok_tmp = mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
     # /run holds the host's service sockets (dbus, systemd, docker...): a fresh tmpfs hides all of them
@@ -848,35 +858,66 @@ if cfg["ns"]:
             pass
     if not ok_tmp:
         sys.stderr.write("sandbox bootstrap: could not mount a private /tmp\n"); os._exit(121)
-    def expose(path):
-        # make `path` reachable by the unprivileged uids when an ancestor is not (e.g. /root/.pyenv/...): stage a
-        # bind mount of it, cover the closed ancestor with an empty tmpfs, recreate the path, bind it back
-        path = os.path.realpath(path)
-        parts = path.strip("/").split("/")
-        closed = None
-        for i in range(1, len(parts)):
-            anc = "/" + "/".join(parts[:i])
-            if not os.stat(anc).st_mode & 0o001:
-                closed = anc
-                break
-        if closed is None:
-            return
-        stage = "/tmp/.stage-%d" % len(os.listdir("/tmp"))
-        os.mkdir(stage, 0o755)
-        if not mount(path, stage, None, MS_BIND | MS_REC, None):
-            return
-        mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-        os.makedirs(path, 0o755, exist_ok=True)
-        mount(stage, path, None, MS_BIND | MS_REC, None)
-        libc.umount2(stage.encode(), 2)
-        os.rmdir(stage)
-    if cfg["uid"] is not None:
-        for p in cfg["expose"]:
+    writable = {os.stat(d).st_dev for d in ("/tmp", "/var/tmp", "/dev/shm", "/run") if os.path.isdir(d)}
+    made, ours = [], set(writable)  # tmpfs mounts made for the interpreter's paths (read-only at the end)
+    def own_tmpfs(d):
+        if not mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755"):
+            raise OSError(f"cannot mount a tmpfs on {d}: errno {ctypes.get_errno()}")
+        made.append(d); ours.add(os.stat(d).st_dev)
+    def expose(path, fd):
+        # make `path` (held open as `fd`) visible at `path`, read-only, to the program's uid: folders a private
+        # mount covered are recreated on a tmpfs of their own; an ancestor that uid cannot cross (e.g. /root,
+        # 0700) is covered by an empty tmpfs (the rest of it stays hidden); then the held folder is bound there
+        cur = ""
+        for name in path.strip("/").split("/")[:-1]:
+            cur += "/" + name
             try:
-                expose(p)
-            except OSError as e:
-                sys.stderr.write(f"sandbox bootstrap: cannot expose {p}: {e}\n")
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                parent = os.stat(os.path.dirname(cur)).st_dev
+                if parent not in ours:
+                    raise OSError(f"{cur} is missing outside the sandbox's own mounts") from None
+                os.mkdir(cur, 0o755)
+                if parent in writable:  # not in the program's writable /tmp: on a tmpfs made read-only below
+                    own_tmpfs(cur)
+                continue
+            if st.st_mode & 0o170000 == 0o120000:
+                return  # reached through a symlink: its target is exposed as its own entry
+            if cfg["uid"] is not None and not st.st_mode & 0o001 and not any(cur.startswith(d + "/") for d in done):
+                own_tmpfs(cur)
+        want = os.fstat(fd)
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+                return  # visible as it is
+        except FileNotFoundError:
+            if os.stat(os.path.dirname(path)).st_dev not in ours:
+                raise OSError(f"{path} is missing outside the sandbox's own mounts") from None
+            if want.st_mode & 0o170000 == 0o040000:
+                os.mkdir(path, 0o755)
+            else:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o755))
+        if not mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None):
+            raise OSError(f"bind mount failed: errno {ctypes.get_errno()}")
+        if not read_only(path):
+            flags = os.statvfs(path).f_flag & 14  # keep nosuid, nodev, noexec (locked in a user namespace)
+            if not mount("none", path, None, 32 | MS_BIND | 1 | flags, None):  # MS_REMOUNT | MS_BIND | MS_RDONLY
+                raise OSError("cannot make it read-only")
+    old_mask, done = os.umask(0o022), []
+    for p, fd in held:
+        try:
+            expose(p, fd)
+            done.append(p)
+        except OSError as e:
+            sys.stderr.write(f"sandbox bootstrap: cannot make {p} visible in the sandbox: {e}\n")
+        os.close(fd)
+    os.umask(old_mask)
+    for d in made:
+        if not read_only(d):
+            mount("none", d, None, 32 | 1 | MS_NOSUID | MS_NODEV, "size=1m,mode=755")  # MS_REMOUNT | MS_RDONLY
     work, vwork = "/tmp/work", "/tmp/verify"
+    while os.path.lexists(work) or os.path.lexists(vwork):  # (an interpreter under /tmp/work)
+        work, vwork = work + "_", vwork + "_"
     os.mkdir(work, 0o700)
     os.mkdir(vwork, 0o700)
 else:
@@ -1051,6 +1092,21 @@ def _setuid_interpreter() -> str | None:
             if _world_accessible(os.path.join(prefix, "lib")) or cand == sys.executable:
                 return cand
     return None
+
+
+def _interpreter_paths(python: str, site_packages: bool = False) -> list[str]:
+    """What the program's interpreter needs visible in a mount namespace: its folder and prefix as named and as
+    resolved (a venv's ``bin/python`` links to its base interpreter), this interpreter's prefixes and, with
+    ``site_packages``, the site-packages folders; shortest first (a folder bound covers the ones under it)."""
+    import site
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for exe in (python, os.path.realpath(python)):
+        paths |= {os.path.dirname(os.path.abspath(exe)), os.path.dirname(os.path.dirname(os.path.abspath(exe)))}
+    if site_packages:
+        paths |= set(site.getsitepackages())
+    paths |= {os.path.realpath(p) for p in paths if p}
+    return sorted({os.path.normpath(os.path.abspath(p)) for p in paths if p and os.path.isabs(os.path.abspath(p))})
 
 
 @functools.lru_cache(maxsize=1)
@@ -1366,8 +1422,7 @@ def _run(prog: str | Program, limits: Limits, mode: str, slot: int) -> ExecResul
             "vwork": vwork,
             "tmpfs_mb": limits.tmpfs_mb,
             "env": env,
-            "expose": sorted({sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(python)),
-                              os.path.dirname(os.path.dirname(os.path.realpath(python)))}),
+            "expose": _interpreter_paths(python, limits.site_packages),
             "argv": [python, *py_flags, "-c", RUNNER, json.dumps({"tests": tests_mode})],
             "vargv": [python, *py_flags, "-c", VERIFIER],
             "status_fd": status_w,

@@ -207,11 +207,18 @@ def test_every_baseline_runs_and_reports_the_same_columns(grid):
         "context_distillation", "prompt_baking/teacher-targets", "prompt_baking/reference-targets",
     }
     keys = None
+    # the prompt's own shape: a multi-turn conversation only where the prompt has demonstrations
+    shape = {"messages", "rendered_prompt", "system_prompt"}
     for label, rec in evals.items():
         assert rec["status"] == "ok" and rec["efficiency"]["n"] == 2, label
-        sample_keys = {k for s in rec["samples"] for k in s}
+        sample_keys = {k for s in rec["samples"] for k in s} - shape
         keys = keys or sample_keys
         assert sample_keys == keys, label  # same token / latency / compressor columns for every method
+        for s in rec["samples"] if not rec["config"]["test_compressed"] else []:  # (compressed into the context)
+            # demonstrations are user/assistant turns (the default few-shot layout)
+            turns = [m["role"] for m in s.get("messages") or []]
+            assert bool(s["demo_ids"]) == ("assistant" in turns), label
+            assert turns.count("assistant") == len(s["demo_ids"]), label
         trained = bool(rec["adapter"])
         assert trained == (label not in {"few_shot", "compress_at_inference/r0.5"}), label
     tokens = {label: rec["efficiency"]["mean_input_tokens"] for label, rec in evals.items()}

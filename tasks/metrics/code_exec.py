@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ..base import Example
+from ..infra import INFRA_STATUSES
 from ..registry import register_metric
 from ..sandbox import Limits, Program, run_many
 
@@ -19,14 +20,18 @@ def _limits(args: dict) -> Limits:
 
 
 def _records(results, programs_meta) -> list[dict]:
+    """One record per sample; a sample the sandbox could not run (``sandbox_error``) has no score: ``pass@1`` is
+    None and ``infra_error`` says why (:mod:`tasks.infra` fails or screens the evaluation)."""
     out = []
     for res, meta in zip(results, programs_meta, strict=True):
+        infra = res.status in INFRA_STATUSES
         out.append(
             {
-                "pass@1": 1.0 if res.passed else 0.0,
+                "pass@1": None if infra else 1.0 if res.passed else 0.0,
                 "status": res.status,
                 "failure": None if res.passed else res.reason,
                 "exec_s": res.duration_s,
+                **({"infra_error": f"{res.status}: {res.reason}"} if infra else {}),
                 **meta,
             }
         )
@@ -48,7 +53,7 @@ def mbpp_case(solution: str, ex: Example, challenge: bool = False) -> Program:
     return Program(code=f"{solution}\n", tests=f"{setup}\n" + "\n".join(tests) + "\n")
 
 
-@register_metric("mbpp_pass_at_1", version=2)
+@register_metric("mbpp_pass_at_1", version=2, executes_code=True)
 def mbpp_pass_at_1(answers: list[str], examples: list[Example], challenge_tests: bool = False,
                    workers: int | None = None, **limit_args) -> list[dict]:  # fmt: skip
     """pass@1 with the three MBPP test asserts (plus the challenge tests if ``challenge_tests``)."""
@@ -81,7 +86,7 @@ def humaneval_case(answer: str, ex: Example) -> Program:
                    entry_points=(entry,))  # fmt: skip
 
 
-@register_metric("humaneval_pass_at_1", version=2)
+@register_metric("humaneval_pass_at_1", version=2, executes_code=True)
 def humaneval_pass_at_1(answers: list[str], examples: list[Example], workers: int | None = None,
                         **limit_args) -> list[dict]:  # fmt: skip
     """pass@1: prompt + completion + the task's ``check`` function, as in openai/human-eval."""

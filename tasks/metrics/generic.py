@@ -445,7 +445,7 @@ def code_tests_program(
     return Program(code=f"{answer}\n", tests=f"{setup}\n{tests}\n" if setup else f"{tests}\n")
 
 
-@register_metric("code_tests")
+@register_metric("code_tests", executes_code=True)
 def code_tests(answers: list[str], examples: list[Example], tests_field: str = "tests",
                setup_field: str | None = None, workers: int | None = None, **limit_args) -> list[dict]:  # fmt: skip
     """pass@1: the answer followed by the example's tests, run in the sandbox (see the module docstring)."""
