@@ -47,6 +47,9 @@ DEFAULTS: dict = {
         "max_grad_norm": 1.0,
         "group_by_length": True,
         "packing": False,
+        # bf16 autocast (fp32 master weights) where the device computes bf16 natively (CUDA, AVX512-BF16/AMX CPUs);
+        # "fp32" turns it off, "bf16" forces it. Part of a stage's id: it changes the adapter (within tolerance)
+        "precision": "auto",
         "gradient_checkpointing": False,
         # matched: every fine-tuning chain of a (model, train task, seed) gets the optimizer steps of the longest
         # (per_stage x its stages); per_stage: every stage runs `epochs` (the paper's recipe: T stages = T x steps)
@@ -388,6 +391,7 @@ def _field_table() -> dict[str, Spec]:
         "train.max_grad_norm": number(0),
         "train.group_by_length": boolean(),
         "train.packing": boolean(),
+        "train.precision": text(("auto", "bf16", "fp32")),
         "train.gradient_checkpointing": boolean(),
         "train.budget": text(BUDGETS),
         "train.lora.r": integer(1),

@@ -39,6 +39,8 @@ from promptintern.methods import (
 # Keys added to the experiment schema after results were first published: at these values they are left out
 # of unit ids, so adding a key does not orphan every stored result (a non-default value still changes the id).
 LATE_KEYS: dict[tuple[str, str], object] = {("train", "packing"): False, ("generation", "engine"): "hf",
+                                             # stages trained before the switch computed in fp32
+                                             ("train", "precision"): "fp32",
                                              ("prompt", "template_role"): "auto", ("generation", "prefix_cache"): False}
 # Keys that change how a unit is executed, not what it computes, are never part of its id (like ``resources``):
 # gradient checkpointing recomputes activations with the RNG state kept, so the adapter is the same

@@ -1,7 +1,9 @@
 """Progressive LoRA fine-tuning: one stage = one pass over prompts built at that stage's keep fraction.
 
 Stage t starts from stage t-1's adapter; every stage saves its adapter and its loss curve. Loss on the
-completion only. bf16 autocast on CUDA, fp32 on CPU. Length-grouped batches keep padding small; packing
+completion only. Precision (``TrainConfig.precision``): bf16 autocast with fp32 master weights where the
+device computes bf16 natively (CUDA; a CPU with AVX512-BF16 or AMX), fp32 elsewhere or when asked
+(:func:`resolve_precision`); the stage records which ran. Length-grouped batches keep padding small; packing
 (``TrainConfig.packing``) removes most of what is left: a batch's records are packed into as few rows as fit,
 each record attending only to itself. Deterministic under a seed (same data order, same LoRA init, same
 dropout masks on CPU). Each stage reports real tokens/s, padded positions and model FLOPs utilization
@@ -59,6 +61,8 @@ class TrainConfig:
     max_steps: int | None = None
     # The harness's budget policy (train.budget) that set max_steps: recorded with the stage, unused here.
     budget: str = "per_stage"
+    # "auto": bf16 autocast (fp32 master weights) where the device computes bf16 natively, else fp32; "bf16", "fp32"
+    precision: str = "auto"
     seed: int = 0
     lora: LoraSpec = field(default_factory=LoraSpec)
     progress: bool = True
@@ -84,9 +88,32 @@ class StageResult:
     padded_tokens: int | None = None  # positions computed, padding included (None: the step did not report it)
     model_flops: float | None = None  # promptintern.flops.training_flops (None: not a llama-like config)
     mfu: float | None = None  # model FLOPs/s over the accelerator's peak dense bf16 (None on CPU / unknown GPU)
+    precision: str | None = None  # what the optimizer steps computed in: "bf16" (autocast) or "fp32"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX: oneDNN's bf16 kernels), so autocast is faster."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """"bf16" or "fp32" for ``device``: "auto" is bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
 
 
 def seed_everything(seed: int) -> None:
@@ -315,7 +342,8 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    precision = resolve_precision(cfg.precision, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     losses: list[float] = []
     counts: dict[str, int] = {"tokens": 0, "target_tokens": 0}
     if cfg.gradient_checkpointing:
@@ -376,6 +404,7 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
         padded_tokens=padded_tokens,
         model_flops=model_flops,
         mfu=flops.mfu(model_flops, seconds, peaks),
+        precision=precision,
     )
     flops_inputs = {"lora_params": lora_params, "attended_length": seq_len, "forward_only_tokens": forward_only,
                     "accelerator": {k: peaks[k] for k in ("name", "device_name", "bf16_tflops", "vendor_spec",

@@ -162,9 +162,10 @@ def test_unit_ids_change_only_where_the_layout_changes_the_prompt(tmp_path):
     multi, single = _unit_ids(tmp_path, None), _unit_ids(tmp_path, "single")
     assert _unit_ids(tmp_path, "multiturn") == multi  # multiturn is the default
     changed = {k for k in multi if multi[k] != single[k]}
-    # demonstrations: few_shot and full_prompt_ft (its stage and its evaluation); query-only FT sends none
+    # demonstrations: few_shot and full_prompt_ft (its stage and its evaluation); query-only FT sends none; the
+    # engine measurement times those evaluations, so it is measured again too
     assert changed == {"eval few_shot -→pyfuncs", "stage full_prompt_ft pyfuncs stage 1/1",
-                       "eval full_prompt_ft pyfuncs→pyfuncs"}
+                       "eval full_prompt_ft pyfuncs→pyfuncs", "engine engine timing tiny pyfuncs (3 conditions)"}
     # a base model: the answer cue changes every prompt of the multi-turn layout
     base_multi, base_single = _unit_ids(tmp_path, None, chat=False), _unit_ids(tmp_path, "single", chat=False)
     assert all(base_multi[k] != base_single[k] for k in base_multi)

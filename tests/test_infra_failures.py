@@ -82,7 +82,8 @@ def test_a_metric_that_raises_fails_the_evaluation():
 def test_a_stored_record_that_scored_sandbox_errors_as_wrong_is_not_a_result(tmp_path):
     from _results_factory import build_store, write_price_dir
 
-    from harness.aggregate import eval_frame, main_table, to_markdown
+    from harness.aggregate import eval_frame, main_table
+    from harness.tables import to_markdown
     from harness.report import measurement_caveats
 
     store = build_store(tmp_path / "r", cross_domain=False)
@@ -135,7 +136,8 @@ def test_a_broken_sandbox_fails_the_evaluation_never_a_zero_row(tmp_path, ray_lo
     """Past the preflight (e.g. a cluster node whose sandbox breaks), the evaluation unit itself fails: a FAILED
     row with the cause, whatever the threshold (every sample failed), and no score of 0.0 anywhere."""
     from harness import preflight
-    from harness.aggregate import eval_frame, main_table, to_markdown
+    from harness.aggregate import eval_frame, main_table
+    from harness.tables import to_markdown
     from harness.store import ResultStore
 
     monkeypatch.setattr(preflight, "check_sandbox", lambda *a, **k: None)

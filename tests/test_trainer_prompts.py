@@ -119,3 +119,27 @@ def test_completion_loss_equals_the_models_own_loss(tiny):
         ours = completion_loss(model, ids, mask, labels)
         ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert torch.allclose(ours, ref, atol=1e-5), (ours, ref)
+
+
+def test_bf16_autocast_where_the_cpu_has_it_fp32_master_weights_and_recorded(tmp_path):
+    """precision auto: bf16 autocast where the device computes bf16 natively, fp32 otherwise; the adapter's
+    weights stay fp32 (master weights); the stage records what ran; the losses agree with fp32 within 2 %."""
+    from promptintern.models import load_model
+    from promptintern.trainer import cpu_has_bf16, resolve_precision
+
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", torch.device("cpu"))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        model, tok = load_model("tiny", device="cpu")
+        records = [encode_for_training(p, tok, 256) for p in _prompts(8)]
+        cfg = TrainConfig(batch_size=4, epochs=1, lr=1e-3, precision=precision, progress=False,
+                          lora=TrainConfig().lora.__class__(r=4, alpha=8, dropout=0.0))
+        peft_model = attach_adapter(model, cfg, None)
+        res = train_stage(peft_model, tok, records, cfg, tmp_path / precision)
+        assert res.precision == precision
+        assert all(p.dtype == torch.float32 for p in peft_model.parameters() if p.requires_grad)
+        out[precision] = res.losses
+    assert out["bf16"] == pytest.approx(out["fp32"], rel=0.02)
