@@ -181,8 +181,7 @@ def cmd_internalize(args) -> int:
     from .cli import run_experiment
     from .config import load_experiment
     from .cost import load_price_table
-    from .decision import decision_rows, json_rows, render_decision
-    from .store import atomic_write_json
+    from .decision import decision_rows, write_decision
 
     exp_file, overrides = prepare(args)
     cfg = load_experiment(exp_file, overrides)
@@ -191,9 +190,7 @@ def cmd_internalize(args) -> int:
     from .aggregate import eval_frame, main_table
 
     rows = decision_rows(main_table(eval_frame(store, table, args.hardware)))
-    text = render_decision(rows)
-    (store.root / "decision.md").write_text(f"# Does internalizing the prompt pay?\n\n{text}\n")
-    atomic_write_json(store.root / "decision.json", {"rows": json_rows(rows), "experiment": store.relative(exp_file)})
+    text = write_decision(store.root, rows, store.relative(exp_file))
     print()
     print(text)
     print(f"\nresults: {store.root}  (decision.md, decision.json; `promptintern report {store.root}` for the report)")

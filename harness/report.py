@@ -565,6 +565,11 @@ def build_all(store: ResultStore, price_table: PriceTable | str | None = None, h
             out["submission"] = write_submission(store, None, table, hardware_key, decision=out["decision"],
                                                  frame=t["eval"])
             extra["submission"] = out["submission"]
+    if out["decision"]:
+        from .decision import write_decision
+
+        write_decision(store.root, out["decision"])
+        extra["decision"] = store.root / "decision.md"
     out["report"] = build_report(store, t, plots, table, extra, decision=out["decision"])
     return out
 
