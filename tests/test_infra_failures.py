@@ -83,8 +83,8 @@ def test_a_stored_record_that_scored_sandbox_errors_as_wrong_is_not_a_result(tmp
     from _results_factory import build_store, write_price_dir
 
     from harness.aggregate import eval_frame, main_table
-    from harness.tables import to_markdown
     from harness.report import measurement_caveats
+    from harness.tables import to_markdown
 
     store = build_store(tmp_path / "r", cross_domain=False)
     path = store.path("eval-query-mbpp")
@@ -137,8 +137,8 @@ def test_a_broken_sandbox_fails_the_evaluation_never_a_zero_row(tmp_path, ray_lo
     row with the cause, whatever the threshold (every sample failed), and no score of 0.0 anywhere."""
     from harness import preflight
     from harness.aggregate import eval_frame, main_table
-    from harness.tables import to_markdown
     from harness.store import ResultStore
+    from harness.tables import to_markdown
 
     monkeypatch.setattr(preflight, "check_sandbox", lambda *a, **k: None)
     exp = experiment(tmp_path, broken_folder(tmp_path), scoring={"max_infra_failures": allowed})
