@@ -163,7 +163,10 @@ def cmd_status(args) -> int:
     running (only while a live run holds its claim); retried units say how many attempts they took."""
     import json
 
+    from promptintern.progress import Progress
+
     from .claims import live_claims
+    from .executor import unit_progress
     from .store import PLAN_FILE, ResultStore, diagnose
 
     store = ResultStore(args.results)
@@ -199,7 +202,9 @@ def cmd_status(args) -> int:
         if uid in live:
             h = live[uid]
             counts["running"] += 1
-            print(f"running  {uid}  {label}: run {h.get('run_id')} (pid {h.get('pid')} on {h.get('host')})")
+            p = unit_progress(store, uid)
+            where = f" — {Progress(**{k: p[k] for k in ('what', 'done', 'total', 'elapsed_s')}).line()}" if p else ""
+            print(f"running  {uid}  {label}: run {h.get('run_id')} (pid {h.get('pid')} on {h.get('host')}){where}")
         elif reason == "absent":
             counts["missing"] += 1
             print(f"missing  {uid}  {label}")

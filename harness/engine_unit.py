@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from promptintern.progress import track
+
 from .store import ResultStore
 from .unit_common import adapter_host, run_meta, set_threads, task_data, test_prompts
 
@@ -187,6 +189,8 @@ def run_engine(unit: dict, store_root: str, data_dir: str | None) -> dict:
     conds = load_conditions(unit, store, tok, data_dir, s.queries)
     engine = cfg["engine"]
     timed = {i: {"requests": [], "batches": [], "prefix": []} for i in range(len(conds))}
+    counter = track("condition passes timed (every query at batch 1, then the batch sweep)",
+                    s.repeats * len(conds))
     with exclusive_timing(s.exclusive) as lock:
         for r in range(s.repeats):
             for k in range(len(conds)):
@@ -199,6 +203,7 @@ def run_engine(unit: dict, store_root: str, data_dir: str | None) -> dict:
                 out = time_condition(model, tok, cond, s, engine, prefix, r)
                 timed[i]["requests"] += out["requests"]
                 timed[i]["batches"] += out["batches"]
+                counter.advance()
         info = model_info(host.model)
     conditions = [{**c.summary(), "ids": c.ids, "answer_tokens": c.answer_tokens, "compressor_s": c.compressor_s,
                    **timed[i]} for i, c in enumerate(conds)]

@@ -36,6 +36,7 @@ from promptintern.errors import ConfigError
 from .artifacts import adapter_problem, remove_partials
 from .claims import UnitClaims
 from .plan import Unit
+from .progress_view import ProgressView
 from .store import ResultStore, atomic_write_json
 
 LOGS_DIR = "logs"  # <experiment>/logs/<unit id>.log: each unit's worker output, one header per attempt
@@ -119,17 +120,50 @@ def _marker(store: ResultStore, unit_id: str) -> Path:
     return store.runs / f"{unit_id}.running"
 
 
+LOG_PROGRESS_EVERY_S = 30.0  # a progress line in the unit's log at most this often (and at each phase's ends)
+MARKER_PROGRESS_EVERY_S = 1.0  # the running marker the progress view reads, at most this often
+
+
 @contextlib.contextmanager
 def _running_marker(store: ResultStore, unit_id: str):
     """`runs/<id>.running` names the worker process on a unit while it runs (its run's claim says whether it is
-    live: ``promptintern status``)."""
+    live: ``promptintern status``) and carries the unit's progress inside it (:mod:`promptintern.progress`),
+    which also goes, as lines, to the unit's log (its stdout while it runs)."""
+    from promptintern import progress
+
     marker = _marker(store, unit_id)
-    atomic_write_json(marker, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    head = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    atomic_write_json(marker, head)
+
+    def to_marker(p: progress.Progress) -> None:
+        with contextlib.suppress(OSError):
+            atomic_write_json(marker, {**head, "progress": p.to_dict()})
+
+    def to_log(p: progress.Progress) -> None:
+        print(f"progress: {p.line()}", flush=True)
+
+    log_sink = progress.Throttled(to_log, LOG_PROGRESS_EVERY_S)
+    marker_sink = progress.Throttled(to_marker, MARKER_PROGRESS_EVERY_S)
+
+    def sink(p: progress.Progress) -> None:
+        log_sink(p)
+        marker_sink(p)
+
     try:
-        yield
+        with progress.reporting(sink):
+            yield
     finally:
         marker.unlink(missing_ok=True)
         _release_memory()
+
+
+def unit_progress(store: ResultStore, unit_id: str) -> dict | None:
+    """The progress a running unit last reported (:meth:`promptintern.progress.Progress.to_dict`), or None."""
+    try:
+        p = json.loads(_marker(store, unit_id).read_text()).get("progress")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return p if isinstance(p, dict) else None
 
 
 def unit_log(store: ResultStore, unit_id: str) -> Path:
@@ -463,6 +497,8 @@ class _GridRun:
                 else:
                     self._fail(u, _error_text(e), e)
         self.view.update(running=len(self.pending))
+        if self.view.progress:
+            self.view.units({u.id: (u.label, unit_progress(self.store, u.id)) for u in self.pending.values()})
 
     def _tidy(self, u: Unit) -> None:
         """What a dead attempt of ``u`` may have left: its worker's marker, partial adapter folders."""
@@ -551,51 +587,3 @@ def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception | None, *
 
     atomic_write_json(store.path(u.id), failure_record(u.id, u.kind, u.config, msg, e, attempts=attempts,
                                                        run_id=run_id, log=store.relative(log) if log else None))
-
-
-class ProgressView:
-    """Live rich view of units done / running / failed / left with an ETA."""
-
-    def __init__(self, summary: Summary, enabled: bool = True):
-        self.summary, self.enabled = summary, enabled
-        self.progress = None
-        self.start = time.perf_counter()
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]units"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[detail]}"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self.progress.__enter__()
-            s = self.summary
-            self.task = self.progress.add_task("units", total=s.total, completed=s.skipped, detail="")
-        return self
-
-    def update(self, running: int) -> None:
-        if not self.progress:
-            return
-        s = self.summary
-        finished = s.skipped + s.completed + len(s.failed)
-        finished += s.shared
-        detail = (f"done {s.completed} skipped {s.skipped} running≤{running} failed {len(s.failed)} "
-                  f"left {s.total - finished}" + (f" elsewhere {s.shared}" if s.shared else ""))
-        self.progress.update(self.task, completed=finished, detail=detail)
-
-    def line(self, text: str) -> None:
-        """One line per finished unit, above the live view (none without it: `--quiet`)."""
-        if self.progress:
-            self.progress.console.print(text, highlight=False, markup=False)
-
-    def __exit__(self, *exc):
-        if self.progress:
-            self.progress.__exit__(*exc)
-        return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from .progress import Bar
 from .stopping import continuation_criterion, cut_at_stop, rows_stopped, stop_token_count
 
 # "hf": plain `generate` with a dynamic KV cache. "static": a static KV cache sized once per call (so every
@@ -232,11 +233,7 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     cache_len = static_cache_len([len(e) for e in encoded], max_new_tokens)
     results: list[Generation | None] = [None] * len(prompts)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(prompts), desc="generate", leave=False, dynamic_ncols=True)
+    bar = Bar("samples generated", len(prompts), "generate" if progress else None)
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
@@ -263,10 +260,8 @@ def generate(
                 stop_reason=reason,
                 cached_tokens=prefix.tokens if prefix is not None else 0,
             )
-        if bar is not None:
-            bar.update(len(idx))
-    if bar is not None:
-        bar.close()
+        bar.update(len(idx))
+    bar.close()
     return results  # type: ignore[return-value]
 
 

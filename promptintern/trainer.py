@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .progress import Bar
+
 
 @dataclass
 class LoraSpec:
@@ -351,7 +353,7 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     start = time.perf_counter()
-    bar = _progress(len(plan), desc, cfg.progress)
+    bar = Bar("training batches", len(plan), desc if cfg.progress else None)
     opt.zero_grad(set_to_none=True)
     running, accum_n = 0.0, 0
     for i, batch in enumerate(plan):
@@ -369,12 +371,9 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
             opt.zero_grad(set_to_none=True)
             losses.append(running / accum_n)
             running, accum_n = 0.0, 0
-            if bar is not None:
-                bar.set_postfix({postfix: f"{losses[-1]:.3f}"})
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.set_postfix({postfix: f"{losses[-1]:.3f}"})
+        bar.update(1)
+    bar.close()
     seconds = time.perf_counter() - start
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -412,11 +411,3 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
     curve = {**result.to_dict(), **counts, "flops_inputs": flops_inputs, **(curve_extra or {})}
     (out_dir / "loss_curve.json").write_text(json.dumps(curve, indent=1))
     return result
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

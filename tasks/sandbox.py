@@ -1583,5 +1583,15 @@ def run_many(programs: list[str | Program], limits: Limits | None = None, worker
         return []
     workers = max(1, min(workers or (os.cpu_count() or 1), len(programs), N_SLOTS))
     mode = mode or sandbox_mode()
+    from promptintern.progress import track
+
+    counter = track("programs executed", len(programs))
+
+    def one(p):
+        try:
+            return run_python(p, limits, mode=mode)
+        finally:
+            counter.advance()
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: run_python(p, limits, mode=mode), programs))
+        return list(pool.map(one, programs))

@@ -226,6 +226,8 @@ def test_status_reads_the_plan_and_says_why(tmp_path, capsys):
     (store.runs / "miss1.running").write_text(json.dumps({"pid": 999999, "host": "gone"}))  # a dead run's marker
     claims = UnitClaims(store.root, "live-run")
     assert claims.claim("run1", "label run1")
+    (store.runs / "run1.running").write_text(json.dumps({"pid": 1, "progress": {
+        "what": "samples generated", "done": 10, "total": 40, "elapsed_s": 20.0, "eta_s": 60.0}}))
     try:
         assert main(["status", str(store.root)]) == 0
     finally:
@@ -234,6 +236,7 @@ def test_status_reads_the_plan_and_says_why(tmp_path, capsys):
     assert "failed   fail1  label fail1: CUDA out of memory (2 attempts)" in out
     assert "invalid  bad1" in out and "not valid JSON" in out
     assert "missing  miss1" in out and "running  run1" in out and "live-run" in out
+    assert "samples generated 10/40 (25%) 0:20 elapsed, eta 1:00" in out  # the unit's progress, from its marker
     assert "running  miss1" not in out  # a stale marker is not a running unit
     assert "done     retry1  label retry1: after 3 attempts" in out
     assert "6 units: 2 done, 1 failed, 1 invalid, 1 missing, 1 running; 2 retried" in out
@@ -281,6 +284,13 @@ def test_workers_library_output_goes_to_the_unit_logs_not_the_console(tmp_path, 
     assert "loading" in logs.lower() and logs.count(ATTEMPT_HEADER) == 3, logs[:2000]
     lines = [x for x in out.splitlines() if x.startswith("done ")]
     assert len(lines) == 3, out
+    # progress inside each unit, in its log: the phase's start and its end, of its total
+    by_kind = {f.name.split("-")[0]: f.read_text() for f in (tmp_path / "results" / TINY["name"] / "logs").iterdir()}
+    assert "progress: training batches 0/" in by_kind["stage"] and "(100%)" in by_kind["stage"], by_kind["stage"]
+    assert "progress: samples generated 0/2" in by_kind["eval"], by_kind["eval"]
+    assert "progress: samples generated 2/2 (100%)" in by_kind["eval"], by_kind["eval"]
+    assert "progress: condition passes timed" in by_kind["engine"], by_kind["engine"]
+    assert "progress:" not in console
 
 
 def test_a_failed_rerun_of_a_stage_is_a_failure_not_its_old_record(tmp_path, ray_local, data_dir):

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from ..hashing import content_id
+from ..progress import Bar
 from ..prompts import Prompt, encode_for_training, render
 from ..trainer import batches, collate, completion_loss, seed_everything
 from .config import MetaTunerConfig, first_paragraph
@@ -175,15 +176,6 @@ class History:
             "generator_warmup_losses": self.generator_warmup,
             "seconds": self.seconds,
         }
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-
 
 class MetaTuner:
     """G (with φ_s / φ_p / φ_p'), F and M together, with the operations training and inference need."""
@@ -445,7 +437,7 @@ def _sft(mt: MetaTuner, recs: list[dict], params, epochs: float, lr: float, seed
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(plan)), max(1, len(plan)))
     losses = []
-    bar = _progress(len(plan), desc, cfg.progress)
+    bar = Bar("generator warm-up batches", len(plan), desc if cfg.progress else None)
     with _autocast(mt.device), mt.G.mode("live", "live"):
         for batch in plan:
             ids, labels, mask = collate(batch, mt.pad_id, mt.device)
@@ -456,10 +448,8 @@ def _sft(mt: MetaTuner, recs: list[dict], params, epochs: float, lr: float, seed
             sched.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     return losses
 
 
@@ -611,7 +601,7 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
     step = 0
     rollout_s = 0.0
     t_start = time.perf_counter()
-    bar = _progress(n_batches, "metatuner", cfg.progress)
+    bar = Bar("training batches", n_batches, "metatuner" if cfg.progress else None)
 
     def sync():
         mt.G.sync()
@@ -708,16 +698,14 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
             step += 1
             if cfg.sync_every > 0 and step % cfg.sync_every == 0:
                 sync()
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("_loss") and v is not None})
-                bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in rec.items() if k.endswith("_loss") and v is not None})
+            bar.update(1)
     left = step % cfg.alternate_every
     if cfg.variant == "I" and not gumbel and do_task and do_reg and d2 and left and history.steps:
         with _autocast(mt.device):  # the last group's regularisation steps, not dropped with an incomplete group
             for _ in range(left):
                 reg_step(history.steps[-1])
-    if bar is not None:
-        bar.close()
+    bar.close()
     sync()
     history.seconds["rollouts"] = rollout_s
     history.seconds["updates"] = time.perf_counter() - t_start - rollout_s
