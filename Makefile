@@ -66,7 +66,7 @@ report: setup
 	$(PY) -m harness.cli report $(RESULTS)
 
 verify: setup
-	$(PY) -m harness.cli verify $(RESULTS)
+	$(PY) -m harness.cli verify $(RESULTS) --out $(RESULTS)/verify.md
 
 bench-scaling: setup
 	$(PY) benchmarks/scaling.py
