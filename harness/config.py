@@ -82,6 +82,7 @@ DEFAULTS: dict = {
         "max_new_tokens": 16,  # L: tokens every request decodes (end of sequence ignored)
         "queries": 20,  # batch-1 timed queries: the first test items (all, if fewer)
         "repeats": 2,
+        "rounds": 10,  # each repeat cut into rounds; every condition times its share in every round (interleaved)
         "batch_sizes": [8],  # the saturation sweep beyond batch 1
         "sweep_requests": 16,  # requests per batch size (the timed queries, cycled)
         "answered_max_tokens": None,  # as-answered latency: decode up to the real answer's length (null: no cap)
@@ -414,6 +415,7 @@ def _field_table() -> dict[str, Spec]:
         "timing.max_new_tokens": integer(2),
         "timing.queries": integer(1),
         "timing.repeats": integer(1),
+        "timing.rounds": integer(1),
         "timing.batch_sizes": list_of(integer(1), nonempty=False, what="a list of batch sizes >= 1 ([] for batch 1 "
                                       "only)"),
         "timing.sweep_requests": integer(1),

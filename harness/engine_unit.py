@@ -20,8 +20,10 @@ What it times (names and definitions as vLLM's serving benchmark):
   throughput, output token throughput, TTFT and TPOT per batch, goodput under the declared objective
   (``timing.slo``) and accuracy-qualified goodput (requests within the objective whose answer scored correct).
 
-Interleaving. Repeat r times every condition in turn, the order rotated by r, so a slow minute of the machine
-falls on every condition alike. The unit asks Ray for ``timing.num_cpus`` CPUs (all of a small machine, so no
+Interleaving. Each repeat is cut into ``timing.rounds`` rounds; in every round each condition in turn (the order
+rotated by repeat and round) times its share: the batch-1 queries and the sweep batches whose index falls in that
+round. Every condition's requests are thus spread over the whole unit, and the requests a ratio pairs (the same
+query, the same batch index) are timed minutes apart at most, so a slow minute of the machine falls on both. The unit asks Ray for ``timing.num_cpus`` CPUs (all of a small machine, so no
 other unit runs beside it) and holds the machine-wide timing lock (``timing.exclusive``).
 
 The record (:class:`harness.records.EngineRecord`) keeps every timed request and batch; every figure of the tables
@@ -48,6 +50,7 @@ class TimingSettings:
     max_new_tokens: int = 16
     queries: int = 20
     repeats: int = 2
+    rounds: int = 10
     batch_sizes: list[int] = field(default_factory=lambda: [8])
     sweep_requests: int = 16
     answered_max_tokens: int | None = None  # None: every request decodes its real answer's length (at least L)
@@ -138,38 +141,92 @@ def _batches(ids: list[str], size: int, requests: int) -> list[list[int]]:
     return [flat[j * size:(j + 1) * size] for j in range(k)]
 
 
-def time_condition(model, tok, cond: Condition, s: TimingSettings, engine: str, prefix, repeat: int) -> dict:
-    """One pass of a condition: every timed query at batch 1, then every sweep batch; what each request took."""
-    from promptintern.generation import pad_batch, static_cache_len, timed_fixed, warm_up
+@dataclass
+class _Work:
+    """One condition's timed work, computed once: its encoded queries, each request's decode length, the static
+    cache length, and the sweep batches (size, index, query indices)."""
+
+    encoded: list[list[int]]
+    decode: list[int]
+    cache_len: int
+    batches: list[tuple[int, int, list[int]]]
+
+
+def _work(tok, cond: Condition, s: TimingSettings) -> _Work:
+    from promptintern.generation import static_cache_len
+
+    encoded = [tok(r, add_special_tokens=False)["input_ids"] for r in cond.rendered]
+    cap = s.answered_max_tokens
+    decode = [max(s.max_new_tokens, min(cond.answer_tokens[i], cap) if cap else cond.answer_tokens[i])
+              for i in cond.ids]
+    batches = [(b, j, idx) for b in sorted({int(x) for x in s.batch_sizes if int(x) > 1})
+               for j, idx in enumerate(_batches(cond.ids, b, s.sweep_requests))]
+    return _Work(encoded, decode, static_cache_len([len(e) for e in encoded], max(decode + [s.max_new_tokens])),
+                 batches)
+
+
+def time_share(model, tok, cond: Condition, w: _Work, s: TimingSettings, engine: str, prefix, repeat: int,
+               queries: list[int], batches: list[int], warm: bool) -> dict:
+    """Time a share of one condition's work: the batch-1 requests of ``queries`` (indices of its timed queries),
+    then the sweep batches ``batches`` (indices into ``w.batches``); ``warm``: one untimed request first (the
+    condition's first share of a repeat). What each request and batch took."""
+    from promptintern.generation import pad_batch, timed_fixed, warm_up
 
     device = next(model.parameters()).device
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    encoded = [tok(r, add_special_tokens=False)["input_ids"] for r in cond.rendered]
-    cap = s.answered_max_tokens
-    decode = [max(s.max_new_tokens, min(cond.answer_tokens[i], cap) if cap else cond.answer_tokens[i])
-              for i in cond.ids]
-    cache_len = static_cache_len([len(e) for e in encoded], max(decode + [s.max_new_tokens]))
     cached = prefix.tokens if prefix is not None else 0
-    timed_fixed(model, tok, pad_batch(tok, [encoded[0]], device, prefix), 2, engine, cache_len, prefix)  # warm-up
+    if warm:
+        timed_fixed(model, tok, pad_batch(tok, [w.encoded[0]], device, prefix), 2, engine, w.cache_len, prefix)
     requests = []
-    for i, (qid, e, n) in enumerate(zip(cond.ids, encoded, decode, strict=True)):
-        t = timed_fixed(model, tok, pad_batch(tok, [e], device, prefix), n, engine, cache_len, prefix)
-        requests.append({"id": qid, "index": i, "repeat": repeat, "tokens": n, "prompt_tokens": len(e),
+    for i in queries:
+        e, n = w.encoded[i], w.decode[i]
+        t = timed_fixed(model, tok, pad_batch(tok, [e], device, prefix), n, engine, w.cache_len, prefix)
+        requests.append({"id": cond.ids[i], "index": i, "repeat": repeat, "tokens": n, "prompt_tokens": len(e),
                          "prefill_tokens": len(e) - cached, "ttft_s": t["ttft_s"], "e2e_s": t["e2e_s"],
                          "token_times": None if t["token_times"] is None else [round(x, 6) for x in t["token_times"]]})
-    batches = []
-    for b in sorted({int(x) for x in s.batch_sizes if int(x) > 1}):
-        for j, idx in enumerate(_batches(cond.ids, b, s.sweep_requests)):
-            rows = [encoded[i] for i in idx]
-            warm_up(model, tok, rows, engine, cache_len)
-            t = timed_fixed(model, tok, pad_batch(tok, rows, device, prefix), s.max_new_tokens, engine, cache_len,
-                            prefix)
-            batches.append({"batch_size": b, "index": j, "repeat": repeat, "ids": [cond.ids[i] for i in idx],
-                            "prompt_tokens": sum(map(len, rows)), "prefill_tokens": sum(map(len, rows)) - cached * b,
-                            "ttft_s": t["ttft_s"], "e2e_s": t["e2e_s"]})
-    return {"requests": requests, "batches": batches}
+    out = []
+    for k in batches:
+        b, j, idx = w.batches[k]
+        rows = [w.encoded[i] for i in idx]
+        warm_up(model, tok, rows, engine, w.cache_len)
+        t = timed_fixed(model, tok, pad_batch(tok, rows, device, prefix), s.max_new_tokens, engine, w.cache_len,
+                        prefix)
+        out.append({"batch_size": b, "index": j, "repeat": repeat, "ids": [cond.ids[i] for i in idx],
+                    "prompt_tokens": sum(map(len, rows)), "prefill_tokens": sum(map(len, rows)) - cached * b,
+                    "ttft_s": t["ttft_s"], "e2e_s": t["e2e_s"]})
+    return {"requests": requests, "batches": out}
+
+
+def time_interleaved(conds: list[Condition], tok, s: TimingSettings, engine: str, activate, on_share=None) -> list:
+    """Time every condition, interleaved (see the module docstring): per repeat, ``s.rounds`` rounds; in each round
+    every condition in turn (the order rotated by repeat and round) times its share: the batch-1 queries and the
+    sweep batches whose index falls in that round. ``activate(condition) -> (model, prefix or None)`` readies a
+    condition (its adapter merged, its prefix's KV). Returns per condition {"requests", "batches"}."""
+    work = [_work(tok, c, s) for c in conds]
+    n = max([len(c.ids) for c in conds] + [len(w.batches) for w in work] + [1])
+    rounds = max(1, min(int(s.rounds), n))
+    timed = [{"requests": [], "batches": []} for _ in conds]
+    for r in range(s.repeats):
+        for k in range(rounds):
+            for c in range(len(conds)):
+                i = (c + r + k) % len(conds)  # rotated: every condition takes every place in the order
+                cond, w = conds[i], work[i]
+                queries = [q for q in range(len(cond.ids)) if q % rounds == k]
+                batches = [b for b in range(len(w.batches)) if w.batches[b][1] % rounds == k]
+                if not queries and not batches:
+                    continue
+                model, prefix = activate(cond)
+                out = time_share(model, tok, cond, w, s, engine, prefix, r, queries, batches, warm=(k == 0))
+                timed[i]["requests"] += out["requests"]
+                timed[i]["batches"] += out["batches"]
+                if on_share is not None:
+                    on_share(len(queries) + len(batches))
+    for t in timed:  # in query (batch) order, repeat by repeat, as a pass of each condition would have them
+        t["requests"].sort(key=lambda x: (x["repeat"], x["index"]))
+        t["batches"].sort(key=lambda x: (x["repeat"], x["batch_size"], x["index"]))
+    return timed
 
 
 def run_engine(unit: dict, store_root: str, data_dir: str | None) -> dict:
@@ -188,25 +245,26 @@ def run_engine(unit: dict, store_root: str, data_dir: str | None) -> dict:
     tok = host.tokenizer
     conds = load_conditions(unit, store, tok, data_dir, s.queries)
     engine = cfg["engine"]
-    timed = {i: {"requests": [], "batches": [], "prefix": []} for i in range(len(conds))}
-    counter = track("condition passes timed (every query at batch 1, then the batch sweep)",
-                    s.repeats * len(conds))
+    prefixes: dict[int, object] = {}
+
+    def activate(cond: Condition):
+        if host.active != cond.adapter:  # the same adapter merged again gives the same weights (and prefix key)
+            host.activate(cond.adapter)
+        prefix = None
+        if cond.cached:
+            if id(cond) not in prefixes:
+                prefixes[id(cond)] = prefix_for(host.model, tok, cond.prompts, cond.rendered, cfg["chat"])
+            prefix = prefixes[id(cond)]
+        return host.model, prefix
+
+    total = s.repeats * sum(len(c.ids) + len(_work(tok, c, s).batches) for c in conds)
+    counter = track("requests and sweep batches timed, every condition in turn", total)
     with exclusive_timing(s.exclusive) as lock:
-        for r in range(s.repeats):
-            for k in range(len(conds)):
-                i = (k + r) % len(conds)  # rotated: every condition takes every place in the order
-                cond = conds[i]
-                model = host.activate(cond.adapter)
-                prefix = prefix_for(model, tok, cond.prompts, cond.rendered, cfg["chat"]) if cond.cached else None
-                if prefix is not None:
-                    timed[i]["prefix"].append(prefix.summary())
-                out = time_condition(model, tok, cond, s, engine, prefix, r)
-                timed[i]["requests"] += out["requests"]
-                timed[i]["batches"] += out["batches"]
-                counter.advance()
+        timed = time_interleaved(conds, tok, s, engine, activate, on_share=counter.advance)
         info = model_info(host.model)
+    summaries = {id(c): [prefixes[id(c)].summary()] if id(c) in prefixes else [] for c in conds}
     conditions = [{**c.summary(), "ids": c.ids, "answer_tokens": c.answer_tokens, "compressor_s": c.compressor_s,
-                   **timed[i]} for i, c in enumerate(conds)]
+                   **timed[i], "prefix": summaries[id(c)]} for i, c in enumerate(conds)]
     record = engine_record(config=cfg, settings=s.to_dict(), conditions=conditions, meta=run_meta(),
                            model_info={**info, "load": load}, timing_lock=lock,
                            seconds_total=time.perf_counter() - t0)

@@ -95,6 +95,9 @@ class AdapterHost:
         # id(parameter) -> (label, parameter, its original storage tensor, pristine clone); grows, never shrinks
         self._pristine: dict[int, tuple[str, object, object, object]] = {}
         self._dirty: set[int] = set()  # parameters the active adapter modified
+        # what is merged -> the serial the model carries meanwhile (promptintern.prefix_cache.model_key): the same
+        # adapter folder, unchanged on disk, merged again gives the same weights, so the same serial
+        self._serials: dict = {None: model.__dict__.get("_promptintern_adapter_serial", 0)}
 
     @classmethod
     def load(cls, name_or_path: str, *, device: str | None = None, dtype: str | None = None,
@@ -129,10 +132,16 @@ class AdapterHost:
         return self.model
 
     def _mark_changed(self) -> None:
-        """Note on the model that its weights changed (a prefix KV cache encoded before is stale:
-        promptintern.prefix_cache.model_key)."""
-        self.model.__dict__["_promptintern_adapter_serial"] = self.model.__dict__.get(
-            "_promptintern_adapter_serial", 0) + 1
+        """Note on the model which weights it now has (a prefix KV cache encoded with other weights is stale:
+        promptintern.prefix_cache.model_key): one serial per merged adapter folder as it is on disk."""
+        key = None
+        if self.active is not None:
+            key = (self.active, tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                             for p in Path(self.active).iterdir() if p.is_file())))
+        if key not in self._serials:
+            self._serials[key] = max([*self._serials.values(),
+                                      self.model.__dict__.get("_promptintern_adapter_serial", 0)]) + 1
+        self.model.__dict__["_promptintern_adapter_serial"] = self._serials[key]
 
     def restore(self) -> None:
         """Back to the pristine base: modified weights copied back, replaced modules and config put back."""
@@ -146,10 +155,11 @@ class AdapterHost:
                 if param.data_ptr() != storage.data_ptr():
                     param.data = storage
                 storage.copy_(clone)
-        if self._dirty or self.active is not None:
-            self._mark_changed()
+        changed = bool(self._dirty) or self.active is not None
         self._dirty.clear()
         self.active = None
+        if changed:
+            self._mark_changed()
 
     @property
     def snapshot_bytes(self) -> int:

@@ -115,6 +115,28 @@ def test_a_then_b_then_a_gives_identical_logits(host, adapters):
     assert not torch.equal(first, b) and not torch.equal(b, c)
 
 
+def test_the_prefix_key_follows_the_weights_merged(host, adapters, tmp_path):
+    """A prefix KV cache stays valid exactly while the weights it was encoded with are merged: the same adapter
+    merged again (identical logits, above) gives the same key; another adapter, the base, or the same folder
+    rewritten on disk give another."""
+    import shutil
+
+    from promptintern.prefix_cache import model_key
+
+    base = model_key(host.model)
+    a = model_key(host.activate(adapters["A"]))
+    b = model_key(host.activate(adapters["B"]))
+    assert len({base, a, b}) == 3
+    assert model_key(host.activate(adapters["A"])) == a
+    assert model_key(host.activate(None)) == base
+    copy = Path(shutil.copytree(adapters["A"], tmp_path / "A"))
+    ka = model_key(host.activate(copy))
+    assert ka not in (base, a, b)
+    _make_adapter(copy, 7, target_modules="all-linear")  # retrained in place
+    host.activate(None)
+    assert model_key(host.activate(copy)) not in (base, a, b, ka)
+
+
 def test_only_targeted_weights_are_copied(host, adapters):
     host.activate(adapters["B"])
     assert all(n.endswith(("q_proj.weight", "v_proj.weight")) for n in host.snapshotted), host.snapshotted

@@ -33,7 +33,7 @@ AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDR
 # what a client without RAY_AUTH_MODE=token sees (ray.exceptions.AuthenticationError, Ray 2.60)
 REFUSED = "Authentication token is missing or incorrect"
 MODE_NOTE = "RAY_AUTH_MODE is currently 'disabled' (not 'token')"
-UNIT_ID = re.compile(r"\b(?:eval|stage)-[0-9a-f]{16}\b")
+UNIT_ID = re.compile(r"\b(?:eval|stage|engine)-[0-9a-f]{16}\b")
 
 
 def _free_port() -> int:
@@ -185,7 +185,8 @@ def test_a_grid_runs_on_both_nodes_through_promptintern_run_address(cluster, tmp
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:] + cluster.logs()
     plan = json.loads((results / "cluster" / "plan.json").read_text())
     planned = {u["id"] for u in plan["units"]}
-    assert len(planned) == 5  # few-shot eval; query-only and full-prompt FT: a stage and an evaluation each
+    # few-shot eval; query-only and full-prompt FT: a stage and an evaluation each; the engine timing unit
+    assert sorted(u.split("-")[0] for u in planned) == ["engine", "eval", "eval", "eval", "stage", "stage"], planned
     records = {p.stem: json.loads(p.read_text()) for p in (results / "cluster" / "runs").glob("*.json")}
     assert planned <= set(records) and all(records[u]["status"] == "ok" for u in planned)
     assert f"{len(planned)} ran, 0 already done, 0 failed" in r.stdout

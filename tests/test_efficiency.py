@@ -22,7 +22,7 @@ def test_two_conditions_that_differ_only_in_answer_length(tiny):
     same L = 8 tokens for both: its speedup is 1 within the noise of the machine (stated: 1/1.5 to 1.5, the tiny
     model's steps take milliseconds); the as-answered view is not."""
     from harness.efficiency import condition_figures, request_times
-    from harness.engine_unit import Condition, TimingSettings, time_condition
+    from harness.engine_unit import Condition, TimingSettings, time_interleaved
 
     model, tok = tiny
     # prompts of a few hundred tokens: every timed call is milliseconds of real work, not of scheduling noise
@@ -38,12 +38,8 @@ def test_two_conditions_that_differ_only_in_answer_length(tiny):
                          compressor_s=dict.fromkeys(ids, 0.0))
 
     short, long = cond(8), cond(48)
-    timed = {"short": {"requests": [], "batches": []}, "long": {"requests": [], "batches": []}}
-    for r in range(settings.repeats):  # interleaved, as the engine unit does
-        for name, c in (("short", short), ("long", long)) if r % 2 == 0 else (("long", long), ("short", short)):
-            out = time_condition(model, tok, c, settings, "hf", None, r)
-            timed[name]["requests"] += out["requests"]
-            timed[name]["batches"] += out["batches"]
+    out = time_interleaved([short, long], tok, settings, "hf", lambda c: (model, None))  # as the engine unit does
+    timed = {"short": out[0], "long": out[1]}
     figs = {}
     for name, c in (("short", short), ("long", long)):
         figs[name] = condition_figures({**timed[name], "answer_tokens": c.answer_tokens,
@@ -61,6 +57,27 @@ def test_two_conditions_that_differ_only_in_answer_length(tiny):
     # the as-answered end is a measured token's time, not a model of it
     req = timed["long"]["requests"][0]
     assert request_times(req, 8, 48)["answered"] == req["token_times"][47]
+
+
+def test_conditions_are_timed_interleaved_round_by_round(tiny):
+    """Every condition's share of each round is timed before the next round starts, the order rotated: a slow
+    minute of the machine falls on every condition, and the requests a ratio pairs are timed close together."""
+    from harness.engine_unit import Condition, TimingSettings, time_interleaved
+
+    model, tok = tiny
+    ids = [f"q{i}" for i in range(6)]
+    settings = TimingSettings(max_new_tokens=2, queries=6, repeats=2, rounds=3, batch_sizes=[2], sweep_requests=6,
+                              exclusive=False)
+    conds = [Condition(eval_id="e", label=x, cached=False, adapter=None, prompts=[], rendered=[f"{x} {i}" for i in ids],
+                       ids=ids, answer_tokens=dict.fromkeys(ids, 2), compressor_s=dict.fromkeys(ids, 0.0))
+             for x in "abc"]
+    order = []
+    timed = time_interleaved(conds, tok, settings, "hf", lambda c: (order.append(c.label), (model, None))[1])
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b",  # repeat 0, rounds 0-2
+                     "b", "c", "a", "c", "a", "b", "a", "b", "c"]  # repeat 1
+    for t in timed:
+        assert [(r["repeat"], r["index"]) for r in t["requests"]] == [(r, i) for r in range(2) for i in range(6)]
+        assert [(b["repeat"], b["index"]) for b in t["batches"]] == [(r, j) for r in range(2) for j in range(3)]
 
 
 def test_engine_times_are_read_from_the_token_clock():
