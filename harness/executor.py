@@ -35,6 +35,7 @@ from promptintern.errors import ConfigError
 
 from .artifacts import adapter_problem, remove_partials
 from .claims import UnitClaims
+from .env_info import ALLOCATOR_ENV
 from .plan import Unit
 from .progress_view import ProgressView
 from .store import ResultStore, atomic_write_json
@@ -68,9 +69,11 @@ QUIET_WORKER_ENV = {
 
 
 def worker_env() -> dict[str, str]:
-    """The environment Ray workers get: the passthrough variables that are set, over the quiet defaults."""
-    env = {k: v for k, v in QUIET_WORKER_ENV.items() if k not in os.environ}
-    env.update({k: os.environ[k] for k in (*ENV_PASSTHROUGH, *QUIET_WORKER_ENV) if k in os.environ})
+    """The environment Ray workers get: the passthrough variables that are set, over the quiet and allocator
+    defaults (:data:`harness.env_info.ALLOCATOR_ENV`)."""
+    defaults = {**QUIET_WORKER_ENV, **ALLOCATOR_ENV}
+    env = {k: v for k, v in defaults.items() if k not in os.environ}
+    env.update({k: os.environ[k] for k in (*ENV_PASSTHROUGH, *defaults) if k in os.environ})
     return env
 
 

@@ -217,3 +217,37 @@ def test_workers_load_models_without_library_noise(tmp_path, monkeypatch):
     assert stderr({**base, **worker_env()}).strip() == ""
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")
     assert worker_env()["TRANSFORMERS_VERBOSITY"] == "info"
+
+
+def test_workers_reuse_large_blocks_instead_of_page_faulting(monkeypatch):
+    """With the allocator settings workers get, a process that allocates and frees a 64 MiB tensor again and again
+    stops taking page faults once its heap has grown; with glibc's defaults every allocation is a fresh mmap, faulted in
+    page by page. The user's own value wins; the records say which settings their worker had."""
+    import subprocess
+    import sys
+
+    from harness.env_info import ALLOCATOR_ENV
+    from harness.executor import worker_env
+
+    for k in ALLOCATOR_ENV:
+        monkeypatch.delenv(k, raising=False)
+    code = ("import resource, torch\n"
+            "for _ in range(3):\n    torch.ones(16 << 20).sum()\n"  # warm
+            "f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(20):\n    torch.ones(16 << 20).sum()\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)\n")
+
+    def faults(env):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[-1])
+
+    base = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    tensor = (64 << 20) // 4096  # pages of one tensor
+    assert faults(base) >= 18 * tensor  # every 64 MiB tensor faulted in again
+    assert faults({**base, **worker_env()}) <= 4 * tensor  # the heap grows a few times, then is reused
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
+    assert worker_env()["MALLOC_TOP_PAD_"] == "0"
+    from harness.env_info import hardware
+
+    assert hardware()["allocator"] == {"MALLOC_TOP_PAD_": "0"}
