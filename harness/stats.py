@@ -46,8 +46,8 @@ METHOD_TEXT = {
     "bootstrap": "paired percentile bootstrap over items",
     "all_equal": "every pair equal: no interval",
     "constant": "every item scored the same: no interval",
-    "cluster_bootstrap": ("two-level bootstrap over timed queries (or batches) and their repeats, within this run "
-                          "(a second run on the same machine can fall outside: docs/methodology.md)"),
+    "cluster_bootstrap": ("two-level bootstrap over timed queries (or batches) and their repeats, timed interleaved "
+                          "with the other conditions (between runs: docs/methodology.md)"),
     "range": "range of the per-query (or per-batch) ratios (fewer than 10: no CI)",
     "single": "one timed query: no interval",
 }
