@@ -289,7 +289,7 @@ def test_workers_library_output_goes_to_the_unit_logs_not_the_console(tmp_path, 
     assert "progress: training batches 0/" in by_kind["stage"] and "(100%)" in by_kind["stage"], by_kind["stage"]
     assert "progress: samples generated 0/2" in by_kind["eval"], by_kind["eval"]
     assert "progress: samples generated 2/2 (100%)" in by_kind["eval"], by_kind["eval"]
-    assert "progress: condition passes timed" in by_kind["engine"], by_kind["engine"]
+    assert "progress: requests and sweep batches timed" in by_kind["engine"], by_kind["engine"]
     assert "progress:" not in console
 
 
