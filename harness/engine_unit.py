@@ -23,8 +23,9 @@ What it times (names and definitions as vLLM's serving benchmark):
 Interleaving. Each repeat is cut into ``timing.rounds`` rounds; in every round each condition in turn (the order
 rotated by repeat and round) times its share: the batch-1 queries and the sweep batches whose index falls in that
 round. Every condition's requests are thus spread over the whole unit, and the requests a ratio pairs (the same
-query, the same batch index) are timed minutes apart at most, so a slow minute of the machine falls on both. The unit asks Ray for ``timing.num_cpus`` CPUs (all of a small machine, so no
-other unit runs beside it) and holds the machine-wide timing lock (``timing.exclusive``).
+query, the same batch index) are timed within one round of each other, so a slow minute of the machine falls on
+both. The unit asks Ray for ``timing.num_cpus`` CPUs (all of a small machine, so no other unit runs beside it) and
+holds the machine-wide timing lock (``timing.exclusive``).
 
 The record (:class:`harness.records.EngineRecord`) keeps every timed request and batch; every figure of the tables
 is derived from it (:mod:`harness.efficiency`).
@@ -141,6 +142,12 @@ def _batches(ids: list[str], size: int, requests: int) -> list[list[int]]:
     return [flat[j * size:(j + 1) * size] for j in range(k)]
 
 
+def _sweep(ids: list[str], s: TimingSettings) -> list[tuple[int, int, list[int]]]:
+    """The sweep batches of a condition: (batch size, index, query indices) for every size beyond 1."""
+    return [(b, j, idx) for b in sorted({int(x) for x in s.batch_sizes if int(x) > 1})
+            for j, idx in enumerate(_batches(ids, b, s.sweep_requests))]
+
+
 @dataclass
 class _Work:
     """One condition's timed work, computed once: its encoded queries, each request's decode length, the static
@@ -159,10 +166,8 @@ def _work(tok, cond: Condition, s: TimingSettings) -> _Work:
     cap = s.answered_max_tokens
     decode = [max(s.max_new_tokens, min(cond.answer_tokens[i], cap) if cap else cond.answer_tokens[i])
               for i in cond.ids]
-    batches = [(b, j, idx) for b in sorted({int(x) for x in s.batch_sizes if int(x) > 1})
-               for j, idx in enumerate(_batches(cond.ids, b, s.sweep_requests))]
     return _Work(encoded, decode, static_cache_len([len(e) for e in encoded], max(decode + [s.max_new_tokens])),
-                 batches)
+                 _sweep(cond.ids, s))
 
 
 def time_share(model, tok, cond: Condition, w: _Work, s: TimingSettings, engine: str, prefix, repeat: int,
@@ -257,14 +262,14 @@ def run_engine(unit: dict, store_root: str, data_dir: str | None) -> dict:
             prefix = prefixes[id(cond)]
         return host.model, prefix
 
-    total = s.repeats * sum(len(c.ids) + len(_work(tok, c, s).batches) for c in conds)
+    total = s.repeats * sum(len(c.ids) + len(_sweep(c.ids, s)) for c in conds)
     counter = track("requests and sweep batches timed, every condition in turn", total)
     with exclusive_timing(s.exclusive) as lock:
         timed = time_interleaved(conds, tok, s, engine, activate, on_share=counter.advance)
         info = model_info(host.model)
-    summaries = {id(c): [prefixes[id(c)].summary()] if id(c) in prefixes else [] for c in conds}
     conditions = [{**c.summary(), "ids": c.ids, "answer_tokens": c.answer_tokens, "compressor_s": c.compressor_s,
-                   **timed[i], "prefix": summaries[id(c)]} for i, c in enumerate(conds)]
+                   **timed[i], "prefix": [prefixes[id(c)].summary()] if id(c) in prefixes else []}
+                  for i, c in enumerate(conds)]
     record = engine_record(config=cfg, settings=s.to_dict(), conditions=conditions, meta=run_meta(),
                            model_info={**info, "load": load}, timing_lock=lock,
                            seconds_total=time.perf_counter() - t0)

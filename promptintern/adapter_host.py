@@ -52,6 +52,18 @@ class AdapterNotFoundError(AdapterError, FileNotFoundError):
     pass
 
 
+def adapter_fingerprint(folder) -> tuple:
+    """(name, size, mtime) of an adapter folder's config and weight files: changes when it is rewritten."""
+    out = []
+    for name in ("adapter_config.json", *WEIGHT_FILES):
+        try:
+            st = (Path(folder) / name).stat()
+        except OSError:
+            continue
+        out.append((name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def check_adapter_dir(path) -> dict:
     """The adapter's config, or an error naming the folder when it is missing or is not a LoRA adapter."""
     p = Path(path)
@@ -134,10 +146,7 @@ class AdapterHost:
     def _mark_changed(self) -> None:
         """Note on the model which weights it now has (a prefix KV cache encoded with other weights is stale:
         promptintern.prefix_cache.model_key): one serial per merged adapter folder as it is on disk."""
-        key = None
-        if self.active is not None:
-            key = (self.active, tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                                             for p in Path(self.active).iterdir() if p.is_file())))
+        key = None if self.active is None else (self.active, adapter_fingerprint(self.active))
         if key not in self._serials:
             self._serials[key] = max([*self._serials.values(),
                                       self.model.__dict__.get("_promptintern_adapter_serial", 0)]) + 1

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .adapter_host import adapter_fingerprint
 from .errors import ConfigError
 from .generation import Generation, finish_row
 from .stopping import FENCE, cut_at_stop, has_stop
@@ -160,20 +161,6 @@ def round_stops(text: str, stop: Sequence[str] | None) -> list[str] | None:
     return sorted({FENCE, *(s for s in stop if FENCE in s)})
 
 
-def _adapter_fingerprint(folder: str) -> tuple:
-    """(name, size, mtime) of an adapter folder's config and weight files: changes when it is rewritten."""
-    from .adapter_host import WEIGHT_FILES
-
-    out = []
-    for name in ("adapter_config.json", *WEIGHT_FILES):
-        try:
-            st = (Path(folder) / name).stat()
-        except OSError:
-            continue
-        out.append((name, st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
 # -- the engine -----------------------------------------------------------------------------------------------
 
 
@@ -241,7 +228,7 @@ class VllmEngine:
         weights or config were rewritten gets a new id (vLLM caches adapter weights by id, and prefix-cache
         blocks by adapter name, which includes the id: reusing either would serve the old adapter)."""
         key = str(Path(adapter_dir).expanduser().resolve())
-        fingerprint = _adapter_fingerprint(key)
+        fingerprint = adapter_fingerprint(key)
         known = self._adapter_versions.get(key)
         if known is not None and known[0] == fingerprint:
             return known[1]
