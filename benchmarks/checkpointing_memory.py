@@ -23,8 +23,8 @@ def one(args) -> dict:
     import time
 
     sys.path.insert(0, str(ROOT))
-    import tasks
-    from harness.bench_gpu import training_records
+    from promptintern import tasks
+    from promptintern.harness.bench_gpu import training_records
     from promptintern.models import load_model
     from promptintern.trainer import TrainConfig, attach_adapter, train_stage
 

@@ -34,10 +34,10 @@ GRID = {
 def run_once(workers: int, gpu: bool, model: str) -> tuple[float, int]:
     import ray
 
-    from harness.config import deep_merge, load_experiment
-    from harness.executor import run_plan
-    from harness.plan import build_plan
-    from harness.store import ResultStore
+    from promptintern.harness.config import deep_merge, load_experiment
+    from promptintern.harness.executor import run_plan
+    from promptintern.harness.plan import build_plan
+    from promptintern.harness.store import ResultStore
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_experiment(None)
@@ -68,7 +68,7 @@ def main() -> None:
     p.add_argument("--gpu", action="store_true", help="fractional GPU workers on one GPU")
     p.add_argument("--model", default="tiny")
     args = p.parse_args()
-    from harness.env_info import hardware
+    from promptintern.harness.env_info import hardware
 
     hw = hardware()
     print(f"hardware: {hw['gpu'] or hw['cpu']} ({hw['cpu_count']} CPU cores)")

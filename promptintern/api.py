@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.base import Example
+from promptintern.task_types import Example
 
 from .methods import MethodSpec, plan_method
 from .prompts import encode_for_training, render

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from tasks.base import Example, Task
+from promptintern.task_types import Example, Task
 
 from .methods import PromptRule
 from .prompts import DEFAULT_ANSWER_CUE, EXAMPLES_HEADER, FEWSHOT_LAYOUTS, Prompt

@@ -1,6 +1,6 @@
 """Example retrievers for few-shot example absorption: ``top_k(query, pool, k, exclude_ids=()) -> list``.
 
-Pool items are :class:`tasks.base.Example` objects (anything with ``.id`` and ``.query``); retrieval compares the
+Pool items are :class:`promptintern.task_types.Example` objects (anything with ``.id`` and ``.query``); retrieval compares the
 query text with each item's ``.query``.
 
 Two ways to call a backend:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.artifacts import ADAPTER_FILES
-from harness.store import ResultStore
+from promptintern.harness.artifacts import ADAPTER_FILES
+from promptintern.harness.store import ResultStore
 
 CPU_HW = {"cpu": "Test CPU", "cpu_count": 2, "torch_threads": 2, "gpu": None, "gpu_count": 0, "device": "cpu"}
 GPU_HW = {"cpu": "Test CPU", "cpu_count": 16, "torch_threads": 1, "gpu": "NVIDIA H100 80GB HBM3", "gpu_count": 1,
@@ -70,9 +70,9 @@ def eval_record(uid: str, *, method: dict, train_task: str | None, eval_task: st
                 prefix_cache: bool = False, cached_tokens: int = 0, **_ignored) -> dict:
     """An evaluation record built by the harness's own builder. ``latency`` (per query: TTFT, E2E): the
     evaluation's own batch-1 timings (an older record, or generation.measure); none: timed by an engine record."""
-    from harness.measure import summary_stats
-    from harness.records import efficiency_summary
-    from harness.records import eval_record as build
+    from promptintern.harness.measure import summary_stats
+    from promptintern.harness.records import efficiency_summary
+    from promptintern.harness.records import eval_record as build
 
     n = len(scores)
     samples = []
@@ -152,7 +152,7 @@ def engine_condition(eval_id: str, ids: list[str], *, cached: bool = False, ttft
 
 def engine_record(conditions: list[dict], *, model: str = "tiny", eval_task: str = "mbpp", seed: int = 0,
                   hardware: dict | None = None, slo: dict | None = None) -> dict:
-    from harness.records import engine_record as build
+    from promptintern.harness.records import engine_record as build
 
     settings = {"measure": True, "max_new_tokens": L, "queries": 4, "repeats": 1, "batch_sizes": [2],
                 "sweep_requests": 4, "answered_max_tokens": None, "slo": slo or {"ttft_s": 0.3, "tpot_s": 0.1},
@@ -177,7 +177,7 @@ def stage_record(store: ResultStore, uid: str, *, method: dict, train_task: str,
                  losses: list[float], seconds: float, template_rate: float, mean_prompt_tokens: float,
                  seed: int = 0, model: str = "tiny", hardware: dict | None = None, work_seconds: float | None = None
                  ) -> dict:
-    from harness.records import stage_record as build
+    from promptintern.harness.records import stage_record as build
 
     adapter = store.adapter_dir(uid)
     adapter.mkdir(parents=True, exist_ok=True)

@@ -179,7 +179,7 @@ def test_bad_adapter_folders_name_the_path_and_leave_the_host_pristine(host, ada
 
 
 def test_worker_cache_reuses_the_base_and_holds_one_model(tmp_path):
-    from harness import unit_common
+    from promptintern.harness import unit_common
     from promptintern.models import resolve
 
     unit_common.release_hosts()
@@ -203,12 +203,12 @@ def test_eval_units_reuse_the_base_and_match_a_fresh_worker(tmp_path, data_dir):
     """Two eval units in one process: the second reuses the base; its generations equal a fresh worker's."""
     import yaml
 
-    from harness import unit_common
-    from harness.config import load_experiment
-    from harness.eval_unit import run_eval
-    from harness.plan import build_plan
-    from harness.stage_unit import run_stage
-    from harness.store import ResultStore
+    from promptintern.harness import unit_common
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.eval_unit import run_eval
+    from promptintern.harness.plan import build_plan
+    from promptintern.harness.stage_unit import run_stage
+    from promptintern.harness.store import ResultStore
 
     exp = {
         "name": "hostgrid",

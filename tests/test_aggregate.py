@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from _results_factory import build_store, write_price_dir
 
-from harness import aggregate as agg
-from harness import tables as T
-from harness.cost import load_price_table
-from harness.measure import (
+from promptintern.harness import aggregate as agg
+from promptintern.harness import tables as T
+from promptintern.harness.cost import load_price_table
+from promptintern.harness.measure import (
     mean_se,
     measure_latency,
     measure_throughput,
@@ -18,8 +18,8 @@ from harness.measure import (
     saturating,
     sha256_dir,
 )
-from harness.records import generations_sha256
-from harness.stats import wilson
+from promptintern.harness.records import generations_sha256
+from promptintern.harness.stats import wilson
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_measure_on_tiny_model(tiny):
 
 
 def test_run_measurements_settings(tiny):
-    from harness.measure import run_measurements
+    from promptintern.harness.measure import run_measurements
 
     model, tok = tiny
     prompts, ids = ["Hello there", "Add two numbers"], ["a", "b"]
@@ -248,7 +248,7 @@ def test_run_measurements_settings(tiny):
 
 
 def test_compressor_time_counts_in_latency():
-    from harness.measure import latency_summary
+    from promptintern.harness.measure import latency_summary
 
     s = latency_summary([{"id": "a", "ttft_s": 0.1, "e2e_s": 0.5, "compressor_s": 0.25},
                          {"id": "b", "ttft_s": 0.2, "e2e_s": 0.7}], source="batch1_run")

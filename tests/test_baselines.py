@@ -134,10 +134,10 @@ METHODS_UNDER_TEST = [
 
 
 def _plan(cfg):
-    """harness.plan.build_plan, passing `stages` to STAGED_METHODS whether or not plan.py does so yet."""
+    """promptintern.harness.plan.build_plan, passing `stages` to STAGED_METHODS whether or not plan.py does so yet."""
     import dataclasses
 
-    from harness import plan as plan_mod
+    from promptintern.harness import plan as plan_mod
     from promptintern.methods import STAGED_METHODS
 
     original = plan_mod.method_specs
@@ -159,10 +159,10 @@ def _plan(cfg):
 def grid(tmp_path_factory):
     import os
 
-    from harness.config import load_experiment
-    from harness.eval_unit import run_eval
-    from harness.stage_unit import run_stage
-    from harness.store import ResultStore
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.eval_unit import run_eval
+    from promptintern.harness.stage_unit import run_stage
+    from promptintern.harness.store import ResultStore
 
     data_dir = os.environ.get("PROMPTINTERN_DATA_DIR")
     if not data_dir or not Path(data_dir).is_dir():
@@ -258,7 +258,7 @@ def test_stage_records_follow_the_method_plans(grid):
 def test_context_distillation_targets_come_from_the_teacher_not_the_references(grid):
     """The student's targets are the base model's greedy answers to the full prompt, recomputed here
     independently, and they are not the references."""
-    from harness.unit_common import prompt_builder, task_data
+    from promptintern.harness.unit_common import prompt_builder, task_data
     from promptintern.methods import PromptRule
     from promptintern.models import load_model
     from promptintern.prompts import encode_for_training

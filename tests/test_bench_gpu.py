@@ -6,7 +6,7 @@ import pytest
 
 
 def test_decode_bytes_counts_weights_once_and_the_kv_cache(tiny):
-    from harness.bench_gpu import decode_bytes
+    from promptintern.harness.bench_gpu import decode_bytes
 
     model, _ = tiny
     cfg = model.config
@@ -20,7 +20,7 @@ def test_decode_bytes_counts_weights_once_and_the_kv_cache(tiny):
 
 
 def test_bench_gpu_quick_run_on_cpu(tmp_path, data, monkeypatch):
-    from harness import bench_gpu
+    from promptintern.harness import bench_gpu
 
     out = tmp_path / "bench.json"
     report = bench_gpu.main(["--quick", "--model", "tiny", "--compressor", "truncate", "--out", str(out),
@@ -45,7 +45,7 @@ def test_bench_gpu_quick_run_on_cpu(tmp_path, data, monkeypatch):
 
 
 def test_random_shaped_model_has_the_shape(tiny):
-    from harness.bench_gpu import SHAPES, random_shaped_model
+    from promptintern.harness.bench_gpu import SHAPES, random_shaped_model
 
     _, tok = tiny
     SHAPES["test-small"] = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -63,7 +63,7 @@ def test_grid_ratios_compare_promptintern_with_full_prompt_ft_from_result_files(
 
     import pandas as pd
 
-    from harness.bench_gpu import grid_ratios
+    from promptintern.harness.bench_gpu import grid_ratios
 
     root = Path(__file__).resolve().parent.parent / "results" / "benchmark"
     if not (root / "runs").is_dir():

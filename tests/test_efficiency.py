@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _results_factory import build_store, write_price_dir
 
-from harness.stats import paired_difference, ratio_interval, score_interval
+from promptintern.harness.stats import paired_difference, ratio_interval, score_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,8 +21,8 @@ def test_two_conditions_that_differ_only_in_answer_length(tiny):
     """Same model, same prompts; one condition's answers are 8 tokens, the other's 48. The engine view decodes the
     same L = 8 tokens for both: its speedup is 1 within the noise of the machine (stated: 1/1.5 to 1.5, the tiny
     model's steps take milliseconds); the as-answered view is not."""
-    from harness.efficiency import condition_figures, request_times
-    from harness.engine_unit import Condition, TimingSettings, time_interleaved
+    from promptintern.harness.efficiency import condition_figures, request_times
+    from promptintern.harness.engine_unit import Condition, TimingSettings, time_interleaved
 
     model, tok = tiny
     # prompts of a few hundred tokens: every timed call is milliseconds of real work, not of scheduling noise
@@ -62,7 +62,7 @@ def test_two_conditions_that_differ_only_in_answer_length(tiny):
 def test_conditions_are_timed_interleaved_round_by_round(tiny):
     """Every condition's share of each round is timed before the next round starts, the order rotated: a slow
     minute of the machine falls on every condition, and the requests a ratio pairs are timed close together."""
-    from harness.engine_unit import Condition, TimingSettings, time_interleaved
+    from promptintern.harness.engine_unit import Condition, TimingSettings, time_interleaved
 
     model, tok = tiny
     ids = [f"q{i}" for i in range(6)]
@@ -81,7 +81,7 @@ def test_conditions_are_timed_interleaved_round_by_round(tiny):
 
 
 def test_engine_times_are_read_from_the_token_clock():
-    from harness.efficiency import request_times
+    from promptintern.harness.efficiency import request_times
 
     req = {"tokens": 6, "ttft_s": 0.5, "e2e_s": 1.0, "token_times": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}
     t = request_times(req, 4, 3)
@@ -101,7 +101,7 @@ def test_zero_of_six_against_zero_of_six_is_no_precise_null():
     assert d["method"] == "newcombe" and d["mean"] == 0 and d["hi"] - d["lo"] > 70  # about ±39 points
     s = score_interval(list(a.values()), scale=100)
     assert s["method"] == "wilson" and s["lo"] == 0 and s["hi"] == pytest.approx(39.0, abs=0.1)
-    from harness.format import delta
+    from promptintern.harness.format import delta
 
     row = {"d": d["mean"], "d_lo": d["lo"], "d_hi": d["hi"], "d_ns": d["includes_zero"]}
     assert delta("d")(row) == "+0.0 [-39.0, +39.0] ns"
@@ -111,7 +111,7 @@ def test_newcombe_paired_interval_against_published_examples():
     """Two worked examples of the paired 2x2 table as printed with Newcombe's hybrid score interval (Fagerland,
     Lydersen & Laake, 'Statistical Analysis of Contingency Tables', ch. 8; the R package contingencytables
     implements the same): Bentur et al. (2009) and Cavo et al. (2012)."""
-    from harness.stats import paired_binary_difference
+    from promptintern.harness.stats import paired_binary_difference
 
     def table(both, only_a, only_b, neither):
         a, b, i = {}, {}, 0
@@ -132,7 +132,7 @@ def test_three_timed_queries_give_a_labelled_range_not_a_ci():
     assert r["method"] == "range" and r["n"] == 3
     per = [2.1 / 1.0, 3.0 / 1.1, 2.5 / 1.0]
     assert (r["lo"], r["hi"]) == pytest.approx((min(per), max(per)))
-    from harness.format import ratio
+    from promptintern.harness.format import ratio
 
     text = ratio("s")({"s": r["ratio"], "s_lo": r["lo"], "s_hi": r["hi"], "s_method": r["method"]})
     assert "range" in text and "[" not in text
@@ -158,7 +158,7 @@ def test_the_cluster_bootstrap_covers_at_its_level():
 
 def _definitions(pattern: str) -> list[str]:
     hits = []
-    for p in (ROOT / "harness").glob("*.py"):
+    for p in (ROOT / "promptintern" / "harness").glob("*.py"):
         hits += [f"{p.name}: {m.group(0)}" for m in re.finditer(pattern, p.read_text(), re.M)]
     return hits
 
@@ -173,8 +173,8 @@ def test_one_break_even_one_reference_lookup_one_record_builder_one_formatter():
 
 
 def test_tables_decision_report_and_submission_agree_figure_for_figure(tmp_path, monkeypatch):
-    from harness.decision import decision_rows
-    from harness.report import build_all
+    from promptintern.harness.decision import decision_rows
+    from promptintern.harness.report import build_all
 
     monkeypatch.setenv("PROMPTINTERN_PRICES_DIR", str(write_price_dir(tmp_path / "prices")))
     store = build_store(tmp_path / "exp")
@@ -210,8 +210,8 @@ def test_tables_decision_report_and_submission_agree_figure_for_figure(tmp_path,
 def test_main_csv_has_both_views_and_the_timed_queries(tmp_path):
     import pandas as pd
 
-    from harness.cost import load_price_table
-    from harness.tables import write_tables
+    from promptintern.harness.cost import load_price_table
+    from promptintern.harness.tables import write_tables
 
     store = build_store(tmp_path / "exp")
     paths = write_tables(store, load_price_table("test-prices", write_price_dir(tmp_path / "prices")))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_experiment
-from harness.plan import build_plan, method_specs
+from promptintern.harness.config import load_experiment
+from promptintern.harness.plan import build_plan, method_specs
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
@@ -36,8 +36,8 @@ def test_reference_grid_is_paper_sized():
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.relative_to(REPO).as_posix() for p in COMMITTED])
 def test_committed_results_still_cover_their_grid(path):
     """A schema change must not orphan published results: every unit of a committed grid keeps its id."""
-    from harness.executor import units_to_run
-    from harness.store import ResultStore
+    from promptintern.harness.executor import units_to_run
+    from promptintern.harness.store import ResultStore
 
     cfg = load_experiment(path)
     root = REPO / cfg["results_dir"] / cfg["name"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import cli
+from promptintern.harness import cli
 from promptintern.methods import PromptRule
 from promptintern.prompt_builder import PromptBuilder
 from promptintern.prompts import Prompt, encode_for_training, part_token_counts, render
@@ -30,8 +30,7 @@ class FirstItems:
 
 
 def pyfuncs():
-    import tasks
-
+    from promptintern import tasks
     task = tasks.get_task("pyfuncs", include=[str(FIXTURE)])
     return task, task.load(task.train_split), task.load(task.test_split)
 
@@ -143,8 +142,8 @@ class _Rotating:
 
 
 def _unit_ids(tmp_path, layout: str | None, chat: bool = True) -> dict[str, str]:
-    from harness.config import load_experiment
-    from harness.plan import build_plan
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.plan import build_plan
 
     prompt = {"k_examples": 1, "chat": chat, "compressor": {"name": "truncate", "tokenizer": "tiny"}}
     if layout:
@@ -187,8 +186,8 @@ def test_tasks_check_prints_the_rendered_prompt_of_one_item(capsys):
 
 
 def test_a_few_shot_evaluation_records_the_turns_and_verify_reproduces_them(tmp_path, ray_local):
-    from harness.store import ResultStore
-    from harness.verify import check_generate, sample_text
+    from promptintern.harness.store import ResultStore
+    from promptintern.harness.verify import check_generate, sample_text
     from promptintern.models import load_tokenizer
 
     exp = {"name": "turns", "results_dir": str(tmp_path / "results"), "task_paths": [str(FIXTURE)],
@@ -209,8 +208,7 @@ def test_a_few_shot_evaluation_records_the_turns_and_verify_reproduces_them(tmp_
         assert s["prompt"] == s["messages"][-1]["content"]
         text = sample_text(tok, s, True)
         assert len(tok(text, add_special_tokens=False)["input_ids"]) == s["rendered_prompt_tokens"]
-    import tasks
-
+    from promptintern import tasks
     res = check_generate(store, rec, tasks.get_task("pyfuncs", include=[str(FIXTURE)]))
     assert res.status == "pass", res.detail
 

@@ -14,9 +14,9 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from promptintern.errors import ConfigError
-from tasks.base import Example
-from tasks.metrics.common import mean_aggregate
-from tasks.registry import METRICS, ensure_builtins_registered
+from promptintern.task_types import Example
+from promptintern.tasks.metrics.common import mean_aggregate
+from promptintern.tasks.registry import METRICS, ensure_builtins_registered
 
 ensure_builtins_registered()
 
@@ -44,12 +44,12 @@ def test_all_generic_metrics_are_registered_once():
     for name in GENERIC:
         assert name in METRICS, name
         assert METRICS[name].name == name
-        assert METRICS[name].score.__module__ == "tasks.metrics.generic"
+        assert METRICS[name].score.__module__ == "promptintern.tasks.metrics.generic"
     # only BLEU and chrF have a corpus-level figure, so only they have their own aggregate
     assert {n for n in GENERIC if METRICS[n].aggregate is not None} == {"bleu", "chrf"}
     # the pre-existing metrics are still the ones from their own modules
-    assert METRICS["exact_match"].score.__module__ == "tasks.metrics.text"
-    assert METRICS["choice_accuracy"].score.__module__ == "tasks.metrics.choice_sql_formula"
+    assert METRICS["exact_match"].score.__module__ == "promptintern.tasks.metrics.text"
+    assert METRICS["choice_accuracy"].score.__module__ == "promptintern.tasks.metrics.choice_sql_formula"
 
 
 # ------------------------------------------------------------------------------------------- exact match
@@ -357,7 +357,7 @@ ADD_TESTS = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]
 def sandbox_mode() -> str:
     """The sandbox mode in use; skips when no sandbox can run here (as tests/test_sandbox.py runs whatever
     mode the machine gives)."""
-    from tasks import sandbox
+    from promptintern.tasks import sandbox
 
     try:
         mode = sandbox.sandbox_mode()

@@ -9,11 +9,11 @@ import time
 import pytest
 import yaml
 
-from harness.config import load_experiment
-from harness.executor import run_plan
-from harness.plan import build_plan
-from harness.store import ResultStore
 from promptintern.errors import ConfigError
+from promptintern.harness.config import load_experiment
+from promptintern.harness.executor import run_plan
+from promptintern.harness.plan import build_plan
+from promptintern.harness.store import ResultStore
 
 TINY = {
     "name": "tinygrid",
@@ -108,7 +108,7 @@ def test_grid_completes_resumes_and_reruns_corrupt_results(tmp_path, ray_local, 
     # Adapters are not committed: results without them still aggregate, and nothing re-runs for them ...
     import shutil
 
-    from harness.executor import units_to_run
+    from promptintern.harness.executor import units_to_run
 
     chain = [u for u in units if u.kind == "stage" and u.config["method"]["name"] == "promptintern"]
     chain_eval = next(u for u in units if u.kind == "eval" and u.deps == [chain[-1].id])
@@ -198,7 +198,7 @@ def test_workers_load_models_without_library_noise(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from harness.executor import QUIET_WORKER_ENV, worker_env
+    from promptintern.harness.executor import QUIET_WORKER_ENV, worker_env
 
     code = ("from promptintern.models import load_model\n"
             "m, _ = load_model('tiny', device='cpu')\nm.gradient_checkpointing_enable()\nprint('loaded')\n")
@@ -226,8 +226,8 @@ def test_workers_reuse_large_blocks_instead_of_page_faulting(monkeypatch):
     import subprocess
     import sys
 
-    from harness.env_info import ALLOCATOR_ENV
-    from harness.executor import worker_env
+    from promptintern.harness.env_info import ALLOCATOR_ENV
+    from promptintern.harness.executor import worker_env
 
     for k in ALLOCATOR_ENV:
         monkeypatch.delenv(k, raising=False)
@@ -248,6 +248,6 @@ def test_workers_reuse_large_blocks_instead_of_page_faulting(monkeypatch):
     assert faults({**base, **worker_env()}) <= 4 * tensor  # the heap grows a few times, then is reused
     monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
     assert worker_env()["MALLOC_TOP_PAD_"] == "0"
-    from harness.env_info import hardware
+    from promptintern.harness.env_info import hardware
 
     assert hardware()["allocator"] == {"MALLOC_TOP_PAD_": "0"}

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from harness.config import load_experiment
-from harness.executor import run_plan, units_to_run
-from harness.plan import build_plan, prepare_tasks
-from harness.store import ResultStore
+from promptintern.harness.config import load_experiment
+from promptintern.harness.executor import run_plan, units_to_run
+from promptintern.harness.plan import build_plan, prepare_tasks
+from promptintern.harness.store import ResultStore
 
 GRID = [
     "name=ident",
@@ -79,7 +79,7 @@ def test_a_modified_data_file_reruns_exactly_the_units_that_read_it(tmp_path, da
 
 
 def test_a_new_scoring_version_changes_evaluation_ids_only(data, monkeypatch):
-    from tasks.registry import METRICS
+    from promptintern.tasks.registry import METRICS
 
     cfg = load_experiment(None, [*GRID, "results_dir=/nonexistent"])
     before = build_plan(cfg)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import cli
-from tasks import infra
+from promptintern.harness import cli
+from promptintern.tasks import infra
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pyfuncs"
 MISSING_PYTHON = "/nonexistent interpreter/bin/python"
@@ -31,8 +31,7 @@ def broken_folder(tmp_path: Path) -> Path:
 
 
 def load(folder: Path):
-    import tasks
-
+    from promptintern import tasks
     task = tasks.get_task("pyfuncs", include=[str(folder)])
     return task, task.load(task.test_split)
 
@@ -82,9 +81,9 @@ def test_a_metric_that_raises_fails_the_evaluation():
 def test_a_stored_record_that_scored_sandbox_errors_as_wrong_is_not_a_result(tmp_path):
     from _results_factory import build_store, write_price_dir
 
-    from harness.aggregate import eval_frame, main_table
-    from harness.report import measurement_caveats
-    from harness.tables import to_markdown
+    from promptintern.harness.aggregate import eval_frame, main_table
+    from promptintern.harness.report import measurement_caveats
+    from promptintern.harness.tables import to_markdown
 
     store = build_store(tmp_path / "r", cross_domain=False)
     path = store.path("eval-query-mbpp")
@@ -99,7 +98,7 @@ def test_a_stored_record_that_scored_sandbox_errors_as_wrong_is_not_a_result(tmp
     rec["metrics"] = {"pass@1": 2 / 3, "n": 3.0, "infra_excluded": 1.0}
     path.write_text(json.dumps(rec))
     assert store.read("eval-query-mbpp") is not None
-    from harness.cost import load_price_table
+    from promptintern.harness.cost import load_price_table
 
     ev = eval_frame(store, load_price_table("test-prices", write_price_dir(tmp_path / "prices")))
     row = ev[ev["unit_id"] == "eval-query-mbpp"].iloc[0]
@@ -135,10 +134,10 @@ def test_preflight_fails_the_run_naming_the_cause(tmp_path, capsys):
 def test_a_broken_sandbox_fails_the_evaluation_never_a_zero_row(tmp_path, ray_local, monkeypatch, allowed):
     """Past the preflight (e.g. a cluster node whose sandbox breaks), the evaluation unit itself fails: a FAILED
     row with the cause, whatever the threshold (every sample failed), and no score of 0.0 anywhere."""
-    from harness import preflight
-    from harness.aggregate import eval_frame, main_table
-    from harness.store import ResultStore
-    from harness.tables import to_markdown
+    from promptintern.harness import preflight
+    from promptintern.harness.aggregate import eval_frame, main_table
+    from promptintern.harness.store import ResultStore
+    from promptintern.harness.tables import to_markdown
 
     monkeypatch.setattr(preflight, "check_sandbox", lambda *a, **k: None)
     exp = experiment(tmp_path, broken_folder(tmp_path), scoring={"max_infra_failures": allowed})
@@ -151,4 +150,4 @@ def test_a_broken_sandbox_fails_the_evaluation_never_a_zero_row(tmp_path, ray_lo
     ev = eval_frame(store)
     assert list(ev["status"]) == ["failed"] and all(math.isnan(s) for s in ev["score"])
     table = to_markdown(main_table(ev))
-    assert "| 0.0" not in table and "| FAILED: tasks.infra.InfraError: task 'pyfuncs': 2 of 2 samples" in table
+    assert "| 0.0" not in table and "| FAILED: promptintern.tasks.infra.InfraError: task 'pyfuncs': 2 of 2 samples" in table

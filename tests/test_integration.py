@@ -23,10 +23,10 @@ def test_smollm2_loads_from_the_packaged_gguf_and_answers():
 
 def test_three_stage_promptintern_on_real_mbpp_shrinks_the_prompt(tmp_path, data_dir):
     """A small version of issue 3's CPU acceptance run (the 64-item run is experiments/promptintern_mbpp64.yaml)."""
-    from harness.config import load_experiment
-    from harness.executor import run_plan
-    from harness.plan import build_plan
-    from harness.store import ResultStore
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.executor import run_plan
+    from promptintern.harness.plan import build_plan
+    from promptintern.harness.store import ResultStore
 
     cfg = load_experiment(
         None,

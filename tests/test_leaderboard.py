@@ -7,10 +7,10 @@ import json
 import pytest
 from _results_factory import build_store, chromium_binary, image_stats, screenshot, write_price_dir
 
-from harness import cli
-from harness.leaderboard import build_leaderboard
-from harness.records import generations_sha256
-from harness.submission import build_submission, validate_submission, write_submission
+from promptintern.harness import cli
+from promptintern.harness.leaderboard import build_leaderboard
+from promptintern.harness.records import generations_sha256
+from promptintern.harness.submission import build_submission, validate_submission, write_submission
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ N_MBPP, N_BASH = 4, 2
 
 
 def _draw_ids(task, n):
-    from harness.selection import draw
+    from promptintern.harness.selection import draw
 
     return draw(task.load(task.test_split), n, 0, f"{task.name}/{task.test_split}")
 
@@ -202,7 +202,7 @@ def _real_record(task, uid, *, method, train_task, ids, generations, n_test=None
     """A factory record (eval_record) rewritten onto real test items, with the true scores of ``generations``."""
     from _results_factory import eval_record
 
-    from harness.selection import TaskSelection
+    from promptintern.harness.selection import TaskSelection
 
     by_id = {ex.id: ex for ex in task.load(task.test_split)}
     scores = task.score(generations, [by_id[i] for i in ids])
@@ -241,10 +241,10 @@ def _mbpp_generations(examples):
 
 
 def _write_real_store(root, extra_records=(), task_paths=None):
+    from promptintern import tasks as tasks_mod
     from _results_factory import FEW, FULL
 
-    import tasks as tasks_mod
-    from harness.store import ResultStore, atomic_write_json
+    from promptintern.harness.store import ResultStore, atomic_write_json
 
     store = ResultStore(root)
     mbpp, bash = tasks_mod.get_task("mbpp"), tasks_mod.get_task("nl2bash")
@@ -276,7 +276,7 @@ def _uid(rec):
 
 def _rehash(sub):
     """Recompute every hash a tamperer can recompute (per task, whole submission)."""
-    from harness.submission import submission_generations_sha256
+    from promptintern.harness.submission import submission_generations_sha256
 
     for e in sub["entries"]:
         for rec in e["records"].values():
@@ -286,8 +286,8 @@ def _rehash(sub):
 
 def _refresh(sub):
     """Recompute everything a tamperer can recompute from the records: results, efficiency, costs, hashes."""
-    from harness.cost import load_price_table
-    from harness.submission import _efficiency, _pseudo_eval, _results, recomputed_rows
+    from promptintern.harness.cost import load_price_table
+    from promptintern.harness.submission import _efficiency, _pseudo_eval, _results, recomputed_rows
 
     table = load_price_table(sub["price_table"]["id"])
     for e in sub["entries"]:
@@ -302,7 +302,7 @@ def _refresh(sub):
 
 def _set_score(entry, task, k, value):
     """Change one per-sample score and the aggregates consistently: validation without a re-score accepts it."""
-    from harness.submission import _results
+    from promptintern.harness.submission import _results
 
     s = entry["records"][task]["samples"][k]
     s["score"] = value
@@ -380,7 +380,7 @@ def test_rescore_rejects_a_raised_bleu(real):
 
 
 def test_rescore_flags_foreign_ids_and_missing_test_items(real):
-    import tasks as tasks_mod
+    from promptintern import tasks as tasks_mod
 
     _, sub = real
     train_id = tasks_mod.get_task("mbpp").load("train")[0].id
@@ -416,7 +416,7 @@ def test_rescore_flags_foreign_ids_and_missing_test_items(real):
 
 
 def test_rescore_reports_a_crashing_sample_by_name(real, monkeypatch):
-    from tasks.yaml_task import YamlTask
+    from promptintern.tasks.yaml_task import YamlTask
 
     _, sub = real
     s = copy.deepcopy(sub)
@@ -461,10 +461,9 @@ ADDER = {
 
 
 def test_rescore_a_user_folder_task_via_the_cli(tmp_path, monkeypatch, capsys):
+    from promptintern import tasks as tasks_mod
     import yaml
     from _results_factory import FEW
-
-    import tasks as tasks_mod
 
     monkeypatch.setenv("PROMPTINTERN_PRICES_DIR", str(write_price_dir(tmp_path / "prices")))
     folder = tmp_path / "mytasks"
@@ -527,8 +526,8 @@ def test_the_committed_metatuner_submission_rescores(data):
     (it refused every MetaTuner entry as "the local data differ" before)."""
     from pathlib import Path
 
-    from harness.cost import PRICES_DIR
-    from harness.submission import validate_file
+    from promptintern.harness.cost import PRICES_DIR
+    from promptintern.harness.submission import validate_file
 
     path = Path(__file__).resolve().parents[1] / "results" / "metatuner-cpu" / "submission.json"
     sub = json.loads(path.read_text())

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import get_task
-from tasks.lm_eval_export import export_all, export_task
+from promptintern.tasks import get_task
+from promptintern.tasks.lm_eval_export import export_all, export_task
 
 
 class _FunctionTag(yaml.SafeLoader):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from _results_factory import build_store, eval_record, write_price_dir
 
-from harness.metatuner_unit import diagnostics
-from harness.report import build_all, metatuner_diagnostics_frame
+from promptintern.harness.metatuner_unit import diagnostics
+from promptintern.harness.report import build_all, metatuner_diagnostics_frame
 from promptintern.metatuner.diagnostics import (
     degenerate_reason,
     delta_w_spread,
@@ -132,7 +132,7 @@ def test_training_diagnostics():
 
 
 class _FakeMT:
-    """What :func:`harness.metatuner_unit.diagnostics` uses of a MetaTuner: g_text, factors, F, tok."""
+    """What :func:`promptintern.harness.metatuner_unit.diagnostics` uses of a MetaTuner: g_text, factors, F, tok."""
 
     def __init__(self, with_f: bool):
         self.F = object() if with_f else None
@@ -228,7 +228,7 @@ def test_unit_record_has_diagnostics(tmp_path, data_dir):
     """The real unit on the tiny model: the record's diagnostics, and the unit id's config left as it was."""
     from test_metatuner_unit import _unit
 
-    from harness.metatuner_unit import run_metatuner
+    from promptintern.harness.metatuner_unit import run_metatuner
 
     torch.set_num_threads(1)
     unit = _unit("mt-diag", "nl2bash", batch_size=2)

@@ -1,11 +1,11 @@
 """Issue 8 acceptance: MetaTuner-I, -J and the three ablations land as rows of the main table next to
 PromptIntern, after a grid run through the planner and Ray (tiny model, GSM8K)."""
 
-from harness.aggregate import eval_frame, main_table
-from harness.config import load_experiment
-from harness.executor import run_plan
-from harness.plan import build_plan
-from harness.store import ResultStore
+from promptintern.harness.aggregate import eval_frame, main_table
+from promptintern.harness.config import load_experiment
+from promptintern.harness.executor import run_plan
+from promptintern.harness.plan import build_plan
+from promptintern.harness.store import ResultStore
 
 
 def test_metatuner_rows_sit_beside_promptintern(tmp_path, ray_local, data_dir):

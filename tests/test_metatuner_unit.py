@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from harness.metatuner_unit import run_metatuner
-from harness.store import ResultStore
+from promptintern.harness.metatuner_unit import run_metatuner
+from promptintern.harness.store import ResultStore
 
 EVAL_SAMPLE_KEYS = {  # what harness/eval_unit.py writes per sample
     "id", "prompt", "rendered_prompt_tokens", "generation", "reference", "demo_ids", "tokens", "parts",
@@ -26,8 +26,7 @@ TINY_OPTIONS = {
 
 def _inputs(task: str) -> dict:
     """The plan's item selection for a hand-built unit: the first 8 training and 5 test items."""
-    import tasks
-
+    from promptintern import tasks
     t = tasks.get_task(task)
     return {task: {"train_ids": [ex.id for ex in t.load(t.train_split)[:8]],
                    "test_ids": [ex.id for ex in t.load(t.test_split)[:5]], "removed_ids": []}}
@@ -105,7 +104,7 @@ def test_metatuner_unit_trains_evaluates_and_reloads(tmp_path, data_dir):
     assert [s["generated_prompt"] for s in again["samples"]] == [s["generated_prompt"] for s in rec["samples"]]
     assert [s["generation"] for s in again["samples"]] == [s["generation"] for s in rec["samples"]]
 
-    from harness.aggregate import eval_frame
+    from promptintern.harness.aggregate import eval_frame
 
     df = eval_frame(store)
     assert set(df["label"]) == {"metatuner-I"} and set(df["method"]) == {"metatuner"}
@@ -127,7 +126,7 @@ def test_metatuner_unit_ablation_without_prompt_branch_on_nl2bash(tmp_path, data
 def test_variants_and_ablations_become_table_rows(tmp_path, data_dir):
     """J and the parameter-branch / sharing ablations in one store: they share the cached warm-ups and each
     lands as its own row of the main table, next to whatever else the store holds."""
-    from harness.aggregate import eval_frame, main_table
+    from promptintern.harness.aggregate import eval_frame, main_table
 
     torch.set_num_threads(1)
     variants = {"mt-J": {}, "mt-noparam": {"ablation": "no_param"}, "mt-noshare": {"ablation": "no_share"}}

@@ -53,7 +53,7 @@ def test_query_only_few_shot_and_compression_at_inference():
 
 
 def test_full_prompt_ft_compressed_trains_like_full_prompt_ft_and_tests_compressed():
-    from harness.plan import method_specs
+    from promptintern.harness.plan import method_specs
 
     p = plan_method(spec("full_prompt_ft_compressed", rate=0.3))
     assert p.train == plan_method(spec("full_prompt_ft")).train
@@ -65,7 +65,7 @@ def test_full_prompt_ft_compressed_trains_like_full_prompt_ft_and_tests_compress
 
 
 def test_full_prompt_ft_compressed_shares_the_full_prompt_ft_chain():
-    from harness import plan as plan_mod
+    from promptintern.harness import plan as plan_mod
 
     if "train_spec" not in inspect.getsource(plan_mod):
         pytest.skip("harness/plan.py does not yet honour MethodPlan.train_spec (requested from the lead)")
@@ -161,7 +161,7 @@ def test_labels_are_unique_over_a_grid():
 
 
 def _cfg(methods):
-    from harness.config import DEFAULTS, deep_merge, validate
+    from promptintern.harness.config import DEFAULTS, deep_merge, validate
 
     cfg = deep_merge(DEFAULTS, {"models": ["tiny"]})
     cfg["methods"] = methods
@@ -170,10 +170,10 @@ def _cfg(methods):
 
 
 def test_full_yaml_has_every_method_and_validates():
-    from harness.config import load_experiment
+    from promptintern.harness.config import load_experiment
 
     cfg = load_experiment(ROOT / "experiments" / "full.yaml")
-    from harness import plan as plan_mod
+    from promptintern.harness import plan as plan_mod
     from promptintern.methods import UNIT_KINDS
 
     # MetaTuner (its own unit kind) has its own experiment files (experiments/metatuner_*.yaml); `adapter` evaluates
@@ -184,7 +184,7 @@ def test_full_yaml_has_every_method_and_validates():
 
 
 def test_method_specs_keep_stages_for_staged_methods_once_plan_supports_it():
-    from harness import plan as plan_mod
+    from promptintern.harness import plan as plan_mod
 
     if "STAGED_METHODS" not in inspect.getsource(plan_mod):
         pytest.skip("harness/plan.py does not yet pass `stages` to STAGED_METHODS (requested from the lead)")

@@ -7,13 +7,13 @@ import sqlite3
 
 import pytest
 
-from tasks import get_task
-from tasks.base import Example
-from tasks.extract import extract_code, fenced_blocks
-from tasks.metrics import choice_sql_formula as csf
-from tasks.metrics import math_answers as ma
-from tasks.metrics import text
-from tasks.metrics.common import mean_aggregate
+from promptintern.task_types import Example
+from promptintern.tasks import get_task
+from promptintern.tasks.extract import extract_code, fenced_blocks
+from promptintern.tasks.metrics import choice_sql_formula as csf
+from promptintern.tasks.metrics import math_answers as ma
+from promptintern.tasks.metrics import text
+from promptintern.tasks.metrics.common import mean_aggregate
 
 
 # ------------------------------------------------------------------------------------------- code

@@ -186,7 +186,7 @@ def test_packed_training_is_deterministic_and_matches_unpacked(tmp_path):
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_gradient_checkpointing_recomputes_without_changing_the_optimisation(tmp_path, dropout):
     """The recomputed forward draws the same dropout masks (RNG state kept), so the adapter is the same: why
-    ``train.gradient_checkpointing`` is an execution setting, not part of a unit's id (harness.plan)."""
+    ``train.gradient_checkpointing`` is an execution setting, not part of a unit's id (promptintern.harness.plan)."""
     plain, _ = _run(tmp_path, "plain", packing=True, dropout=dropout)
     ckpt, _ = _run(tmp_path, "ckpt", packing=True, checkpointing=True, dropout=dropout)
     assert ckpt.losses == pytest.approx(plain.losses, rel=1e-5)
@@ -216,7 +216,7 @@ def test_gradient_checkpointing_runs_each_layer_again_in_backward(tmp_path, monk
 
 
 def test_train_config_accepts_the_harness_defaults():
-    from harness.config import DEFAULTS
+    from promptintern.harness.config import DEFAULTS
 
     cfg = TrainConfig.from_dict(DEFAULTS["train"])
     assert cfg.packing is False
@@ -335,9 +335,9 @@ def test_baking_stage_reports_flops_without_padding_count(fresh_tiny, tmp_path):
 def test_stage_table_shows_mfu_and_padding_and_reads_old_records(tmp_path):
     from _results_factory import PI, stage_record
 
-    from harness import aggregate as agg
-    from harness import tables as T
-    from harness.store import ResultStore
+    from promptintern.harness import aggregate as agg
+    from promptintern.harness import tables as T
+    from promptintern.harness.store import ResultStore
 
     store = ResultStore(tmp_path / "exp")
     new = stage_record(store, "s-new", method=PI, train_task="mbpp", stage=0, n_stages=2, losses=[3.0, 2.0],

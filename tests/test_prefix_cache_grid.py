@@ -7,10 +7,10 @@ import json
 
 import yaml
 
-from harness.config import load_experiment
-from harness.executor import run_plan
-from harness.plan import CACHED_SUFFIX, build_plan
-from harness.store import ResultStore
+from promptintern.harness.config import load_experiment
+from promptintern.harness.executor import run_plan
+from promptintern.harness.plan import CACHED_SUFFIX, build_plan
+from promptintern.harness.store import ResultStore
 
 GRID = {
     "name": "cachegrid",
@@ -51,8 +51,8 @@ def test_the_plan_serves_fixed_template_methods_cached_and_times_every_condition
 
 
 def test_cached_rows_match_uncached_generations_and_are_compared(tmp_path, ray_local, data_dir):
-    from harness.report import build_all
-    from harness.submission import build_submission, validate_submission
+    from promptintern.harness.report import build_all
+    from promptintern.harness.submission import build_submission, validate_submission
 
     cfg_plain = _load(tmp_path, "timing.measure=false")
     cfg = _load(tmp_path, "generation.prefix_cache=true")

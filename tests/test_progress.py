@@ -68,9 +68,9 @@ def test_bar_counts_without_a_terminal_bar():
 
 
 def test_the_view_shows_a_line_per_running_unit_with_its_progress(tmp_path):
-    from harness.executor import Summary, _running_marker, unit_progress
-    from harness.progress_view import ProgressView
-    from harness.store import ResultStore
+    from promptintern.harness.executor import Summary, _running_marker, unit_progress
+    from promptintern.harness.progress_view import ProgressView
+    from promptintern.harness.store import ResultStore
 
     store = ResultStore(tmp_path)
     store.runs.mkdir(parents=True, exist_ok=True)

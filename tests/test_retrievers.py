@@ -14,7 +14,7 @@ from promptintern.retrievers import (
     check_pool,
     get_retriever,
 )
-from tasks.base import Example
+from promptintern.task_types import Example
 
 
 def ex(i, query, ref="") -> Example:

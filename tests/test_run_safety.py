@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.artifacts import adapter_problem, partial_dir, publish_dir, weights_sha256
-from harness.claims import UnitClaims, holder, live_claims
-from harness.cli import main
-from harness.config import load_experiment
-from harness.executor import ATTEMPT_HEADER, _GridRun, run_plan, unit_entry, units_to_run
-from harness.plan import build_plan
-from harness.store import ResultStore, diagnose
+from promptintern.harness.artifacts import adapter_problem, partial_dir, publish_dir, weights_sha256
+from promptintern.harness.claims import UnitClaims, holder, live_claims
+from promptintern.harness.cli import main
+from promptintern.harness.config import load_experiment
+from promptintern.harness.executor import ATTEMPT_HEADER, _GridRun, run_plan, unit_entry, units_to_run
+from promptintern.harness.plan import build_plan
+from promptintern.harness.store import ResultStore, diagnose
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -48,7 +48,7 @@ def _env(data_dir) -> dict:
 
 
 def _cli(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "promptintern.harness.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, **kw)
 
 
@@ -62,7 +62,7 @@ def test_a_claim_is_exclusive_names_its_holder_and_dies_with_its_process(tmp_pat
     assert holder(tmp_path, "u1") is None and b.claim("u1")
     b.release_all()
     # a process that dies holding a claim (killed: no clean-up code runs) leaves no stale claim
-    code = ("import os,sys,time; from harness.claims import UnitClaims; c=UnitClaims(sys.argv[1],'dead');"
+    code = ("import os,sys,time; from promptintern.harness.claims import UnitClaims; c=UnitClaims(sys.argv[1],'dead');"
             "assert c.claim('u2'); print('held', flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -151,7 +151,7 @@ def test_a_corrupt_adapter_is_rerun_and_a_failure_never_replaces_a_valid_result(
     run._fail(ev, "worker died", RuntimeError("worker died"))
     assert json.loads(store.path(ev.id).read_text()) == valid
     # and a retry of a unit whose result is already valid returns it without running it again
-    import harness.executor as ex
+    import promptintern.harness.executor as ex
 
     monkeypatch.setitem(ex.RUNNERS, "eval", lambda *a: pytest.fail("a finished unit ran again"))
     assert unit_entry(ev.to_dict(), str(store.root), None, rec, "r")["unit_id"] == ev.id
@@ -254,7 +254,7 @@ def test_overrides_may_follow_options(tmp_path, data_dir, capsys):
 
 
 def test_a_unit_asking_for_more_than_the_machine_has_is_refused_before_ray(tmp_path, data_dir, capsys, monkeypatch):
-    import harness.executor as ex
+    import promptintern.harness.executor as ex
 
     monkeypatch.setattr(ex, "init_ray", lambda *a, **k: pytest.fail("Ray was started"))
     exp = _experiment(tmp_path, resources={"num_cpus": 512, "num_gpus": 0})
@@ -312,7 +312,7 @@ def test_a_failed_rerun_of_a_stage_is_a_failure_not_its_old_record(tmp_path, ray
 
 
 def test_a_unit_another_run_failed_meanwhile_is_not_tried_again(tmp_path):
-    from harness.executor import _write_failure
+    from promptintern.harness.executor import _write_failure
 
     cfg = load_experiment(_experiment(tmp_path, methods=[{"name": "query_only_ft"}]))
     store = ResultStore(tmp_path / "results" / cfg["name"])
@@ -326,7 +326,7 @@ def test_a_unit_another_run_failed_meanwhile_is_not_tried_again(tmp_path):
 
 
 def test_attempts_are_counted_after_a_worker_died_mid_line(tmp_path):
-    from harness.executor import _start_attempt, attempts
+    from promptintern.harness.executor import _start_attempt, attempts
 
     log = tmp_path / "u.log"
     assert _start_attempt(log, "r1") == 1

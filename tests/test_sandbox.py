@@ -1,4 +1,4 @@
-"""Adversarial tests of tasks.sandbox: each misbehaving program is contained, reported as failed with its
+"""Adversarial tests of promptintern.tasks.sandbox: each misbehaving program is contained, reported as failed with its
 reason, and the evaluator carries on (a good program run after them still passes).
 
 Runs in the mode the machine gives (``namespace`` as root with unshare, ``userns`` for users with user
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from _listener import Listener
 
-from tasks import sandbox
-from tasks.sandbox import Limits, run_many, run_python
+from promptintern.tasks import sandbox
+from promptintern.tasks.sandbox import Limits, run_many, run_python
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(timeout_s=2.0, memory_mb=512, max_procs=16, max_output_bytes=200_000)
@@ -241,7 +241,7 @@ def test_environment_is_clean(monkeypatch):
 def test_separate_tests_semantics():
     """Tests run in the verifier against proxies of the program's definitions: classes built by setup code,
     attributes, exceptions the tests expect, in-place mutation, iterators, plain data of every kind."""
-    from tasks.sandbox import Program
+    from promptintern.tasks.sandbox import Program
 
     code = (
         "import math\n"

@@ -1,4 +1,4 @@
-"""Adversarial tests of tasks.sandbox aimed at the harness itself (issue 15, part 5): programs that try to forge
+"""Adversarial tests of promptintern.tasks.sandbox aimed at the harness itself (issue 15, part 5): programs that try to forge
 the verdict, to break the evaluator with what they leave behind, to keep state between samples, to exceed the
 memory cap together, to starve a neighbour, or to reach the host's Unix sockets. Every attack must end as not
 passed (and the batch must go on). Each test fails on the sandbox before this change (checked on a worktree of
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from _listener import Listener
 
-from tasks import sandbox
-from tasks.base import Example
-from tasks.metrics.code_exec import humaneval_pass_at_1, mbpp_pass_at_1
-from tasks.sandbox import Limits, run_many, run_python
+from promptintern.task_types import Example
+from promptintern.tasks import sandbox
+from promptintern.tasks.metrics.code_exec import humaneval_pass_at_1, mbpp_pass_at_1
+from promptintern.tasks.sandbox import Limits, run_many, run_python
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(timeout_s=3.0, memory_mb=512, max_procs=16, max_output_bytes=200_000)
@@ -404,7 +404,7 @@ def test_host_unix_sockets_are_unreachable(mode):
 def test_forged_verdicts_do_not_pass_a_user_tasks_code_tests(monkeypatch):
     """The generic ``code_tests`` metric of a user's task (tests in a record field) runs the answer apart from its
     tests too: the same attacks fail, the right answer passes."""
-    from tasks.metrics.generic import code_tests
+    from promptintern.tasks.metrics.generic import code_tests
 
     names = list(ATTACKS)
     answers = [ATTACKS[n] for n in names] + ["def add(a, b):\n    return a + b\n"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import sandbox
-from tasks.infra import InfraError, sandbox_self_test
+from promptintern.tasks import sandbox
+from promptintern.tasks.infra import InfraError, sandbox_self_test
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = [m for m in ("namespace", "userns") if m == sandbox.sandbox_mode() or (
@@ -102,7 +102,7 @@ def test_evaluator_running_from_a_covered_folder(venvs):
     import json
 
     for base, python in venvs.items():
-        res = subprocess.run([python, "-c", SELF_TEST.format(path=str(REPO / "tasks" / "sandbox.py"))],
+        res = subprocess.run([python, "-c", SELF_TEST.format(path=str(REPO / "promptintern" / "tasks" / "sandbox.py"))],
                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
         assert res.returncode == 0, (base, res.stderr[-2000:])
         got = json.loads(res.stdout.strip().splitlines()[-1])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import cli
 from promptintern.errors import ConfigError, DataFormatError
+from promptintern.harness import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "support_routing"
@@ -71,7 +71,7 @@ def package_state() -> str:
 
 # -- a task from a folder, end to end -----------------------------------------------------------------------------
 def test_folder_task_runs_plan_run_tables_report_and_submission(tmp_path, ray_local, capsys):
-    from harness.submission import validate_submission
+    from promptintern.harness.submission import validate_submission
 
     before = package_state()
     # a task defined by one YAML (template inline) and one data file, outside the repository
@@ -100,7 +100,7 @@ def test_folder_task_runs_plan_run_tables_report_and_submission(tmp_path, ray_lo
 
 
 def cli_render(rec) -> str:
-    from harness.verify import plain_render
+    from promptintern.harness.verify import plain_render
     from promptintern.models import load_tokenizer
 
     s = rec["samples"][0]
@@ -108,8 +108,7 @@ def cli_render(rec) -> str:
 
 
 def test_include_path_lists_the_folder_task_with_its_origin(tmp_path, capsys):
-    import tasks
-
+    from promptintern import tasks
     folder = make_folder(tmp_path)
     assert "adder" not in tasks.list_tasks(include=[])
     assert tasks.task_origin("adder", include=[folder]) == str(folder.resolve())
@@ -128,8 +127,7 @@ def test_include_path_on_plan_finds_a_task_the_experiment_does_not_name(tmp_path
 
 
 def test_a_folder_task_that_shadows_a_builtin_is_an_error_unless_allowed(tmp_path):
-    import tasks
-
+    from promptintern import tasks
     folder = make_folder(tmp_path, {**TASK, "name": "mbpp"})
     (folder / "adder.yaml").rename(folder / "mbpp.yaml")
     with pytest.raises(ConfigError, match="shadows the built-in task"):
@@ -139,7 +137,7 @@ def test_a_folder_task_that_shadows_a_builtin_is_an_error_unless_allowed(tmp_pat
 
 
 def test_shadowing_and_the_environment_through_the_cli(tmp_path, capsys, monkeypatch):
-    from tasks.catalog import TASK_PATHS_ENV
+    from promptintern.tasks.catalog import TASK_PATHS_ENV
 
     folder = make_folder(tmp_path, {**TASK, "name": "mbpp"})
     (folder / "adder.yaml").rename(folder / "mbpp.yaml")
@@ -151,8 +149,8 @@ def test_shadowing_and_the_environment_through_the_cli(tmp_path, capsys, monkeyp
     # $PROMPTINTERN_TASK_PATHS alone finds a folder task, in the driver and (through the unit) in the workers
     other = make_folder(tmp_path / "env")
     monkeypatch.setenv(TASK_PATHS_ENV, str(other))
-    from harness.config import load_experiment
-    from harness.plan import build_plan
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.plan import build_plan
 
     cfg = load_experiment(experiment(tmp_path, other, task_paths=[]))
     assert str(other.resolve()) in cfg["task_paths"]
@@ -208,8 +206,7 @@ def test_check_passes_the_example_folder(capsys):
 def test_jsonl_json_csv_and_parquet_give_the_same_examples(tmp_path):
     import pandas as pd
 
-    import tasks
-
+    from promptintern import tasks
     folder = make_folder(tmp_path)
     recs = records()
     (folder / "data" / "qa.json").write_text(json.dumps(recs))
@@ -226,8 +223,7 @@ def test_jsonl_json_csv_and_parquet_give_the_same_examples(tmp_path):
 
 
 def test_fractions_are_a_seeded_partition_and_jinja_fields_work(tmp_path):
-    import tasks
-
+    from promptintern import tasks
     t = {**TASK, "loader": {"name": "records", "args": {**TASK["loader"]["args"], "seed": 7,
                                                         "fields": {"query": "Q: {{ question | upper }}",
                                                                    "reference": "answer"}}}}
@@ -244,7 +240,7 @@ def test_fractions_are_a_seeded_partition_and_jinja_fields_work(tmp_path):
 
 
 def test_bad_loader_args_name_the_key(tmp_path):
-    from tasks.yaml_task import load_config
+    from promptintern.tasks.yaml_task import load_config
 
     for args, key in (({"fractions": {"train": 0.8, "test": 0.4}}, "loader.args.fractions"),
                       ({"fields": {"query": "question"}}, "loader.args.fields.reference"),
@@ -258,8 +254,7 @@ def test_bad_loader_args_name_the_key(tmp_path):
 
 
 def test_a_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
-    import tasks
-
+    from promptintern import tasks
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = {"hub": {"path": "org/some-dataset"}, "fields": {"query": "q", "reference": "a"}}
     folder = make_folder(tmp_path, {**TASK, "loader": {"name": "records", "args": args}})
@@ -268,8 +263,7 @@ def test_a_hub_dataset_offline_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_a_metric_file_in_the_folder_scores_and_its_content_is_its_version(tmp_path):
-    import tasks
-
+    from promptintern import tasks
     folder = make_folder(tmp_path, {**TASK, "metric": {"file": "metric.py", "function": "score"},
                                     "primary_metric": "close"})
     (folder / "metric.py").write_text(
@@ -292,8 +286,7 @@ def test_a_metric_file_in_the_folder_scores_and_its_content_is_its_version(tmp_p
 
 
 def test_a_missing_field_error_names_file_and_line(tmp_path):
-    import tasks
-
+    from promptintern import tasks
     recs = records()
     recs[9] = {"qid": "q9", "question": "x"}
     folder = make_folder(tmp_path, recs=recs)
@@ -325,8 +318,7 @@ def test_builtin_tasks_keep_their_definition_ids():
     the committed result files (so stored results keep their unit ids), and another role changes the id."""
     from dataclasses import replace
 
-    import tasks
-
+    from promptintern import tasks
     stored = {}
     for p in sorted((ROOT / "results").glob("*/runs/eval-*.json")):
         c = json.loads(p.read_text())["config"]
@@ -343,8 +335,8 @@ def test_builtin_tasks_keep_their_definition_ids():
 
 # -- evaluation-only experiments --------------------------------------------------------------------------------------
 def test_evaluation_only_experiment_plans_untrained_methods(tmp_path):
-    from harness.config import load_experiment
-    from harness.plan import build_plan
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.plan import build_plan
 
     folder = make_folder(tmp_path)
     exp = experiment(tmp_path, folder, tasks={"train": [], "eval": ["adder"], "train_limit": 4, "test_limit": 4},
@@ -358,8 +350,8 @@ def test_evaluation_only_experiment_plans_untrained_methods(tmp_path):
 
 
 def test_an_existing_adapter_is_evaluated_by_path(tmp_path, ray_local):
-    from harness.config import load_experiment
-    from harness.plan import build_plan
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.plan import build_plan
 
     folder = make_folder(tmp_path)
     exp = experiment(tmp_path, folder, tasks={"train": [], "eval": ["adder"], "test_limit": 3},
@@ -374,7 +366,7 @@ def test_an_existing_adapter_is_evaluated_by_path(tmp_path, ray_local):
                      methods=[{"name": "adapter", "options": {"path": str(adapter)}}])
     assert cli.main(["run", str(exp), "--quiet"]) == 0
     rec = json.loads(next((tmp_path / "results" / "by-path" / "runs").glob("eval-*.json")).read_text())
-    from harness.artifacts import weights_sha256
+    from promptintern.harness.artifacts import weights_sha256
 
     assert rec["adapter_sha256"] == weights_sha256(adapter) and rec["config"]["adapter_sha256"] == weights_sha256(adapter)
     mine = next(json.loads(p.read_text()) for p in (tmp_path / "results" / "train-one" / "runs").glob("eval-*.json"))
@@ -438,7 +430,7 @@ def test_internalize_on_the_example_prints_the_decision(tmp_path, ray_local, cap
 
 
 def test_break_even_arithmetic():
-    from harness.compare import break_even
+    from promptintern.harness.compare import break_even
 
     # costs per 1k queries: $10 of training against an untrained reference, $0.002 saved per query
     assert break_even(10.0, 0.0, 3.0, 1.0) == pytest.approx(5000.0)

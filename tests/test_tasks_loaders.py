@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from promptintern.errors import DataFormatError, DatasetNotFoundError
-from tasks import get_task
-from tasks.loaders import common, nl2bash
+from promptintern.tasks import get_task
+from promptintern.tasks.loaders import common, nl2bash
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_hub_fallback_when_online(tmp_path, monkeypatch):
                "test_list": ["assert add(1, 2) == 3"] * 3, "test_setup_code": "", "challenge_test_list": []}  # fmt: skip
         return {"test": [rec]}
 
-    monkeypatch.setattr("tasks.loaders.mbpp.hub_records", fake_hub)
+    monkeypatch.setattr("promptintern.tasks.loaders.mbpp.hub_records", fake_hub)
     ex = get_task("mbpp", tmp_path).load("test")
     assert calls == [("mbpp", "google-research-datasets/mbpp")]
     assert [e.id for e in ex] == ["mbpp/11"]

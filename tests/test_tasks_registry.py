@@ -9,9 +9,9 @@ import yaml
 
 from promptintern.errors import ConfigError
 from promptintern.paths import data_dir as env_data_dir
+from promptintern.tasks import describe_tasks, get_task, list_tasks
+from promptintern.tasks.yaml_task import CONFIG_DIR
 from promptintern.tokens import TiktokenCounter
-from tasks import describe_tasks, get_task, list_tasks
-from tasks.yaml_task import CONFIG_DIR
 
 ALL_TASKS = ["cosmosqa", "gsm8k", "humaneval", "math500", "mbpp", "nl2bash", "nl2formula", "spider"]
 

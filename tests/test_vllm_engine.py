@@ -394,8 +394,8 @@ def test_an_experiment_asking_for_vllm_without_it_fails_before_any_work(tmp_path
     """Preflight refuses generation.engine=vllm where vLLM (or a GPU) is missing, naming the field and the fix."""
     import yaml
 
-    from harness.config import load_experiment
-    from harness.preflight import check_engine
+    from promptintern.harness.config import load_experiment
+    from promptintern.harness.preflight import check_engine
 
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({"name": "v", "models": ["tiny"], "results_dir": str(tmp_path),

@@ -21,7 +21,7 @@ Reading of the paper implemented here (details, defaults and deviations: ``READM
 
 Public entry points: :func:`~.train.train_metatuner`, :func:`~.train.load_metatuner`,
 :func:`~.infer.run_inference`, :class:`~.config.MetaTunerConfig`, :func:`~.config.method_label`; the harness
-unit is ``harness.metatuner_unit.run_metatuner``.
+unit is ``promptintern.harness.metatuner_unit.run_metatuner``.
 """
 
 from .config import MetaTunerConfig, method_label, seed_prompt_text

@@ -131,7 +131,7 @@ def measure_pipeline_throughput(
 ) -> list[dict]:
     """Throughput of the whole pipeline at each batch size: the queries (cycled to the batch size) go through
     prompt generation, the hypernetwork and the actor, which decodes exactly ``max_new_tokens`` tokens per row
-    (as :func:`harness.measure.measure_throughput` does for a plain model). Tokens/s and samples/s count the
+    (as :func:`promptintern.harness.measure.measure_throughput` does for a plain model). Tokens/s and samples/s count the
     three phases' time; each point also gives the phases' seconds."""
     if not examples or not batch_sizes:
         return []

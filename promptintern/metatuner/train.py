@@ -157,7 +157,7 @@ class TrainItem:
     id: str
     query: str  # task.format_query(ex)
     target: str  # task.format_target(ex)
-    example: object = None  # tasks.base.Example, for scoring rollouts
+    example: object = None  # promptintern.task_types.Example, for scoring rollouts
 
 
 @dataclass
