@@ -40,7 +40,7 @@ setup: .venv/.setup-done
 	touch $@
 
 benchmark: setup
-	$(PY) -m promptintern.harness.cli benchmark $(EXPERIMENT) $(OVERRIDES)
+	$(PY) -m promptintern.cli benchmark $(EXPERIMENT) $(OVERRIDES)
 
 test: setup
 	$(PY) -m pytest -q -m "not integration and not gpu" $(PYTEST_ARGS)
@@ -63,10 +63,10 @@ lint: setup
 	$(PY) -m ruff check promptintern tests benchmarks scripts examples
 
 report: setup
-	$(PY) -m promptintern.harness.cli report $(RESULTS)
+	$(PY) -m promptintern.cli report $(RESULTS)
 
 verify: setup
-	$(PY) -m promptintern.harness.cli verify $(RESULTS) --out $(RESULTS)/verify.md
+	$(PY) -m promptintern.cli verify $(RESULTS) --out $(RESULTS)/verify.md
 
 bench-scaling: setup
 	$(PY) benchmarks/scaling.py
@@ -76,7 +76,7 @@ bench-scaling: setup
 BENCH_ARGS ?=
 GRID ?=
 bench-gpu: setup
-	$(PY) -m promptintern.harness.cli bench-gpu $(if $(GRID),--results $(GRID),) $(BENCH_ARGS)
+	$(PY) -m promptintern.cli bench-gpu $(if $(GRID),--results $(GRID),) $(BENCH_ARGS)
 
 clean-results:
 	rm -rf results/benchmark

@@ -16,8 +16,11 @@ from pathlib import Path
 from promptintern.task_types import Example
 
 from .methods import MethodSpec, plan_method
+from .prompt_builder import PromptSettings
 from .prompts import encode_for_training, render
 from .trainer import StageResult, TrainConfig, attach_adapter, train_stage
+
+_PROMPT = PromptSettings()  # the prompt defaults, shared with the harness's ``prompt`` section
 
 
 @dataclass
@@ -64,9 +67,9 @@ def internalize(
     schedule: str = "linear",
     stages: int = 3,
     rate: float = 1.0,
-    k_examples: int = 0,
-    compressor: str = "perplexity",
-    retriever: str = "bm25",
+    k_examples: int = _PROMPT.k_examples,
+    compressor: str = _PROMPT.compressor["name"],
+    retriever: str = _PROMPT.retriever,
     out_dir: str | Path = "promptintern-adapter",
     train: dict | None = None,
     protect: list | None = None,
@@ -85,7 +88,7 @@ def internalize(
     task = PromptTask(template=template, protect=protect)
     spec = MethodSpec(name="promptintern", schedule=schedule, rate=rate, stages=stages, k_examples=k_examples)
     plan = plan_method(spec)
-    cfg = TrainConfig.from_dict(train)
+    cfg = train_config(train)
     base, tok = load_model(model)
     needs_compressor = any(0 < r.template_rate < 1 for r in plan.train)
     builder = PromptBuilder(
@@ -109,6 +112,11 @@ def internalize(
         rows.append({"stage": t + 1, "template_rate": rule.template_rate, "n_examples": rule.n_examples,
                      "mean_prompt_tokens": sum(tokens) / len(tokens)})
     return InternalizeResult(adapter_dir=adapter, stages=results, plan=rows)
+
+
+def train_config(train: dict | None = None) -> TrainConfig:
+    """The stages' training settings: :class:`TrainConfig`'s defaults (the harness's too) updated with ``train``."""
+    return TrainConfig.from_dict(train)
 
 
 def load_internalized(model: str, adapter_dir: str | Path, *, merge: bool = True):

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ConfigError
+from .registry import Registry
 from .schedules import DEFAULT_LAMBDA, plan_stages
 
 
@@ -154,20 +155,19 @@ class MethodSpec:
 
     @property
     def label(self) -> str:
-        if self.name == "metatuner":
-            from .metatuner import method_label
-
-            return method_label(self.options)
+        info = method_info(self.name)
+        if info.label is not None:
+            return info.label(self)
         parts = [self.name]
         if self.schedule:
             parts.append(f"{self.schedule}-T{self.stages}")
-        elif self.name in STAGED_METHODS:
+        elif info.staged:
             parts.append(f"jump-T{self.stages}")
-        if self.name in RATE_METHODS:
+        if info.uses_rate:
             parts.append(f"r{self.rate:g}")
         if self.name == "prompt_baking":
             parts.append(f"{self.options.get('targets', BAKE_DEFAULT_TARGETS)}-targets")
-        if self.first_stage != "full" and (self.name in SCHEDULED_METHODS or self.name in STAGED_METHODS):
+        if self.first_stage != "full" and (info.scheduled or info.staged):
             parts.append(f"first-{self.first_stage}")
         return "/".join(parts)
 
@@ -359,75 +359,77 @@ def prompt_baking(spec: MethodSpec) -> MethodPlan:
     return MethodPlan(train=[rule], test=QUERY_ONLY)
 
 
-def metatuner(spec: MethodSpec) -> MethodPlan:
-    """MetaTuner trains a generator and a hypernetwork in its own unit (harness/metatuner_unit.py); at test time
-    the actor reads the generated prompt and the query. Options are validated by MetaTunerConfig."""
-    from .metatuner import MetaTunerConfig
+@dataclass(frozen=True)
+class MethodInfo:
+    """Everything the project knows about one method, registered once in :data:`METHODS`: how it plans, which
+    ``methods`` keys and options it reads, whether and how it trains, and how tables and plots show it."""
 
-    MetaTunerConfig.from_dict(spec.options)  # an unknown or bad option is an error here, at plan time
-    return MethodPlan(train=[], test=QUERY_ONLY)
+    name: str
+    plan: Callable[[MethodSpec], MethodPlan]
+    trained: bool = True  # fine-tunes on a train task (False: evaluates a model as it is)
+    uses_rate: bool = False  # takes ``rates`` (the template keep rate of its first stage or of its test prompt)
+    scheduled: bool = False  # takes ``schedules``, ``stages`` and ``lam``
+    staged: bool = False  # takes ``stages`` without a schedule
+    options: dict | None = None  # its options with their defaults (None: it reads none)
+    option_names: Callable[[], set[str]] | None = None  # the options, when they are a config class's fields
+    unit_kind: str = "stage"  # "stage": a chain of LoRA stage units; else the one unit kind that trains it
+    label: Callable[[MethodSpec], str] | None = None  # a label other than name/schedule/rate
+    order: int = 99  # its row's position in tables
+    color: str = "#17becf"  # plot colour and marker
+    marker: str = "o"
+
+    def keys(self) -> set[str]:
+        """The keys a ``methods`` entry of this method may have: a key the method would ignore is an error."""
+        keys = {"name", "k_examples"}
+        if self.uses_rate:
+            keys.add("rates")
+        if self.scheduled:
+            keys |= {"schedules", "stages", "lam"}
+        if self.staged:
+            keys.add("stages")
+        if self.reads_options:
+            keys.add("options")
+        return keys
+
+    @property
+    def reads_options(self) -> bool:
+        return self.options is not None or self.option_names is not None
+
+    def option_keys(self) -> set[str] | None:
+        """The option keys it accepts (None: it reads no options)."""
+        if self.option_names is not None:
+            return self.option_names()
+        return None if self.options is None else set(self.options)
 
 
-METHODS: dict[str, Callable[[MethodSpec], MethodPlan]] = {
-    "full_prompt_ft": full_prompt_ft,
-    "query_only_ft": query_only_ft,
-    "few_shot": few_shot,
-    "compress_at_inference": compress_at_inference,
-    "full_prompt_ft_compressed": full_prompt_ft_compressed,
-    "promptintern": promptintern,
-    "promptintern_template_only": promptintern_template_only,
-    "promptintern_examples_only": promptintern_examples_only,
-    "promptintern_no_progression": promptintern_no_progression,
-    "context_distillation": context_distillation,
-    "prompt_baking": prompt_baking,
-    "metatuner": metatuner,
-    "adapter": adapter,
-}
-# Methods that are not a chain of LoRA stages: the planner emits one unit of this kind per (train, eval) task.
-UNIT_KINDS = {"metatuner": "metatuner"}
-RATE_METHODS = {
-    "promptintern",
-    "compress_at_inference",
-    "full_prompt_ft_compressed",
-    "promptintern_template_only",
-    "promptintern_no_progression",
-}
-SCHEDULED_METHODS = {"promptintern", "promptintern_template_only", "promptintern_examples_only"}
-# Methods that take a number of stages T without a schedule (the plan must pass ``stages`` to them too).
-STAGED_METHODS = {"promptintern_no_progression"}
-# Methods whose training needs a teacher (the base model given the full prompt).
-TEACHER_METHODS = {"context_distillation", "prompt_baking"}
+# MetaTuner registers itself from its own package (promptintern.metatuner.method), imported on first use.
+METHODS: Registry[MethodInfo] = Registry("method", field="methods.name", plugins=("promptintern.metatuner.method",))
+for _info in (
+    MethodInfo("few_shot", few_shot, trained=False, order=0, color="#7f7f7f", marker="s"),
+    MethodInfo("compress_at_inference", compress_at_inference, trained=False, uses_rate=True, order=1,
+               color="#bcbd22", marker="D"),
+    MethodInfo("full_prompt_ft", full_prompt_ft, order=2, color="#1f77b4", marker="o"),
+    MethodInfo("query_only_ft", query_only_ft, order=3, color="#d62728", marker="v"),
+    MethodInfo("promptintern", promptintern, uses_rate=True, scheduled=True, order=4, color="#2ca02c", marker="^"),
+    MethodInfo("full_prompt_ft_compressed", full_prompt_ft_compressed, uses_rate=True),
+    MethodInfo("promptintern_template_only", promptintern_template_only, uses_rate=True, scheduled=True),
+    MethodInfo("promptintern_examples_only", promptintern_examples_only, scheduled=True),
+    MethodInfo("promptintern_no_progression", promptintern_no_progression, uses_rate=True, staged=True),
+    MethodInfo("context_distillation", context_distillation, options=DISTILL_OPTIONS),
+    MethodInfo("prompt_baking", prompt_baking, options=BAKE_OPTIONS),
+    MethodInfo("adapter", adapter, trained=False, options=ADAPTER_OPTIONS),
+):
+    METHODS.add(_info.name, _info)
 
-
-# Methods that read ``options`` (the others have none: an options key there is an error).
-OPTION_METHODS = {"context_distillation", "prompt_baking", "metatuner", "adapter"}
-# The smallest T of the staged methods: with one stage PromptIntern (and its ablations) is query-only FT.
+# The smallest T of the staged methods: with one stage PromptIntern (and its ablations) is query_only_ft.
 MIN_STAGES = 2
 
 
-def register_method(
-    name: str, fn: Callable[[MethodSpec], MethodPlan], *, uses_rate=False, scheduled=False, staged=False,
-    options=False,
-):
-    METHODS[name] = fn
-    for flag, group in ((uses_rate, RATE_METHODS), (scheduled, SCHEDULED_METHODS), (staged, STAGED_METHODS),
-                        (options, OPTION_METHODS)):
-        if flag:
-            group.add(name)
-
-
-def method_keys(name: str) -> set[str]:
-    """The keys a ``methods`` entry of this method may have: a key the method would ignore is an error."""
-    keys = {"name", "k_examples"}
-    if name in RATE_METHODS:
-        keys.add("rates")
-    if name in SCHEDULED_METHODS:
-        keys |= {"schedules", "stages", "lam"}
-    if name in STAGED_METHODS:
-        keys.add("stages")
-    if name in OPTION_METHODS:
-        keys.add("options")
-    return keys
+def method_info(name: str) -> MethodInfo:
+    """The registered method ``name`` (a :class:`ConfigError` naming ``methods.name`` and the methods if none)."""
+    if name not in METHODS:
+        raise ConfigError("methods.name", f"unknown method {name!r}; allowed: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
 
 
 def ineffective_rates(name: str, rates: list[float], *, schedule: str | None = None, stages: int = 1, k: int = 1,
@@ -456,8 +458,4 @@ def coinciding_schedules(name: str, schedules: list[str], stages: int, k: int, l
 
 
 def plan_method(spec: MethodSpec) -> MethodPlan:
-    if spec.name not in METHODS:
-        raise ConfigError(
-            "methods.name", f"unknown method {spec.name!r}; allowed: {', '.join(sorted(METHODS))}"
-        )
-    return METHODS[spec.name](spec)
+    return method_info(spec.name).plan(spec)

@@ -18,8 +18,31 @@ from dataclasses import dataclass, field, replace
 
 from promptintern.task_types import Example, Task
 
-from .methods import PromptRule
-from .prompts import DEFAULT_ANSWER_CUE, EXAMPLES_HEADER, FEWSHOT_LAYOUTS, Prompt
+from .fields import boolean, integer, setting, text
+from .methods import FIRST_STAGES, PromptRule
+from .prompts import DEFAULT_ANSWER_CUE, EXAMPLES_HEADER, FEWSHOT_LAYOUTS, TEMPLATE_ROLES, Prompt
+from .retrievers import RETRIEVERS
+
+
+@dataclass
+class PromptSettings:
+    """How prompts are built: an experiment's ``prompt`` section, and the library API's defaults."""
+
+    k_examples: int = setting(1, spec=integer(0))  # K: retrieved examples in the full prompt
+    retriever: str = setting("bm25", spec=text(sorted(RETRIEVERS)))
+    # a test item found in the training pool: dropped from the pool ("raise": an error)
+    pool_overlap: str = setting("drop", spec=text(("drop", "raise")))
+    compressor: dict = field(default_factory=lambda: {"name": "perplexity", "model": "smollm2-135m"})
+    chat: bool = setting(True, spec=boolean())
+    # PromptIntern's stage 0: the full template ("rate": already compressed to the rate)
+    first_stage: str = setting("full", spec=text(FIRST_STAGES))
+    # the recurring prompt as a system message or user text; auto: the task's template_role, else system for chat
+    # models
+    template_role: str = setting("auto", spec=text(("auto", *TEMPLATE_ROLES)))
+    # few-shot demonstrations as user/assistant turns (multiturn) or in one user message (single); a model without
+    # a chat template gets the multi-turn sequence as text with answer_cue after every query
+    fewshot_layout: str = setting("multiturn", spec=text(FEWSHOT_LAYOUTS))
+    answer_cue: str = setting(DEFAULT_ANSWER_CUE, spec=text())
 
 
 @dataclass

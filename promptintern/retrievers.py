@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigError, PromptInternError
+from .registry import Registry
 
 TOKEN = re.compile(r"\w+")
 
@@ -286,24 +287,14 @@ class RandomRetriever(_CachingRetriever):
         return ScoredIndex(pool, scores)
 
 
-RETRIEVERS: dict[str, Callable[..., Retriever]] = {
-    "bm25": BM25Retriever,
-    "dense": DenseRetriever,
-    "random": RandomRetriever,
-}
+RETRIEVERS: Registry[Callable[..., Retriever]] = Registry("retriever")
+for _name, _factory in (("bm25", BM25Retriever), ("dense", DenseRetriever), ("random", RandomRetriever)):
+    RETRIEVERS.add(_name, _factory)
 
-
-def register_retriever(name: str, factory: Callable[..., Retriever]) -> None:
-    if name in RETRIEVERS and RETRIEVERS[name] is not factory:
-        raise ValueError(f"retriever {name!r} registered twice")
-    RETRIEVERS[name] = factory
 
 
 def get_retriever(name: str, **kwargs) -> Retriever:
-    key = str(name).strip().lower()
-    if key not in RETRIEVERS:
-        raise ConfigError("retriever", f"unknown retriever {name!r}; choose one of {sorted(RETRIEVERS)}")
-    return RETRIEVERS[key](**kwargs)
+    return RETRIEVERS.lookup(name)(**kwargs)
 
 
 def build_index(name: str, pool: Sequence, test: Iterable = (), on_overlap: str = "raise", **kwargs) -> Index:

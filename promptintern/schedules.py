@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from .errors import ConfigError
+from .registry import Registry
 
 DEFAULT_LAMBDA = 3.0  # our default decay rate for the exponential schedules (a config value, not the paper's)
 _LAMBDA_EPS = 1e-9  # |λ| below this is treated as the λ → 0 limit (linear)
@@ -196,27 +197,20 @@ def _make_constant(value: float = 1.0, c: float | None = None) -> Constant:
     return Constant(float(c if c is not None else value))
 
 
-SCHEDULES: dict[str, Callable[..., Schedule]] = {
-    "linear": Linear,
-    "exponential": Exponential,
-    "inverse_exponential": InverseExponential,
-    "step": Step,
-    "constant": _make_constant,
-}
 ALIASES = {
     "exp": "exponential",
     "inverse-exponential": "inverse_exponential",
     "inv_exp": "inverse_exponential",
     "inverse_exp": "inverse_exponential",
 }
+SCHEDULES: Registry[Callable[..., Schedule]] = Registry("schedule", aliases=ALIASES)
+for _name, _factory in (("linear", Linear), ("exponential", Exponential), ("inverse_exponential", InverseExponential),
+                        ("step", Step), ("constant", _make_constant)):
+    SCHEDULES.add(_name, _factory)
 
 
 def canonical_name(name: str) -> str:
-    key = str(name).strip().lower().replace(" ", "_")
-    key = ALIASES.get(key, key)
-    if key not in SCHEDULES:
-        raise ConfigError("schedule", f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
-    return key
+    return SCHEDULES.canonical(name)
 
 
 def _accepted_params(factory) -> set[str]:
@@ -244,11 +238,6 @@ def get_schedule(name: str, **params) -> Schedule:
         )
     return factory(**params)
 
-
-def register_schedule(name: str, factory: Callable[..., Schedule]) -> None:
-    if name in SCHEDULES and SCHEDULES[name] is not factory:
-        raise ValueError(f"schedule {name!r} registered twice")
-    SCHEDULES[name] = factory
 
 
 def keep_fractions(name: str, T: int, lam: float | None = None, **params) -> list[float]:

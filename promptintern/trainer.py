@@ -20,15 +20,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .fields import boolean, integer, list_of, number, one_of, setting, text
 from .progress import Bar
+
+PRECISIONS = ("auto", "bf16", "fp32")
+BUDGETS = ("matched", "per_stage")
 
 
 @dataclass
 class LoraSpec:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
+    r: int = setting(8, spec=integer(1))
+    alpha: int = setting(16, spec=number(0, lo_open=True))
+    dropout: float = setting(0.05, spec=number(0, 1, hi_open=True))
+    target_modules: str | list[str] = setting(
+        "all-linear", spec=one_of(text(), list_of(text(), what="a non-empty list of module names")))
 
     def to_peft(self):
         from peft import LoraConfig, TaskType
@@ -44,27 +49,34 @@ class LoraSpec:
 
 @dataclass
 class TrainConfig:
-    lr: float = 2e-4
-    epochs: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_length: int = 1024
-    max_grad_norm: float = 1.0
-    group_by_length: bool = True
+    """How a LoRA stage trains: the library API's and the harness's defaults (an experiment's ``train`` section is
+    these fields, :mod:`promptintern.harness.settings`)."""
+
+    lr: float = setting(3e-4, spec=number(0, lo_open=True))
+    epochs: float = setting(1, spec=number(0, lo_open=True))
+    batch_size: int = setting(4, spec=integer(1))
+    grad_accum: int = setting(1, spec=integer(1))
+    warmup_ratio: float = setting(0.1, spec=number(0, 1))
+    weight_decay: float = setting(0.0, spec=number(0))
+    max_length: int = setting(1024, spec=integer(1))
+    max_grad_norm: float = setting(1.0, spec=number(0))
+    group_by_length: bool = setting(True, spec=boolean())
     # Pack each batch's records into as few rows as fit (same records per step, same loss; less padding).
-    packing: bool = False
+    packing: bool = setting(False, spec=boolean())
     # Recompute each decoder layer's activations in the backward pass instead of keeping them: less memory for
     # long prompts (benchmarks/checkpointing_memory.py measures both), at the cost of a second forward pass.
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = setting(False, spec=boolean())
     # Optimizer steps of this stage, exactly (epochs are repeated, reshuffled, until reached); None = ``epochs``.
     # The harness sets it to give every method of a grid the same training budget (train.budget: matched).
     max_steps: int | None = None
-    # The harness's budget policy (train.budget) that set max_steps: recorded with the stage, unused here.
-    budget: str = "per_stage"
-    # "auto": bf16 autocast (fp32 master weights) where the device computes bf16 natively, else fp32; "bf16", "fp32"
-    precision: str = "auto"
+    # The harness's budget policy (train.budget), recorded with the stage, unused here. matched: every fine-tuning
+    # chain of a (model, train task, seed) gets the optimizer steps of the longest (per_stage x its stages);
+    # per_stage: every stage runs `epochs` (the paper's recipe: T stages = T x steps)
+    budget: str = setting("matched", spec=text(BUDGETS))
+    # "auto": bf16 autocast (fp32 master weights) where the device computes bf16 natively (CUDA, AVX512-BF16/AMX
+    # CPUs), else fp32; "fp32" turns it off, "bf16" forces it. Part of a stage's id: it changes the adapter
+    # (within tolerance)
+    precision: str = setting("auto", spec=text(PRECISIONS))
     seed: int = 0
     lora: LoraSpec = field(default_factory=LoraSpec)
     progress: bool = True
@@ -95,8 +107,6 @@ class StageResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def cpu_has_bf16() -> bool:

@@ -18,4 +18,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PROMPTINTERN_DATA_DIR=$PWD/.devdata HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
     PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt" || true
-python3 -m promptintern.harness.cli bench-gpu --out "$out/bench_gpu.json" "$@" 2>&1 | tee "$out/bench_gpu.log"
+python3 -m promptintern.cli bench-gpu --out "$out/bench_gpu.json" "$@" 2>&1 | tee "$out/bench_gpu.log"

@@ -134,18 +134,18 @@ METHODS_UNDER_TEST = [
 
 
 def _plan(cfg):
-    """promptintern.harness.plan.build_plan, passing `stages` to STAGED_METHODS whether or not plan.py does so yet."""
+    """promptintern.harness.plan.build_plan, with `stages` passed to every staged method."""
     import dataclasses
 
     from promptintern.harness import plan as plan_mod
-    from promptintern.methods import STAGED_METHODS
+    from promptintern.methods import METHODS
 
     original = plan_mod.method_specs
 
     def method_specs(c):
         stages = {m["name"]: int(m.get("stages", 1)) for m in c["methods"]}
         return [
-            dataclasses.replace(s, stages=stages[s.name]) if s.name in STAGED_METHODS else s for s in original(c)
+            dataclasses.replace(s, stages=stages[s.name]) if METHODS[s.name].staged else s for s in original(c)
         ]
 
     plan_mod.method_specs = method_specs

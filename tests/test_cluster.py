@@ -174,7 +174,7 @@ def _unit_nodes(cluster: LocalCluster) -> dict[str, set[str]]:
 def test_a_grid_runs_on_both_nodes_through_promptintern_run_address(cluster, tmp_path, data):
     exp = _grid(tmp_path)
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "promptintern.harness.cli", "run", str(exp), "--address", cluster.address, "--results-dir",
+    cmd = [sys.executable, "-m", "promptintern.cli", "run", str(exp), "--address", cluster.address, "--results-dir",
            str(results), "--quiet"]
     # without the token mode the driver is refused, with a one-line error
     r = subprocess.run(cmd, env=_env(None), capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -91,7 +91,7 @@ def test_promptintern_needs_two_stages_and_ignored_method_keys_are_errors(tmp_pa
         with pytest.raises(ConfigError, match=rf"methods\[0\]\.{key}: full_prompt_ft does not use"):
             load_experiment(None, [f"methods=[{{name: full_prompt_ft, {key}: {value}}}]"])
     # the command line names the field too, before anything runs
-    from promptintern.harness.cli import main
+    from promptintern.cli import main
 
     exp = tmp_path / "bad.yaml"
     exp.write_text("methods:\n  - {name: promptintern, schedules: [linear], stages: 1}\n")

@@ -3,7 +3,7 @@
 Each case is checked the way ``promptintern run`` sees it, with Ray made to fail the test if it is ever started:
 the experiment checks (``load_experiment``), then what needs the filesystem (``promptintern.harness.preflight``), then the
 plan (``prepare_tasks`` / ``build_plan``) and the feasibility of its units on this machine. A few cases also go
-through ``promptintern.harness.cli.main`` (exit 2, ``error: ...`` on stderr).
+through ``promptintern.cli.main`` (exit 2, ``error: ...`` on stderr).
 """
 
 from __future__ import annotations
@@ -399,7 +399,7 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("overrides,pattern", CLI_CASES, ids=[" ".join(c[0]) for c in CLI_CASES])
 def test_the_cli_exits_2_naming_the_field_before_ray(tmp_path, capsys, data_dir, overrides, pattern):
-    from promptintern.harness.cli import main
+    from promptintern.cli import main
 
     assert main(["run", str(write(tmp_path)), *overrides, "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -409,7 +409,7 @@ def test_the_cli_exits_2_naming_the_field_before_ray(tmp_path, capsys, data_dir,
 
 
 def test_cli_plan_names_a_duplicate_key(tmp_path, capsys):
-    from promptintern.harness.cli import main
+    from promptintern.cli import main
 
     text = yaml.safe_dump({**BASE, "results_dir": str(tmp_path / "r")}, sort_keys=False) + "train:\n  lr: 0.01\n"
     assert main(["plan", str(write(tmp_path, text))]) == 2

@@ -187,7 +187,7 @@ def test_shipped_tables_state_openais_rule():
 
 
 def test_prices_command_states_the_caching_rule(tmp_path, monkeypatch, capsys):
-    from promptintern.harness import cli
+    from promptintern import cli
 
     monkeypatch.setenv("PROMPTINTERN_PRICES_DIR", str(write_price_dir(tmp_path)))
     assert cli.main(["prices"]) == 0

@@ -22,7 +22,8 @@ def test_two_conditions_that_differ_only_in_answer_length(tiny):
     same L = 8 tokens for both: its speedup is 1 within the noise of the machine (stated: 1/1.5 to 1.5, the tiny
     model's steps take milliseconds); the as-answered view is not."""
     from promptintern.harness.efficiency import condition_figures, request_times
-    from promptintern.harness.engine_unit import Condition, TimingSettings, time_interleaved
+    from promptintern.harness.engine_unit import Condition, time_interleaved
+    from promptintern.harness.settings import TimingSettings
 
     model, tok = tiny
     # prompts of a few hundred tokens: every timed call is milliseconds of real work, not of scheduling noise
@@ -62,7 +63,8 @@ def test_two_conditions_that_differ_only_in_answer_length(tiny):
 def test_conditions_are_timed_interleaved_round_by_round(tiny):
     """Every condition's share of each round is timed before the next round starts, the order rotated: a slow
     minute of the machine falls on every condition, and the requests a ratio pairs are timed close together."""
-    from promptintern.harness.engine_unit import Condition, TimingSettings, time_interleaved
+    from promptintern.harness.engine_unit import Condition, time_interleaved
+    from promptintern.harness.settings import TimingSettings
 
     model, tok = tiny
     ids = [f"q{i}" for i in range(6)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptintern.harness import cli
+from promptintern import cli
 from promptintern.methods import PromptRule
 from promptintern.prompt_builder import PromptBuilder
 from promptintern.prompts import Prompt, encode_for_training, part_token_counts, render

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptintern.harness import cli
+from promptintern import cli
 from promptintern.tasks import infra
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pyfuncs"

@@ -7,7 +7,7 @@ import json
 import pytest
 from _results_factory import build_store, chromium_binary, image_stats, screenshot, write_price_dir
 
-from promptintern.harness import cli
+from promptintern import cli
 from promptintern.harness.leaderboard import build_leaderboard
 from promptintern.harness.records import generations_sha256
 from promptintern.harness.submission import build_submission, validate_submission, write_submission
@@ -241,9 +241,9 @@ def _mbpp_generations(examples):
 
 
 def _write_real_store(root, extra_records=(), task_paths=None):
-    from promptintern import tasks as tasks_mod
     from _results_factory import FEW, FULL
 
+    from promptintern import tasks as tasks_mod
     from promptintern.harness.store import ResultStore, atomic_write_json
 
     store = ResultStore(root)
@@ -461,9 +461,10 @@ ADDER = {
 
 
 def test_rescore_a_user_folder_task_via_the_cli(tmp_path, monkeypatch, capsys):
-    from promptintern import tasks as tasks_mod
     import yaml
     from _results_factory import FEW
+
+    from promptintern import tasks as tasks_mod
 
     monkeypatch.setenv("PROMPTINTERN_PRICES_DIR", str(write_price_dir(tmp_path / "prices")))
     folder = tmp_path / "mytasks"

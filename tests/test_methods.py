@@ -1,6 +1,5 @@
 """Method plans: every baseline's training stages and test-time prompt, exactly as documented."""
 
-import inspect
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,9 +8,6 @@ import pytest
 from promptintern.errors import ConfigError
 from promptintern.methods import (
     METHODS,
-    RATE_METHODS,
-    SCHEDULED_METHODS,
-    STAGED_METHODS,
     MethodSpec,
     PromptRule,
     StageRule,
@@ -28,11 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def spec(name, **kw):
     kw.setdefault("k_examples", K)
-    if name in SCHEDULED_METHODS:
+    info = METHODS[name]
+    if info.scheduled:
         kw.setdefault("schedule", "linear")
-    if name in SCHEDULED_METHODS | STAGED_METHODS:
+    if info.scheduled or info.staged:
         kw.setdefault("stages", 3)
-    if name in RATE_METHODS:
+    if info.uses_rate:
         kw.setdefault("rate", 0.5)
     return MethodSpec(name=name, **kw)
 
@@ -67,8 +64,6 @@ def test_full_prompt_ft_compressed_trains_like_full_prompt_ft_and_tests_compress
 def test_full_prompt_ft_compressed_shares_the_full_prompt_ft_chain():
     from promptintern.harness import plan as plan_mod
 
-    if "train_spec" not in inspect.getsource(plan_mod):
-        pytest.skip("harness/plan.py does not yet honour MethodPlan.train_spec (requested from the lead)")
     cfg = _cfg([{"name": "full_prompt_ft"}, {"name": "full_prompt_ft_compressed", "rates": [0.3, 0.5]}])
     units = plan_mod.build_plan(cfg)
     stages = [u for u in units if u.kind == "stage"]
@@ -174,11 +169,9 @@ def test_full_yaml_has_every_method_and_validates():
 
     cfg = load_experiment(ROOT / "experiments" / "full.yaml")
     from promptintern.harness import plan as plan_mod
-    from promptintern.methods import UNIT_KINDS
-
     # MetaTuner (its own unit kind) has its own experiment files (experiments/metatuner_*.yaml); `adapter` evaluates
     # an adapter trained elsewhere (evaluation-only experiments, tests/test_task_folders.py).
-    assert {m["name"] for m in cfg["methods"]} == set(METHODS) - set(UNIT_KINDS) - {"adapter"}
+    assert {m["name"] for m in cfg["methods"]} == {n for n, m in METHODS.items() if m.unit_kind == "stage"} - {"adapter"}
     labels = {u.config["method"]["label"] for u in plan_mod.build_plan(cfg) if u.kind != "engine"}
     assert "promptintern_no_progression/jump-T3/r0.5" in labels
 
@@ -186,8 +179,6 @@ def test_full_yaml_has_every_method_and_validates():
 def test_method_specs_keep_stages_for_staged_methods_once_plan_supports_it():
     from promptintern.harness import plan as plan_mod
 
-    if "STAGED_METHODS" not in inspect.getsource(plan_mod):
-        pytest.skip("harness/plan.py does not yet pass `stages` to STAGED_METHODS (requested from the lead)")
     cfg = {"prompt": {"k_examples": K}, "methods": [{"name": "promptintern_no_progression", "stages": 3}]}
     (s,) = plan_mod.method_specs(cfg)
     assert s == spec("promptintern_no_progression", stages=3, rate=1.0)

@@ -6,7 +6,7 @@ import re
 import pytest
 from _results_factory import build_store, chromium_binary, image_stats, screenshot, write_price_dir
 
-from promptintern.harness import cli
+from promptintern import cli
 from promptintern.harness.plots import pareto_front
 from promptintern.harness.report import build_all
 from promptintern.harness.store import ResultStore

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from promptintern.cli import main
 from promptintern.harness.artifacts import adapter_problem, partial_dir, publish_dir, weights_sha256
 from promptintern.harness.claims import UnitClaims, holder, live_claims
-from promptintern.harness.cli import main
 from promptintern.harness.config import load_experiment
 from promptintern.harness.executor import ATTEMPT_HEADER, _GridRun, run_plan, unit_entry, units_to_run
 from promptintern.harness.plan import build_plan
@@ -48,7 +48,7 @@ def _env(data_dir) -> dict:
 
 
 def _cli(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "promptintern.harness.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "promptintern.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, **kw)
 
 

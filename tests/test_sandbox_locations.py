@@ -18,6 +18,7 @@ from promptintern.tasks import sandbox
 from promptintern.tasks.infra import InfraError, sandbox_self_test
 
 REPO = Path(__file__).resolve().parent.parent
+SANDBOX = REPO / "promptintern" / "tasks" / "sandbox"  # stdlib only: loads without the project installed
 MODES = [m for m in ("namespace", "userns") if m == sandbox.sandbox_mode() or (
     os.geteuid() == 0 and sandbox._probe(["unshare", "--user", "--map-root-user", *sandbox.UNSHARE_FLAGS, "true"]))]
 if sandbox.sandbox_mode() not in MODES:
@@ -85,7 +86,7 @@ def test_program_interpreter_in_a_covered_folder(venvs, mode):
 
 SELF_TEST = """
 import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("sb", {path!r})
+spec = importlib.util.spec_from_file_location("sb", {path!r}, submodule_search_locations=[{folder!r}])
 sb = importlib.util.module_from_spec(spec); sys.modules["sb"] = sb; spec.loader.exec_module(sb)
 out = {{}}
 for site in (False, True):
@@ -102,7 +103,7 @@ def test_evaluator_running_from_a_covered_folder(venvs):
     import json
 
     for base, python in venvs.items():
-        res = subprocess.run([python, "-c", SELF_TEST.format(path=str(REPO / "promptintern" / "tasks" / "sandbox.py"))],
+        res = subprocess.run([python, "-c", SELF_TEST.format(path=str(SANDBOX / "__init__.py"), folder=str(SANDBOX))],
                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
         assert res.returncode == 0, (base, res.stderr[-2000:])
         got = json.loads(res.stdout.strip().splitlines()[-1])

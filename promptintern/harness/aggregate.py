@@ -18,6 +18,8 @@ import re
 
 import pandas as pd
 
+from promptintern.methods import METHODS
+
 from .cost import PriceTable, mean_or_nan, record_costs, training_usd
 from .efficiency import (
     Timings,
@@ -34,8 +36,6 @@ from .store import ResultStore
 
 BASELINE_METHOD = "full_prompt_ft"
 BASE_MODEL_METHODS = ("few_shot",)  # the untrained base model, prompted with the full prompt
-METHOD_ORDER = {"few_shot": 0, "compress_at_inference": 1, "full_prompt_ft": 2, "query_only_ft": 3,
-                "promptintern": 4, "metatuner": 5}
 # Metrics already on a 0-100 scale; every other primary metric is a fraction shown as a percentage.
 SCALE_100_METRICS = {"bleu", "corpus_bleu", "chrf", "rouge", "rougeL"}
 GROUP_KEYS = ["model", "eval_task", "train_task", "label", "method", "schedule", "stages", "rate", "cross_domain",
@@ -276,7 +276,7 @@ def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
 
 def by_method_order(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Rows sorted (stably) by ``keys``, where ``"_o"`` stands for the methods' display order."""
-    order = df["method"].map(lambda m: METHOD_ORDER.get(m, 99))
+    order = df["method"].map(lambda m: METHODS[m].order if m in METHODS else 99)
     return df.assign(_o=order).sort_values(keys, kind="stable").drop(columns="_o").reset_index(drop=True)
 
 

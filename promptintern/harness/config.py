@@ -8,102 +8,14 @@ from pathlib import Path
 import yaml
 
 from promptintern.errors import ConfigError
+from promptintern.fields import Spec, _got, _is_int, boolean, integer, list_of, number, rules, text
 
-DEFAULTS: dict = {
-    "name": "experiment",
-    "results_dir": "results",
-    "data_dir": None,
-    # folders of the user's own task YAMLs (relative to the experiment file), as lm-eval's --include_path
-    "task_paths": [],
-    "allow_task_shadowing": False,
-    "models": ["smollm2-135m"],
-    "tasks": {"train": ["mbpp"], "eval": "same", "train_limit": 16, "test_limit": 10, "sample_seed": 0,
-              "near_duplicate_threshold": 0.9, "stratify": {}},
-    "methods": [{"name": "full_prompt_ft"}, {"name": "query_only_ft"}],
-    "seeds": [0],
-    "prompt": {
-        "k_examples": 1,
-        "retriever": "bm25",
-        "pool_overlap": "drop",
-        "compressor": {"name": "perplexity", "model": "smollm2-135m"},
-        "chat": True,
-        "first_stage": "full",
-        # the recurring prompt as a system message or user text; auto: the task's template_role, else system for
-        # chat models
-        "template_role": "auto",
-        # few-shot demonstrations as user/assistant turns (multiturn) or in one user message (single); a model
-        # without a chat template gets the multi-turn sequence as text with answer_cue after every query
-        "fewshot_layout": "multiturn",
-        "answer_cue": "Answer:",
-    },
-    "train": {
-        "lr": 3e-4,
-        "epochs": 1,
-        "batch_size": 4,
-        "grad_accum": 1,
-        "warmup_ratio": 0.1,
-        "weight_decay": 0.0,
-        "max_length": 1024,
-        "max_grad_norm": 1.0,
-        "group_by_length": True,
-        "packing": False,
-        # bf16 autocast (fp32 master weights) where the device computes bf16 natively (CUDA, AVX512-BF16/AMX CPUs);
-        # "fp32" turns it off, "bf16" forces it. Part of a stage's id: it changes the adapter (within tolerance)
-        "precision": "auto",
-        "gradient_checkpointing": False,
-        # matched: every fine-tuning chain of a (model, train task, seed) gets the optimizer steps of the longest
-        # (per_stage x its stages); per_stage: every stage runs `epochs` (the paper's recipe: T stages = T x steps)
-        "budget": "matched",
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
-    },
-    "generation": {
-        "engine": "hf",
-        "batch_size": 8,
-        "max_new_tokens": None,
-        # per-evaluation timings (throughput and batch-1 latency of its own answers, below). With the engine
-        # measurement on (`timing`), which times every condition on the same requests, turn these off; MetaTuner
-        # units always time themselves (the engine unit cannot serve a per-query LoRA)
-        "measure": True,
-        "throughput_batch_sizes": [1, 8],
-        "throughput_max_new_tokens": 16,
-        "throughput_repeats": 3,
-        "latency_samples": 3,
-        "latency_repeats": 3,
-        "latency_max_new_tokens": None,
-        "exclusive_timing": True,
-        # serve every method that sends a fixed template with its recurring prefix's KV cache reused (encoded once):
-        # its evaluation generates so (the same tokens), and the engine measurement times it cached and uncached
-        "prefix_cache": False,
-    },
-    # the engine measurement (harness/engine_unit.py): per (model, eval task, seed), every serving condition
-    # decodes the same number of tokens on the same requests, at batch 1 and in static batches
-    "timing": {
-        "measure": True,
-        "max_new_tokens": 16,  # L: tokens every request decodes (end of sequence ignored)
-        "queries": 20,  # batch-1 timed queries: the first test items (all, if fewer)
-        "repeats": 2,
-        "rounds": 10,  # each repeat cut into rounds; every condition times its share in every round (interleaved)
-        "batch_sizes": [8],  # the saturation sweep beyond batch 1
-        "sweep_requests": 16,  # requests per batch size (the timed queries, cycled)
-        "answered_max_tokens": None,  # as-answered latency: decode up to the real answer's length (null: no cap)
-        "slo": {"ttft_s": 1.0, "tpot_s": 0.1},  # the objective goodput counts requests within
-        "correct_at": None,  # accuracy-qualified goodput: an item counts as correct from this score (null: best)
-        "exclusive": True,  # hold the machine-wide timing lock
-        "num_cpus": None,  # CPUs the unit asks Ray for (null: resources.num_cpus); all of a small machine
-    },
-    # samples that fail for a reason of the harness (sandbox_error, ...) an evaluation may leave out (counted in its
-    # record, the tables and the report); more fail the evaluation. 0: any such sample fails it (tasks/infra.py)
-    "scoring": {"max_infra_failures": 0},
-    # per unit; memory: GiB of RAM Ray reserves for each unit (null: no reservation). Not part of unit ids.
-    "resources": {"num_cpus": 1, "num_gpus": 0, "memory": None},
-    "ray": {"address": None, "num_cpus": None, "num_gpus": None},
-    "retries": 2,
-}
+from .settings import ExperimentSettings, experiment_defaults
+
+# Every key's default, from the section dataclasses (promptintern/harness/settings.py): the one place they are set.
+DEFAULTS: dict = experiment_defaults()
 
 METHOD_KEYS = {"name", "schedules", "rates", "stages", "lam", "k_examples", "options"}
-BUDGETS = ("matched", "per_stage")
-# Methods that evaluate without fine-tuning (the rest need a train task)
-UNTRAINED_METHODS = {"few_shot", "compress_at_inference", "adapter"}
 WARNINGS_KEY = "_warnings"  # validation warnings, kept in the resolved config (and so in experiment.json)
 
 
@@ -232,11 +144,9 @@ def load_yaml(text: str, source: str = "<yaml>"):
 def load_experiment(path: str | Path | None, overrides: list[str] | None = None,
                     include_paths: list[str] | None = None, allow_shadowing: bool = False) -> dict:  # fmt: skip
     """The resolved experiment: defaults < file < ``key=value`` overrides. ``task_paths`` are made absolute
-    (relative to the experiment file, else the working dir), then ``include_paths`` (``--include-path``) and
-    ``$PROMPTINTERN_TASK_PATHS`` are added; ``allow_shadowing`` (``--allow-shadowing``, or
-    ``$PROMPTINTERN_ALLOW_TASK_SHADOWING``) sets ``allow_task_shadowing``."""
-    from promptintern.tasks.catalog import env_allows_shadowing, env_paths
-
+    (relative to the experiment file, else the working dir), then ``include_paths`` (``--include-path`` and
+    ``$PROMPTINTERN_TASK_PATHS``, which the command line reads) are added; ``allow_shadowing`` sets
+    ``allow_task_shadowing``."""
     raw: dict = {}
     source = str(path) if path else "<defaults>"
     if path:
@@ -258,13 +168,13 @@ def load_experiment(path: str | Path | None, overrides: list[str] | None = None,
         tp = [tp]
     if isinstance(tp, list) and all(isinstance(x, str) for x in tp):
         cfg["task_paths"] = list(dict.fromkeys(str((base / Path(x).expanduser()).resolve()) for x in tp))
-        extra = [str(Path(x).expanduser().resolve()) for x in [*(include_paths or []), *env_paths()]]
+        extra = [str(Path(x).expanduser().resolve()) for x in include_paths or []]
         cfg["task_paths"] = list(dict.fromkeys(cfg["task_paths"] + extra))
     for m in cfg.get("methods") if isinstance(cfg.get("methods"), list) else []:
         opts = m.get("options") if isinstance(m, dict) and m.get("name") == "adapter" else None
         if isinstance(opts, dict) and isinstance(opts.get("path"), str):
             opts["path"] = str((base / Path(opts["path"]).expanduser()).resolve())
-    if allow_shadowing or env_allows_shadowing():
+    if allow_shadowing:
         cfg["allow_task_shadowing"] = True
     validate(cfg, source)
     return cfg
@@ -281,157 +191,10 @@ def _require(cond: bool, field: str, msg: str, source: str) -> None:
         raise ConfigError(field, msg, source)
 
 
-# -- the field table: type and range of every plain field -------------------------------------------------------
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # not NaN
-
-
-def _got(v) -> str:
-    text = repr(v)
-    text = text if len(text) <= 60 else text[:57] + "..."
-    kind = {bool: "a boolean", str: "a string", list: "a list", dict: "a mapping", type(None): "null"}.get(type(v))
-    return f"got {text}" + (f" ({kind})" if kind and not isinstance(v, type(None)) else "")
-
-
-class Spec:
-    """One field's rule: ``test(value) -> bool`` and what it must be, for the message."""
-
-    def __init__(self, what: str, test):
-        self.what, self.test = what, test
-
-    def check(self, value, field: str, source: str) -> None:
-        if not self.test(value):
-            raise ConfigError(field, f"must be {self.what}, {_got(value)}", source)
-
-
-def _range(lo, hi, lo_open, hi_open) -> tuple[str, object]:
-    def ok(v):
-        return ((lo is None or (v > lo if lo_open else v >= lo)) and
-                (hi is None or (v < hi if hi_open else v <= hi)))
-    if lo is not None and hi is not None:
-        text = f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    elif lo is not None:
-        text = f" {'>' if lo_open else '>='} {lo:g}"
-    elif hi is not None:
-        text = f" {'<' if hi_open else '<='} {hi:g}"
-    else:
-        text = ""
-    return text, ok
-
-
-def integer(lo=None, hi=None, *, null: bool = False) -> Spec:
-    text, ok = _range(lo, hi, False, False)
-    return Spec(f"an integer{text}" + (" or null" if null else ""),
-                lambda v: (null and v is None) or (_is_int(v) and ok(v)))
-
-
-def number(lo=None, hi=None, *, lo_open=False, hi_open=False, null: bool = False, whole_above_1=False) -> Spec:
-    text, ok = _range(lo, hi, lo_open, hi_open)
-    extra = " (fractions only below 1, as Ray requires)" if whole_above_1 else ""
-    return Spec(f"a number{text}" + (" or null" if null else "") + extra,
-                lambda v: (null and v is None) or (_is_num(v) and ok(v) and
-                                                   (not whole_above_1 or v <= 1 or float(v).is_integer())))
-
-
-def boolean() -> Spec:
-    return Spec("true or false", lambda v: isinstance(v, bool))
-
-
-def text(choices=None, *, null: bool = False) -> Spec:
-    if choices is not None:
-        choices = tuple(choices)
-        return Spec(f"one of {', '.join(map(str, choices))}" + (" or null" if null else ""),
-                    lambda v: (null and v is None) or (isinstance(v, str) and v in choices))
-    return Spec("a non-empty string" + (" or null" if null else ""),
-                lambda v: (null and v is None) or (isinstance(v, str) and bool(v.strip())))
-
-
-def list_of(item: Spec, *, nonempty: bool = True, what: str | None = None) -> Spec:
-    return Spec(what or f"a {'non-empty ' if nonempty else ''}list, each item {item.what} (write [x] for one)",
-                lambda v: isinstance(v, list) and (bool(v) or not nonempty) and all(item.test(x) for x in v))
-
-
-def one_of(*specs: Spec) -> Spec:
-    return Spec(" or ".join(s.what for s in specs), lambda v: any(s.test(v) for s in specs))
-
-
 def _field_table() -> dict[str, Spec]:
-    """Dotted field -> rule, for every field of a fixed type (the rest: tasks, methods, compressor, below)."""
-    from promptintern.generation import ENGINES
-    from promptintern.methods import FIRST_STAGES
-    from promptintern.prompts import FEWSHOT_LAYOUTS, TEMPLATE_ROLES
-    from promptintern.retrievers import RETRIEVERS
-
-    return {
-        "results_dir": text(),
-        "data_dir": text(null=True),
-        "allow_task_shadowing": boolean(),
-        "retries": integer(0),
-        "tasks.sample_seed": integer(),
-        "tasks.near_duplicate_threshold": number(0, 1, lo_open=True, null=True),
-        "prompt.k_examples": integer(0),
-        "prompt.retriever": text(sorted(RETRIEVERS)),
-        "prompt.pool_overlap": text(("drop", "raise")),
-        "prompt.chat": boolean(),
-        "prompt.first_stage": text(FIRST_STAGES),
-        "prompt.template_role": text(("auto", *TEMPLATE_ROLES)),
-        "prompt.fewshot_layout": text(FEWSHOT_LAYOUTS),
-        "prompt.answer_cue": text(),
-        "scoring.max_infra_failures": integer(0),
-        "train.lr": number(0, lo_open=True),
-        "train.epochs": number(0, lo_open=True),
-        "train.batch_size": integer(1),
-        "train.grad_accum": integer(1),
-        "train.warmup_ratio": number(0, 1),
-        "train.weight_decay": number(0),
-        "train.max_length": integer(1),
-        "train.max_grad_norm": number(0),
-        "train.group_by_length": boolean(),
-        "train.packing": boolean(),
-        "train.precision": text(("auto", "bf16", "fp32")),
-        "train.gradient_checkpointing": boolean(),
-        "train.budget": text(BUDGETS),
-        "train.lora.r": integer(1),
-        "train.lora.alpha": number(0, lo_open=True),
-        "train.lora.dropout": number(0, 1, hi_open=True),
-        "train.lora.target_modules": one_of(text(), list_of(text(), what="a non-empty list of module names")),
-        "generation.engine": text(sorted((*ENGINES, "vllm"))),  # vllm: optional, GPU (promptintern.vllm_engine)
-        "generation.batch_size": integer(1),
-        "generation.measure": boolean(),
-        "generation.throughput_batch_sizes": list_of(integer(1), what="a non-empty list of integers >= 1 (write [8] "
-                                                     "for one)"),
-        "generation.throughput_max_new_tokens": integer(1),
-        "generation.throughput_repeats": integer(1),
-        "generation.latency_samples": integer(0),
-        "generation.latency_repeats": integer(1),
-        "generation.latency_max_new_tokens": integer(1, null=True),
-        "generation.exclusive_timing": boolean(),
-        "generation.prefix_cache": boolean(),
-        "timing.measure": boolean(),
-        "timing.max_new_tokens": integer(2),
-        "timing.queries": integer(1),
-        "timing.repeats": integer(1),
-        "timing.rounds": integer(1),
-        "timing.batch_sizes": list_of(integer(1), nonempty=False, what="a list of batch sizes >= 1 ([] for batch 1 "
-                                      "only)"),
-        "timing.sweep_requests": integer(1),
-        "timing.answered_max_tokens": integer(1, null=True),
-        "timing.slo.ttft_s": number(0, lo_open=True),
-        "timing.slo.tpot_s": number(0, lo_open=True),
-        "timing.correct_at": number(null=True),
-        "timing.exclusive": boolean(),
-        "timing.num_cpus": number(0, lo_open=True, null=True, whole_above_1=True),
-        "resources.num_cpus": number(0, whole_above_1=True),
-        "resources.num_gpus": number(0, whole_above_1=True),
-        "resources.memory": number(0, lo_open=True, null=True),
-        "ray.address": text(null=True),
-        "ray.num_cpus": integer(1, null=True),
-        "ray.num_gpus": integer(0, null=True),
-    }
+    """Dotted field -> rule, for every field of a fixed type (the rest: tasks, methods, compressor, below): the
+    rules the settings dataclasses carry beside their defaults (promptintern/harness/settings.py)."""
+    return rules(ExperimentSettings)
 
 
 # Per-method fields (``methods[i].<key>``); ``stages`` and ``schedules`` have their own checks below.
@@ -457,27 +220,14 @@ def _get(cfg: dict, dotted: str):
     return node
 
 
-def method_options(name: str) -> set[str] | None:
-    """The option keys a method accepts (None: it reads no options)."""
-    from promptintern import methods
-
-    if name == "metatuner":
-        from dataclasses import fields
-
-        from promptintern.metatuner.config import MetaTunerConfig
-
-        return {f.name for f in fields(MetaTunerConfig)}
-    table = {"context_distillation": methods.DISTILL_OPTIONS, "prompt_baking": methods.BAKE_OPTIONS,
-             "adapter": methods.ADAPTER_OPTIONS}
-    return set(table[name]) if name in table else None
-
-
 def compressor_factory(name: str):
     """The registered factory of a compressor name (aliases allowed), or None."""
-    from promptintern.compressors import ALIASES, COMPRESSORS
+    from promptintern.compressors import COMPRESSORS
 
-    key = str(name).strip().lower()
-    return COMPRESSORS.get(ALIASES.get(key, key))
+    try:
+        return COMPRESSORS.lookup(name)
+    except ConfigError:
+        return None
 
 
 def check_kwargs(factory, kwargs: dict, where: str, what: str, source: str) -> None:
@@ -522,18 +272,13 @@ def _check_methods(cfg: dict, source: str, warnings: list) -> None:
     from promptintern.methods import (
         METHODS,
         MIN_STAGES,
-        RATE_METHODS,
-        SCHEDULED_METHODS,
-        STAGED_METHODS,
         coinciding_schedules,
         ineffective_rates,
-        method_keys,
         plan_method,
     )
 
     from .plan import method_specs
 
-    TRAINED_METHODS = set(METHODS) - UNTRAINED_METHODS
     _require(isinstance(cfg["methods"], list) and cfg["methods"], "methods",
              f"must be a non-empty list of methods ({{name: ...}} entries), {_got(cfg['methods'])}", source)
     first_stage = cfg["prompt"]["first_stage"]
@@ -544,17 +289,18 @@ def _check_methods(cfg: dict, source: str, warnings: list) -> None:
         name = m["name"]
         _require(isinstance(name, str) and name in METHODS, f"{where}.name",
                  f"unknown method {name!r}; allowed: {', '.join(sorted(METHODS))}", source)
-        for k in sorted(set(m) - method_keys(name)):
+        info = METHODS[name]
+        for k in sorted(set(m) - info.keys()):
             raise ConfigError(f"{where}.{k}", f"{name} does not use {k!r} (it would be ignored); its keys: "
-                              f"{', '.join(sorted(method_keys(name)))}", source)
+                              f"{', '.join(sorted(info.keys()))}", source)
         if not cfg["tasks"]["train"]:
-            _require(name not in TRAINED_METHODS, f"{where}.name", f"{name} fine-tunes on a train task, but "
+            _require(not info.trained, f"{where}.name", f"{name} fine-tunes on a train task, but "
                      "tasks.train is empty (evaluation only: few_shot, compress_at_inference, adapter, or a model "
                      "path in models)", source)
         for key, spec in METHOD_FIELDS.items():
             if key in m:
                 spec.check(m[key], f"{where}.{key}", source)
-        if "schedules" in m or name in SCHEDULED_METHODS:
+        if "schedules" in m or info.scheduled:
             sch = m.get("schedules")
             _require(isinstance(sch, list) and bool(sch) and all(isinstance(s, str) for s in sch),
                      f"{where}.schedules", f"{name} needs a non-empty list of schedule names (write [linear] for "
@@ -568,19 +314,19 @@ def _check_methods(cfg: dict, source: str, warnings: list) -> None:
         if "rates" in m:
             _require(len(set(m["rates"])) == len(m["rates"]), f"{where}.rates", f"lists a rate twice: {m['rates']}",
                      source)
-        if name in SCHEDULED_METHODS | STAGED_METHODS:
+        if info.scheduled or info.staged:
             st = m.get("stages")
             _require(_is_int(st) and st >= MIN_STAGES, f"{where}.stages",
                      f"{name} needs an integer stages >= {MIN_STAGES} (with one stage it is query_only_ft), "
                      f"{_got(st)}", source)
         opts = m.get("options")
         if isinstance(opts, dict):
-            allowed = method_options(name)
+            allowed = info.option_keys()
             for k, v in opts.items():
                 if allowed is not None and k not in allowed:
                     raise ConfigError(f"{where}.options.{k}", f"unknown option of {name}; allowed: "
                                       f"{', '.join(sorted(allowed))}", source)
-                if k in OPTION_FIELDS and name != "metatuner":
+                if k in OPTION_FIELDS and info.options is not None:
                     OPTION_FIELDS[k].check(v, f"{where}.options.{k}", source)
         # every grid point of the entry plans (options, schedule parameters): errors name this entry
         try:
@@ -591,13 +337,13 @@ def _check_methods(cfg: dict, source: str, warnings: list) -> None:
             raise _method_error(e, where, name, source) from None
         k_ex = m.get("k_examples", cfg["prompt"]["k_examples"])
         lam = float(m.get("lam", 3.0))
-        if name in SCHEDULED_METHODS and len(m["schedules"]) > 1:
+        if info.scheduled and len(m["schedules"]) > 1:
             same = coinciding_schedules(name, list(m["schedules"]), m["stages"], k_ex, lam,
                                         list(m.get("rates") or [1.0]), first_stage)
             for a, b in same:
                 warnings.append(f"{where}.schedules: {a} and {b} give identical stage plans at stages="
                                 f"{m['stages']}: comparing them compares identical runs (use more stages)")
-        if name in RATE_METHODS and m.get("rates"):
+        if info.uses_rate and m.get("rates"):
             for sched in (m.get("schedules") or [None]):
                 idle = ineffective_rates(name, list(m["rates"]), schedule=sched, stages=m.get("stages", 1),
                                          k=k_ex, lam=lam, first_stage=first_stage)

@@ -34,43 +34,14 @@ is derived from it (:mod:`promptintern.harness.efficiency`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from promptintern.progress import track
 
+from .settings import TimingSettings
 from .store import ResultStore
 from .unit_common import adapter_host, run_meta, set_threads, task_data, test_prompts
-
-
-@dataclass
-class TimingSettings:
-    """The ``timing`` section of an experiment (defaults: :data:`promptintern.harness.config.DEFAULTS`)."""
-
-    measure: bool = True
-    max_new_tokens: int = 16
-    queries: int = 20
-    repeats: int = 2
-    rounds: int = 10
-    batch_sizes: list[int] = field(default_factory=lambda: [8])
-    sweep_requests: int = 16
-    answered_max_tokens: int | None = None  # None: every request decodes its real answer's length (at least L)
-    slo: dict = field(default_factory=lambda: {"ttft_s": 1.0, "tpot_s": 0.1})
-    correct_at: float | None = None  # None: an answer is correct when it has the metric's best score
-    exclusive: bool = True
-    num_cpus: float | None = None  # None: resources.num_cpus
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> TimingSettings:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def identity(self) -> dict:
-        """What the measurement depends on (execution settings left out, like ``resources``)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("measure", "exclusive", "num_cpus")}
 
 
 @dataclass

@@ -56,8 +56,6 @@ ENV_PASSTHROUGH = (
     "HF_DATASETS_OFFLINE",
     "HF_HOME",
     "TOKENIZERS_PARALLELISM",
-    "PROMPTINTERN_TASK_PATHS",
-    "PROMPTINTERN_ALLOW_TASK_SHADOWING",
 )
 # Workers' library noise stays out of the run log (one progress view): no "Loading weights" bars, no advisory
 # and deprecation warnings from every worker. A value set in the driver's environment wins.

@@ -28,10 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from promptintern.hashing import content_id as _content_id
 from promptintern.methods import (
-    RATE_METHODS,
-    SCHEDULED_METHODS,
-    STAGED_METHODS,
-    UNIT_KINDS,
+    METHODS,
     MethodSpec,
     plan_method,
 )
@@ -134,8 +131,9 @@ def method_specs(cfg: dict) -> list[MethodSpec]:
     out = []
     k = cfg["prompt"]["k_examples"]
     for m in cfg["methods"]:
-        schedules = (m.get("schedules") or [None]) if m["name"] in SCHEDULED_METHODS else [None]
-        rates = (m.get("rates") or [1.0]) if m["name"] in RATE_METHODS else [1.0]
+        info = METHODS[m["name"]]
+        schedules = (m.get("schedules") or [None]) if info.scheduled else [None]
+        rates = (m.get("rates") or [1.0]) if info.uses_rate else [1.0]
         for sched in schedules:
             for rate in rates:
                 out.append(
@@ -143,7 +141,7 @@ def method_specs(cfg: dict) -> list[MethodSpec]:
                         name=m["name"],
                         schedule=sched,
                         rate=float(rate),
-                        stages=int(m.get("stages", 1)) if sched or m["name"] in STAGED_METHODS else 1,
+                        stages=int(m.get("stages", 1)) if sched or info.staged else 1,
                         lam=float(m.get("lam", 3.0)),
                         k_examples=int(m.get("k_examples", k)),
                         options=dict(m.get("options") or {}),
@@ -263,7 +261,7 @@ def chain_budget(cfg: dict, specs: list[MethodSpec], n_train: int) -> int:
     from promptintern.trainer import TrainConfig, planned_steps
 
     per_stage = planned_steps(n_train, TrainConfig.from_dict({**cfg["train"], "max_steps": None}))
-    stages = [len(plan_method(s).train) for s in specs if s.name not in UNIT_KINDS]
+    stages = [len(plan_method(s).train) for s in specs if METHODS[s.name].unit_kind == "stage"]
     return per_stage * max([n for n in stages if n] or [0])
 
 
@@ -289,8 +287,8 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                 # A method that trains exactly like another grid point (MethodPlan.train_spec) shares its stages.
                 train_spec = plan.train_spec or spec
                 train_method = {**train_spec.to_dict(), "label": train_spec.label}
-                if spec.name in UNIT_KINDS:
-                    units.extend(_own_unit_kind(cfg, UNIT_KINDS[spec.name], model, seed, method, shared, resources,
+                if METHODS[spec.name].unit_kind != "stage":
+                    units.extend(_own_unit_kind(cfg, METHODS[spec.name].unit_kind, model, seed, method, shared, resources,
                                                 prep))
                     continue
                 # an evaluation-only experiment (no train task) still evaluates the untrained methods
@@ -369,7 +367,7 @@ def engine_units(cfg: dict, units: list[Unit], prep: dict) -> list[Unit]:
     """One engine unit per (model, eval task, seed) with evaluations to time (``timing.measure``; not on vLLM,
     whose evaluations time themselves): every evaluation served uncached, and cached where it generated with its
     prefix cache. It depends on the evaluations and on the stages whose adapters it serves."""
-    from .engine_unit import TimingSettings
+    from .settings import TimingSettings
 
     timing = TimingSettings.from_dict(cfg.get("timing"))
     if not timing.measure or cfg["generation"].get("engine") == "vllm":

@@ -19,12 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import BASELINE_METHOD, display_score
+from promptintern.methods import METHODS, MethodInfo
 
-METHOD_COLORS = {"few_shot": "#7f7f7f", "compress_at_inference": "#bcbd22", "full_prompt_ft": "#1f77b4",
-                 "query_only_ft": "#d62728", "promptintern": "#2ca02c", "metatuner": "#9467bd"}
-MARKERS = {"few_shot": "s", "compress_at_inference": "D", "full_prompt_ft": "o", "query_only_ft": "v",
-           "promptintern": "^", "metatuner": "P"}
+from .aggregate import BASELINE_METHOD, display_score
 
 
 def _figure(n_panels: int, width_per: float = 5.0, height: float = 4.0):
@@ -52,7 +49,7 @@ def _score_limits(ax, ys) -> None:
 
 
 def _color(method: str) -> str:
-    return METHOD_COLORS.get(method, "#17becf")
+    return METHODS[method].color if method in METHODS else MethodInfo.color
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -81,7 +78,7 @@ def accuracy_vs_tokens(main: pd.DataFrame, path: Path) -> Path:
         ys = [display_score(m, s) for m, s in zip(sub["metric"], sub["score"], strict=True)]
         for i, r in sub.iterrows():
             hollow = bool(r["cross_domain"])
-            ax.scatter([xs[i]], [ys[i]], marker=MARKERS.get(r["method"], "o"), s=55, zorder=3,
+            ax.scatter([xs[i]], [ys[i]], marker=METHODS[r["method"]].marker if r["method"] in METHODS else "o", s=55, zorder=3,
                        facecolors="none" if hollow else _color(r["method"]), edgecolors=_color(r["method"]),
                        label=r["label"] + (f" ({r['train_task']}→)" if hollow else ""))
         front = pareto_front(list(zip(xs, ys, strict=True)))

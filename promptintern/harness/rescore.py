@@ -24,13 +24,12 @@ def _listed(errors: list[str], ids: list[str], line) -> None:
 
 
 def _task_folders(sub: dict, include, base_dir) -> list[str]:
-    """Where the tasks come from: ``include`` (--include-path), ``$PROMPTINTERN_TASK_PATHS`` and the
-    submission's own ``task_folders`` (relative to the submission file's folder) that exist here."""
-    from promptintern.tasks.catalog import env_paths
-
+    """Where the tasks come from: ``include`` (--include-path and ``$PROMPTINTERN_TASK_PATHS``, passed by the
+    command line) and the submission's own ``task_folders`` (relative to the submission file's folder) that exist
+    here."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     own = [base / p for p in ((sub.get("task_folders") or {}).get("paths") or []) if isinstance(p, str)]
-    paths = [str(Path(p).expanduser().resolve()) for p in [*(include or []), *env_paths()]]
+    paths = [str(Path(p).expanduser().resolve()) for p in include or []]
     paths += [str(p.resolve()) for p in own if p.is_dir()]
     return list(dict.fromkeys(paths))
 
@@ -66,7 +65,6 @@ def rescore_submission(sub: dict, data_dir: str | None = None, *, include: list 
     sample whose re-score crashed; a per-sample score that differs from the re-score; results (score, se, n) that
     differ from the re-scored samples'."""
     from promptintern import tasks as tasks_mod
-
     from promptintern.hashing import content_id
 
     from .selection import draw

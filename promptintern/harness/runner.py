@@ -54,8 +54,6 @@ def run_experiment(cfg: dict, quiet: bool = False):
     store = results_store(cfg)
     data_dir = data_dir_of(cfg)
     preflight(cfg, data_dir)  # models, data, options, results folder: before anything starts
-    if data_dir:
-        os.environ["PROMPTINTERN_DATA_DIR"] = data_dir
     prep = prepare_tasks(cfg)
     units = build_plan(cfg, prep)
     check_local_feasibility(cfg, units)

@@ -69,13 +69,21 @@ def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, tea
     )
 
 
+def stage_train_config(cfg: dict):
+    """The :class:`~promptintern.trainer.TrainConfig` a stage unit trains with: the experiment's ``train`` section
+    (its defaults are TrainConfig's own), seeded per stage."""
+    from promptintern.trainer import TrainConfig
+
+    return TrainConfig.from_dict({**cfg["train"], "seed": cfg["seed"] + cfg["stage"], "progress": False})
+
+
 def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: str | None) -> dict:
     """Train one stage from the previous stage's adapter; save the adapter and the record."""
     from promptintern.baking import pair_record, train_bake_stage
     from promptintern.methods import objective_of, rule_from_dict
     from promptintern.models import load_model
     from promptintern.prompts import encode_for_training
-    from promptintern.trainer import TrainConfig, attach_adapter, train_stage
+    from promptintern.trainer import attach_adapter, train_stage
 
     cfg, uid = unit["config"], unit["id"]
     set_threads(unit["resources"].get("num_cpus"))
@@ -94,7 +102,7 @@ def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: s
     teacher_seconds = 0.0
     model, tok = load_model(cfg["model"])
     chat = cfg["prompt"]["chat"]
-    tcfg = TrainConfig.from_dict({**cfg["train"], "seed": cfg["seed"] + cfg["stage"], "progress": False})
+    tcfg = stage_train_config(cfg)
     final_dir = store.adapter_dir(uid)
     out_dir = partial_dir(final_dir)  # renamed into place when complete: no reader sees half an adapter
     extra: dict = {}

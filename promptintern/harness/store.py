@@ -42,18 +42,18 @@ class ResultStore:
         except ValueError:
             return str(path)  # outside the results (a user's own adapter): kept as given
 
-    def task_folders(self) -> dict:
-        """The experiment's task folders (``experiment.json``: task_paths, allow_task_shadowing), as keyword
-        arguments of ``tasks.get_task`` (``include`` None: the environment's, when the file is absent)."""
+    def task_folders(self, include=None, allow_shadowing: bool = False) -> dict:
+        """The experiment's task folders (``experiment.json``: task_paths, allow_task_shadowing) and ``include``, as
+        keyword arguments of ``tasks.get_task``."""
         import json
 
         try:
             cfg = json.loads((self.root / "experiment.json").read_text())
         except (OSError, ValueError):
-            return {"include": None, "allow_shadowing": None}
-        extra = [p for p in os.environ.get("PROMPTINTERN_TASK_PATHS", "").split(os.pathsep) if p]
-        return {"include": [str((self.root / p).resolve()) for p in cfg.get("task_paths") or []] + extra,
-                "allow_shadowing": bool(cfg.get("allow_task_shadowing", False)) or None}
+            cfg = {}
+        own = [str((self.root / p).resolve()) for p in cfg.get("task_paths") or []]
+        return {"include": list(dict.fromkeys([*own, *(include or [])])),
+                "allow_shadowing": bool(cfg.get("allow_task_shadowing", False)) or bool(allow_shadowing)}
 
     def write(self, unit_id: str, record: dict) -> Path:
         record = {"schema_version": SCHEMA_VERSION, "unit_id": unit_id, **record}

@@ -232,7 +232,8 @@ def lm_eval_command() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "lm_eval"]
 
 
-def check_lm_eval(store: ResultStore, rec: dict, task, data_dir: str | None, timeout_s: float = 1800) -> CheckResult:
+def check_lm_eval(store: ResultStore, rec: dict, task, data_dir: str | None, timeout_s: float = 1800,
+                  folders: dict | None = None) -> CheckResult:
     from promptintern.models import resolve
     from promptintern.tasks.lm_eval_export import export_task
 
@@ -247,7 +248,7 @@ def check_lm_eval(store: ResultStore, rec: dict, task, data_dir: str | None, tim
     name = f"pi_{task.name}"
     with tempfile.TemporaryDirectory(prefix="verify-lm-eval-") as tmp:
         export_task(task.name, Path(tmp) / "tasks", data_dir, ids=[s["id"] for s in samples],
-                    max_gen_toks=int(rec["efficiency"]["max_new_tokens"]), **store.task_folders())
+                    max_gen_toks=int(rec["efficiency"]["max_new_tokens"]), **(folders or store.task_folders()))
         model_args = f"pretrained={resolve(cfg['model'])},dtype={(rec.get('model_info') or {}).get('dtype') or 'float32'}"
         if adapter is not None:
             model_args += f",peft={adapter.resolve()}"
@@ -286,12 +287,14 @@ def check_lm_eval(store: ResultStore, rec: dict, task, data_dir: str | None, tim
 # -- driver -----------------------------------------------------------------------------------------------------
 
 def verify(root: str | Path, *, data_dir: str | None = None, checks=CHECKS, max_evals: int | None = None,
-           samples: int = 8, lm_eval_evals: int = 1, log: Callable[[str], None] | None = print) -> list[CheckResult]:
+           samples: int = 8, lm_eval_evals: int = 1, log: Callable[[str], None] | None = print,
+           include=None, allow_shadowing: bool = False) -> list[CheckResult]:
     """Run the checks on the eval records of ``root`` (a results/<experiment> folder); see the module docstring.
     ``max_evals`` bounds the records re-generated and ``samples`` the samples re-generated per record (whole
     recorded batches, so at least that many); ``lm_eval_evals`` the query-only records per eval task run through lm-eval."""
-    from promptintern import tasks as tasks_mod
     from transformers.utils import logging as hf_logging
+
+    from promptintern import tasks as tasks_mod
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -300,13 +303,14 @@ def verify(root: str | Path, *, data_dir: str | None = None, checks=CHECKS, max_
     if unknown:
         raise ValueError(f"unknown check(s) {sorted(unknown)}; choose from {CHECKS}")
     store = ResultStore(root)
+    folders = store.task_folders(include, allow_shadowing)
     records = [r for r in store.records(kind="eval")]
     cache: dict = {}
 
     def task_of(rec):
         name = rec["task"]["name"]
         if name not in cache:
-            cache[name] = tasks_mod.get_task(name, data_dir=data_dir, **store.task_folders())
+            cache[name] = tasks_mod.get_task(name, data_dir=data_dir, **folders)
         return cache[name]
 
     out: list[CheckResult] = []
@@ -331,7 +335,7 @@ def verify(root: str | Path, *, data_dir: str | None = None, checks=CHECKS, max_
             name = rec["task"]["name"]
             if done.get(name, 0) >= lm_eval_evals or not query_only(rec):
                 continue
-            r = check_lm_eval(store, rec, task_of(rec), data_dir)
+            r = check_lm_eval(store, rec, task_of(rec), data_dir, folders=folders)
             emit(r)
             done[name] = done.get(name, 0) + (r.status != "skip")
         if not any(done.values()):

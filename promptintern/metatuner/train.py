@@ -19,137 +19,24 @@ are cached there (under a file lock) and shared by every variant and ablation of
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..hashing import content_id
 from ..progress import Bar
 from ..prompts import Prompt, encode_for_training, render
-from ..trainer import batches, collate, completion_loss, seed_everything
-from .config import MetaTunerConfig, first_paragraph
+from ..trainer import collate, completion_loss, seed_everything
+from .config import MetaTunerConfig
 from .modules import Actor, Generator, HyperLoRA, select_factors
+from .selection import best_rollouts, relevant_sentences, select_d2
+from .warmup import _autocast, _plain_batches, actor_warmup, generator_warmup, warmup_keys
 
 ARTEFACT_FILES = ("meta.json", "generator_lora.safetensors")
-
-
-# ------------------------------------------------------------------------------------------------ D2
-def select_d2(
-    ids: list[str],
-    prompts: list[list[str]],
-    scores: list[list[float | None]],
-    threshold: float,
-    max_per_query: int,
-) -> list[dict]:
-    """D2 = {(x_i, p_i*)}: for each query, its distinct rollout prompts whose answer scored >= threshold
-    (best first, at most ``max_per_query``). Prompts whose answer missed the threshold never enter."""
-    out = []
-    for qid, ps, ss in zip(ids, prompts, scores, strict=True):
-        ranked = sorted(
-            ((p, s) for p, s in zip(ps, ss, strict=True) if s is not None and s >= threshold),
-            key=lambda ps_: -ps_[1],
-        )
-        seen: set[str] = set()
-        for p, s in ranked:
-            if p in seen:
-                continue
-            seen.add(p)
-            out.append({"id": qid, "prompt": p, "score": float(s)})
-            if len(seen) >= max_per_query:
-                break
-    return out
-
-
-def best_rollouts(ids: list[str], prompts: list[list[str]], scores: list[list[float | None]],
-                  floor: float | None = None) -> list[dict]:  # fmt: skip
-    """D2 when no rollout reached the threshold: each query's best-scoring rollout prompt, for the better half of
-    the queries by that score (at least one; ties keep the queries' order) — counting only rollouts that scored
-    above ``floor`` (default: the lowest score of all): when every rollout ties (a binary metric and an actor
-    that never succeeds) there is no reward signal to rank by, and D2 stays empty (the rebuild's record says
-    so)."""
-    flat = [float(x) for ss in scores for x in ss if x is not None]
-    if not flat:
-        return []
-    floor = min(flat) if floor is None else floor
-    best = []
-    for qid, ps, ss in zip(ids, prompts, scores, strict=True):
-        scored = [(float(s), p) for p, s in zip(ps, ss, strict=True) if s is not None and p.strip() and s > floor]
-        if scored:
-            s, p = max(scored, key=lambda x: x[0])
-            best.append({"id": qid, "prompt": p, "score": s})
-    best.sort(key=lambda d: -d["score"])
-    return best[: max(1, len(best) // 2)] if best else []
-
-
-ANSWER_RULE_CUES = ("####", "respond with", "answer with", "reply with", "final line", "return only", "output only")
-STOPWORDS = frozenset("the and for with that this from are was were you your what which who how into onto its "
-                      "use using all any can will not but has have had one two per each given write".split())
-
-
-def _content_words(text: str) -> set[str]:
-    import re
-
-    return {w for w in re.findall(r"[a-z0-9_#]+", text.lower()) if len(w) >= 3 and w not in STOPWORDS}
-
-
-def relevant_sentences(seed_prompt: str, query: str, tokenizer, max_tokens: int) -> str:
-    """G's per-query warm-up target ``relevant``: the seed prompt's rule for the answer's form (the sentence with
-    most cues such as ``####``, "respond with", "final line"; at most half the budget), then the sentences
-    sharing most content words with the query while they fit in ``max_tokens``, in the seed prompt's order
-    (markdown headings dropped; its first sentence when nothing qualifies), then, in what is left, "Focus:" and
-    what the query asks (its question sentence). What the query does not touch is left out, so queries get
-    different targets."""
-    import re
-
-    lines = [x for x in seed_prompt.splitlines() if x.strip() and not x.lstrip().startswith("#")]
-    sentences = [x.strip(" -*") for line in lines for x in re.split(r"(?<=[.!?])\s+", line) if x.strip(" -*")]
-    if not sentences:
-        return ""
-    words = _content_words(query)
-    overlap = [len(words & _content_words(x)) for x in sentences]
-    cues = [sum(c in x.lower() for c in ANSWER_RULE_CUES) for x in sentences]
-    rule = max(range(len(sentences)), key=lambda i: (cues[i], -i)) if max(cues) else None
-    ranked = ([rule] if rule is not None else []) + sorted(
-        (i for i in range(len(sentences)) if overlap[i] and i != rule), key=lambda i: (-overlap[i], i))
-    # the answer rule takes at most half the budget (cut), and a third is kept for what the query asks
-    asked = _asked(query)
-    budget = max_tokens - (max_tokens // 3 if asked and max_tokens >= 18 else 0)
-    parts: dict[int, str] = {}
-    used = 0
-    for i in ranked or [0]:
-        ids = tokenizer(sentences[i], add_special_tokens=False)["input_ids"]
-        if i == rule and len(ids) > budget // 2 and (overlap.count(0) < len(overlap) or asked):
-            ids = ids[: max(1, budget // 2)]
-        if parts and used + len(ids) > budget:
-            continue
-        parts[i] = tokenizer.decode(ids).strip()
-        used += len(ids)
-    text = " ".join(parts[i] for i in sorted(parts))
-    # query-specific guidance in what is left of the budget: what this query asks for (its question sentence)
-    room = max_tokens - len(tokenizer(text, add_special_tokens=False)["input_ids"]) - 3
-    if asked and room >= 6:
-        focus = tokenizer.decode(tokenizer(asked, add_special_tokens=False)["input_ids"][:room]).strip()
-        text = f"{text} Focus: {focus}" if text else f"Focus: {focus}"
-    return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens])
-
-
-def _asked(query: str) -> str:
-    """The sentence of a query that says what is asked: its last question, else its first sentence (a task
-    statement), without a leading "Question:" label and without code or test lines."""
-    import re
-
-    lines = [x.strip() for x in query.splitlines() if x.strip() and not x.strip().startswith(("assert", "```", ">>>"))]
-    text = re.sub(r"^(question|q|task)\s*:\s*", "", " ".join(lines), flags=re.I)
-    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if x.strip()]
-    questions = [x for x in sentences if x.endswith("?")]
-    return questions[-1] if questions else (sentences[0] if sentences else "")
 
 
 @dataclass
@@ -347,133 +234,6 @@ class MetaTuner:
 
 
 # ---------------------------------------------------------------------------------------------- warm-ups
-def _lock(path: Path):
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".lock")
-
-
-def actor_warmup(m_lm, tok, cfg: MetaTunerConfig, items: list[TrainItem], seed_prompt: str, *, seed: int, chat: bool,
-                 out_dir: Path, cache: Path | None):
-    """SFT warm-up of M on (p̃, x_i) -> y_i with a standard LoRA; returns (merged model, loss curve dict|None)."""
-    from peft import PeftModel
-
-    from ..trainer import TrainConfig, attach_adapter, train_stage
-
-    if cfg.m_warmup_epochs <= 0:
-        return m_lm, None
-    tcfg = TrainConfig.from_dict({
-        "lr": cfg.m_warmup_lr, "epochs": cfg.m_warmup_epochs, "batch_size": cfg.batch_size,
-        "max_length": cfg.max_length, "seed": seed, "lora": dict(cfg.m_warmup_lora), "progress": cfg.progress,
-    })
-    target = out_dir / "actor_warmup"
-    lock = _lock(cache) if cache is not None else contextlib.nullcontext()
-    with lock:
-        if cache is None or not (cache / "adapter_model.safetensors").is_file():
-            seed_everything(seed)
-            recs = [encode_for_training(Prompt(template=seed_prompt, query=it.query, answer=it.target), tok,
-                                        cfg.max_length, chat) for it in items]
-            peft_model = attach_adapter(m_lm, tcfg, None)
-            train_stage(peft_model, tok, recs, tcfg, cache or target, desc="metatuner actor warm-up")
-            m_lm = peft_model.merge_and_unload()
-        else:
-            m_lm = PeftModel.from_pretrained(m_lm, str(cache)).merge_and_unload()
-    if cache is not None:
-        shutil.copytree(cache, target, dirs_exist_ok=True)
-    curve_path = target / "loss_curve.json"
-    if not curve_path.is_file():
-        return m_lm, None
-    curve = json.loads(curve_path.read_text())
-    # where the warm-up adapter lies, relative to the unit's artefact folder (the cache's path is this machine's)
-    curve["adapter_dir"] = target.name
-    return m_lm, curve
-
-
-def generator_warmup(mt: MetaTuner, items: list[TrainItem], seed_prompt: str, *, seed: int, cache: Path | None,
-                     history: History) -> None:
-    """SFT warm-up of G (all "live" slots) on (p̃, x_i) -> warm-up target; cached as the slot tensors."""
-    from safetensors.torch import load_file, save_file
-
-    cfg = mt.cfg
-    if cfg.g_warmup_epochs <= 0 or not cfg.prompt_branch:
-        return
-    file = cache / "generator_train_slots.safetensors" if cache is not None else None
-    lock = _lock(cache) if cache is not None else contextlib.nullcontext()
-    with lock:
-        if file is not None and file.is_file():
-            state = load_file(str(file))
-            own = dict(mt.G.named_parameters())
-            with torch.no_grad():
-                for n, t in state.items():
-                    own[n].copy_(t.to(own[n].device))
-            curve = cache / "generator_warmup_curve.json"
-            history.generator_warmup = json.loads(curve.read_text())["losses"] if curve.is_file() else []
-            return
-        if cfg.g_warmup_target == "relevant":  # a target per query
-            targets = [relevant_sentences(seed_prompt, it.query, mt.tok, cfg.max_prompt_tokens) for it in items]
-        else:
-            target = first_paragraph(seed_prompt) if cfg.g_warmup_target == "first_paragraph" else seed_prompt
-            ids = mt.tok(target, add_special_tokens=False)["input_ids"][: cfg.max_prompt_tokens]
-            targets = [mt.tok.decode(ids)] * len(items)
-        recs = [encode_for_training(mt.g_prompt(seed_prompt, it.query, t), mt.tok, cfg.max_length, mt.chat)
-                for it, t in zip(items, targets, strict=True)]
-        params = mt.G.phi_s_params() + mt.G.phi_p_params()
-        losses = _sft(mt, recs, params, cfg.g_warmup_epochs, cfg.lr_g, seed, "metatuner generator warm-up")
-        history.generator_warmup = losses
-        if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            state = {n: p.detach().cpu().contiguous() for n, p in mt.G.named_parameters() if n.endswith(".live")}
-            save_file(state, str(file))
-            (cache / "generator_warmup_curve.json").write_text(json.dumps({"losses": losses}))
-
-
-def _sft(mt: MetaTuner, recs: list[dict], params, epochs: float, lr: float, seed: int, desc: str) -> list[float]:
-    from transformers import get_linear_schedule_with_warmup
-
-    cfg = mt.cfg
-    rng = random.Random(seed)
-    plan = _epoch_plan(recs, cfg.batch_size, epochs, rng)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(plan)), max(1, len(plan)))
-    losses = []
-    bar = Bar("generator warm-up batches", len(plan), desc if cfg.progress else None)
-    with _autocast(mt.device), mt.G.mode("live", "live"):
-        for batch in plan:
-            ids, labels, mask = collate(batch, mt.pad_id, mt.device)
-            loss = completion_loss(mt.G.lm, ids, mask, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.update(1)
-    bar.close()
-    return losses
-
-
-def _epoch_plan(records: list, batch_size: int, epochs: float, rng: random.Random) -> list[list]:
-    """Batches for ``epochs`` passes (a fractional last pass keeps that share of its batches)."""
-    plan = []
-    full = max(1, math.ceil(epochs))
-    for e in range(full):
-        eb = batches(records, batch_size, False, rng) if records and "input_ids" in records[0] else _plain_batches(
-            records, batch_size, rng)
-        if e == full - 1 and epochs < full:
-            eb = eb[: max(1, round(len(eb) * (epochs - e)))]
-        plan.append(eb)
-    return [b for eb in plan for b in eb]
-
-
-def _plain_batches(records: list, batch_size: int, rng: random.Random) -> list[list]:
-    order = list(records)
-    rng.shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def _autocast(device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------- rollouts
@@ -712,23 +472,6 @@ def fit(mt: MetaTuner, items: list[TrainItem], task, seed_prompt: str, *, seed: 
 
 
 # ---------------------------------------------------------------------------------------------- entry points
-def warmup_keys(model: str, cfg: MetaTunerConfig, items: list[TrainItem], seed_prompt: str, seed: int, chat: bool,
-                task_name: str, generator_model: str | None = None) -> dict[str, str]:
-    common = {"model": model, "seed": seed, "task": task_name, "ids": [it.id for it in items], "seed_prompt": seed_prompt,
-              "chat": chat, "batch_size": cfg.batch_size, "max_length": cfg.max_length}
-    actor = {**common, "epochs": cfg.m_warmup_epochs, "lr": cfg.m_warmup_lr, "lora": cfg.m_warmup_lora}
-    # G's warm-up trains the generator: its model is the generator's (the same key as before when G = M)
-    g_model = {"model": generator_model} if generator_model and generator_model != model else {}
-    # the live slots' initial values depend on G's layout (k shared layers, a separate encoder): rows that differ
-    # there get their own warm-up (the default layout keeps its old key)
-    if cfg.share_layers != 0.25 or cfg.ablation == "no_share":
-        g_model["layout"] = {"share_layers": cfg.share_layers, "ablation": cfg.ablation,
-                             "no_share_encoder": cfg.no_share_encoder}
-    gen = {**common, **g_model, "epochs": cfg.g_warmup_epochs, "target": cfg.g_warmup_target, "lr": cfg.lr_g,
-           "r": cfg.g_lora_r, "alpha": cfg.g_lora_alpha, "targets": cfg.g_lora_targets,
-           "max_prompt_tokens": cfg.max_prompt_tokens, "rewrite": cfg.rewrite_instruction,
-           "weight_decay": cfg.weight_decay, "warmup_ratio": cfg.warmup_ratio, "clip": cfg.max_grad_norm}
-    return {"actor": "actor-" + content_id(actor), "generator": "generator-" + content_id(gen)}
 
 
 def train_metatuner(

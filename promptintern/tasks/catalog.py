@@ -1,6 +1,7 @@
 """Where task YAMLs come from: the package's ``tasks/configs`` (the built-ins) and task folders given by the user
 (``--include-path DIR``, ``task_paths:`` in an experiment file, or ``$PROMPTINTERN_TASK_PATHS``, folders separated
-by ``os.pathsep``), as lm-eval's ``--include_path``.
+by ``os.pathsep``, which the ``promptintern`` command reads at its start and passes on), as lm-eval's
+``--include_path``.
 
 A task folder holds task YAMLs anywhere below it: a YAML file with a top-level ``loader`` key is a task (other
 YAMLs, e.g. experiment files, are ignored), named by its file name. Its template file, data files and a metric
@@ -22,14 +23,6 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TASK_PATHS_ENV = "PROMPTINTERN_TASK_PATHS"
 SHADOW_ENV = "PROMPTINTERN_ALLOW_TASK_SHADOWING"
 BUILTIN = "built-in"
-
-
-def env_paths() -> list[str]:
-    return [p for p in os.environ.get(TASK_PATHS_ENV, "").split(os.pathsep) if p]
-
-
-def env_allows_shadowing() -> bool:
-    return os.environ.get(SHADOW_ENV, "").lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -84,9 +77,9 @@ def _builtin_files() -> dict[str, Path]:
 
 
 def catalog(include=None, allow_shadowing: bool | None = None) -> TaskCatalog:
-    """The tasks visible with these folders (None: ``$PROMPTINTERN_TASK_PATHS``)."""
-    folders = [str(Path(p).expanduser().resolve()) for p in (env_paths() if include is None else include)]
-    shadow = env_allows_shadowing() if allow_shadowing is None else bool(allow_shadowing)
+    """The tasks visible with these folders (None: the built-ins alone)."""
+    folders = [str(Path(p).expanduser().resolve()) for p in include or []]
+    shadow = bool(allow_shadowing)
     return _catalog(tuple(dict.fromkeys(folders)), shadow)
 
 

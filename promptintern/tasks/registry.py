@@ -1,7 +1,7 @@
-"""Small name -> function registries for loaders, metrics and formatters.
+"""The tasks' registries: loaders, metrics and extractors (:class:`promptintern.registry.Registry`).
 
-A task YAML names its loader, its metric and (optionally) a formatter; each is a plain function registered
-here with a decorator. Registries are dictionaries, nothing deeper:
+A task YAML names its loader, its metric and (optionally) an extractor; each is a plain function registered
+here with a decorator; the built-in modules register themselves when a registry is first read:
 
     @register_loader("mbpp")
     def load_mbpp(data_dir, split, **args) -> list[Example]: ...
@@ -23,10 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-LOADERS: dict[str, Callable] = {}
-METRICS: dict[str, MetricSpec] = {}
-EXTRACTORS: dict[str, ExtractorSpec] = {}
-SPLIT_SIZES: dict[str, Callable] = {}
+from ..registry import Registry
+
+# The modules that register the built-in loaders, metrics and extractors (imported on a registry's first use).
+BUILTIN_MODULES = ("promptintern.tasks.extract", "promptintern.tasks.loaders", "promptintern.tasks.metrics")
+LOADERS: Registry[Callable] = Registry("loader", plugins=BUILTIN_MODULES)
+METRICS: Registry[MetricSpec] = Registry("metric", plugins=BUILTIN_MODULES, same=lambda a, b: a.score is b.score)
+EXTRACTORS: Registry[ExtractorSpec] = Registry("extractor", field="extract", plugins=BUILTIN_MODULES,
+                                               same=lambda a, b: a.extract is b.extract)
 
 
 @dataclass(frozen=True)
@@ -46,33 +50,15 @@ class ExtractorSpec:
 
 
 def register_loader(name: str):
-    def deco(fn):
-        if name in LOADERS and LOADERS[name] is not fn:
-            raise ValueError(f"loader {name!r} registered twice")
-        LOADERS[name] = fn
-        return fn
-
-    return deco
+    return LOADERS.register(name)
 
 
 def register_metric(name: str, aggregate: Callable | None = None, version: int = 1, executes_code: bool = False):
-    def deco(fn):
-        if name in METRICS and METRICS[name].score is not fn:
-            raise ValueError(f"metric {name!r} registered twice")
-        METRICS[name] = MetricSpec(name, fn, aggregate, version, executes_code)
-        return fn
-
-    return deco
+    return METRICS.register(name, wrap=lambda fn: MetricSpec(name, fn, aggregate, version, executes_code))
 
 
 def register_extractor(name: str, version: int = 1):
-    def deco(fn):
-        if name in EXTRACTORS and EXTRACTORS[name].extract is not fn:
-            raise ValueError(f"extractor {name!r} registered twice")
-        EXTRACTORS[name] = ExtractorSpec(name, fn, version)
-        return fn
-
-    return deco
+    return EXTRACTORS.register(name, wrap=lambda fn: ExtractorSpec(name, fn, version))
 
 
 def metric_names() -> list[str]:
@@ -82,7 +68,6 @@ def metric_names() -> list[str]:
 
 
 def ensure_builtins_registered() -> None:
-    """Import the built-in loader and metric modules (each registers itself on import)."""
-    from . import extract as _extract  # noqa: F401
-    from . import loaders as _loaders  # noqa: F401
-    from . import metrics as _metrics  # noqa: F401
+    """Import the built-in loader, metric and extractor modules (each registers itself on import)."""
+    for registry in (LOADERS, METRICS, EXTRACTORS):
+        registry.load_plugins()
