@@ -106,3 +106,12 @@ def rules(cls, prefix: str = "") -> dict[str, Spec]:
         if dataclasses.is_dataclass(f.default_factory):
             out.update(rules(f.default_factory, name + "."))
     return out
+
+
+def check_fields(obj, prefix: str = "", source: str | None = None) -> None:
+    """Every field of a settings dataclass instance against its rule; the first that breaks it is a ConfigError
+    naming ``prefix + field``."""
+    for f in dataclasses.fields(obj):
+        spec = f.metadata.get("spec")
+        if spec is not None:
+            spec.check(getattr(obj, f.name), prefix + f.name, source)
