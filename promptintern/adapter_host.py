@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from .errors import PromptInternError
+from .models import load_model
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
@@ -115,7 +116,6 @@ class AdapterHost:
     def load(cls, name_or_path: str, *, device: str | None = None, dtype: str | None = None,
              snapshot_device: str | None = None) -> AdapterHost:
         """Load a base model (registered name, folder or hub id) with ``models.load_model`` and host it."""
-        from .models import load_model
 
         t0 = time.perf_counter()
         model, tok = load_model(name_or_path, device=device, dtype=dtype)

@@ -15,9 +15,13 @@ from pathlib import Path
 
 from promptintern.task_types import Example
 
+from .compressors import get_compressor
+from .generation import generate
 from .methods import MethodSpec, plan_method
-from .prompt_builder import PromptSettings
-from .prompts import encode_for_training, render
+from .models import load_model
+from .prompt_builder import PromptBuilder, PromptSettings
+from .prompts import Prompt, encode_for_training, render
+from .retrievers import get_retriever
 from .trainer import StageResult, TrainConfig, attach_adapter, train_stage
 
 _PROMPT = PromptSettings()  # the prompt defaults, shared with the harness's ``prompt`` section
@@ -79,10 +83,6 @@ def internalize(
     Stage t trains on prompts whose template is compressed to rate·S_t and that carry ⌊k·S_t⌋ retrieved
     examples; the last stage is query-only. Returns the final adapter folder (each stage's is kept beside it).
     """
-    from .compressors import get_compressor
-    from .models import load_model
-    from .prompt_builder import PromptBuilder
-    from .retrievers import get_retriever
 
     examples = _examples(data)
     task = PromptTask(template=template, protect=protect)
@@ -123,8 +123,6 @@ def load_internalized(model: str, adapter_dir: str | Path, *, merge: bool = True
     """Base model + the final adapter (merged for speed), and its tokenizer."""
     from peft import PeftModel
 
-    from .models import load_model
-
     base, tok = load_model(model)
     peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
     return (peft_model.merge_and_unload() if merge else peft_model), tok
@@ -132,8 +130,6 @@ def load_internalized(model: str, adapter_dir: str | Path, *, merge: bool = True
 
 def answer(model, tokenizer, queries: Sequence[str], *, max_new_tokens: int = 128, batch_size: int = 8) -> list[str]:
     """Answer from the query alone: no template, no examples."""
-    from .generation import generate
-    from .prompts import Prompt
 
     rendered = [render(Prompt(query=q), tokenizer) for q in queries]
     return [g.text for g in generate(model, tokenizer, rendered, max_new_tokens=max_new_tokens, batch_size=batch_size)]

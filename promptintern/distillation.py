@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .generation import batch_seconds, generate
+from .stopping import match_stop
+
 
 def cut_keep_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
     """``text`` up to and including its first stop string that counts (:mod:`promptintern.stopping`: found in
     the continuation only, never opening or inside a code fence); and whether one was found."""
-    from .stopping import match_stop
 
     m = match_stop(text, stop)
     if m is None:
@@ -84,7 +86,6 @@ def teacher_answers(
 ) -> TeacherAnswers:
     """Greedy answers of ``model`` as it is: pass the base model (or call inside a PEFT model's
     ``disable_adapter()``) for the un-adapted teacher. ``rendered_prompts`` are already chat-formatted."""
-    from .generation import batch_seconds, generate
 
     gens = generate(
         model,

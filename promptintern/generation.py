@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from .prefix_cache import middle_padded
 from .progress import Bar
 from .stopping import continuation_criterion, cut_at_stop, rows_stopped, stop_token_count
 
@@ -105,7 +106,6 @@ def pad_batch(tokenizer, rows: list[list[int]], device, prefix=None):
     so that every row's prefix sits at the cached positions."""
     if prefix is None:
         return tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(device)
-    from .prefix_cache import middle_padded
 
     return middle_padded(prefix.tokens, rows, tokenizer.pad_token_id, device)
 

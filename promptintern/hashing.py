@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 
 def content_id(obj) -> str:
@@ -16,7 +17,6 @@ _FILE_HASHES: dict[tuple, str] = {}
 
 def file_sha256(path) -> str:
     """sha256 of a file's bytes, memoised per (path, size, modification time) within the process."""
-    from pathlib import Path
 
     p = Path(path).resolve()
     st = p.stat()

@@ -50,7 +50,7 @@ compare it with T ≥ 3.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import ConfigError
 from .registry import Registry
@@ -223,7 +223,6 @@ def _check_stages(spec: MethodSpec) -> None:
 def _stage_plans(spec: MethodSpec, **kw):
     """The schedule's stage plans; with ``first_stage: full`` stage 0 keeps the whole template (the later stages
     follow rate·S_t), with ``rate`` it starts compressed to ``rate``."""
-    from dataclasses import replace
 
     _needs_schedule(spec)
     _check_stages(spec)

@@ -13,6 +13,7 @@ Anything else is passed to ``from_pretrained`` as a local directory or a hub id 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -95,8 +96,6 @@ def export_smollm2() -> Path:
     and lm-eval (whose loader refuses a config that names a GGUF file)."""
 
     def build(out: Path) -> None:
-        import copy
-
         from transformers import AutoModelForCausalLM
 
         gguf = smollm2_gguf_path()
@@ -214,3 +213,16 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: str | Non
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
     model.eval()
     return model, load_tokenizer(path)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand the CUDA cache back (no-op for the cache without torch or a GPU in use)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

@@ -37,6 +37,7 @@ Stage plans
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -216,7 +217,6 @@ def canonical_name(name: str) -> str:
 def _accepted_params(factory) -> set[str]:
     if isinstance(factory, type):
         return {f.name for f in fields(factory) if f.name != "name"}
-    import inspect
 
     return set(inspect.signature(factory).parameters)
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import flops
 from .fields import boolean, integer, list_of, number, one_of, setting, text
 from .progress import Bar
 
@@ -305,7 +306,6 @@ def _attn_break_even(model) -> float | None:
     """Row width at which masked attention costs as much as the linear layers, for attention implementations
     that compute the whole row (eager, sdpa with an explicit mask); None for varlen kernels (flash attention),
     which skip other records, or for a config the FLOPs formula does not know."""
-    from . import flops
 
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(lm.config, "_attn_implementation", None) not in ("eager", "sdpa"):
@@ -330,8 +330,6 @@ def train_loop(model, records: list[dict], cfg: TrainConfig, out_dir: str | Path
     also records the inputs of that arithmetic."""
     import torch
     from transformers import get_linear_schedule_with_warmup
-
-    from . import flops
 
     out_dir = Path(out_dir)
     device = next(model.parameters()).device

@@ -40,16 +40,16 @@ number of prompts and ``batch_index`` is 0.
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .adapter_host import adapter_fingerprint
+from .adapter_host import AdapterError, adapter_fingerprint, check_adapter_dir
 from .errors import ConfigError
 from .generation import Generation, finish_row
+from .models import release_memory, resolve
 from .stopping import FENCE, cut_at_stop, has_stop
 
 ENGINE = "vllm"
@@ -203,8 +203,6 @@ class VllmEngine:
         require_vllm()
         from vllm import LLM
 
-        from .models import resolve
-
         self.model_path = resolve(model)
         self.dtype = dtype
         self.max_lora_rank = lora_rank_slot(max_lora_rank)
@@ -232,7 +230,6 @@ class VllmEngine:
         known = self._adapter_versions.get(key)
         if known is not None and known[0] == fingerprint:
             return known[1]
-        from .adapter_host import AdapterError, check_adapter_dir
 
         cfg = check_adapter_dir(key)
         rank = cfg.get("r")
@@ -416,7 +413,6 @@ def get_engine(model: str, *, dtype: str = "bfloat16", max_lora_rank: int = 16, 
     """The process's engine for (model, dtype, max_lora_rank), built on first use. Only one is kept: asking for
     another key drops the previous one first (each reserves most of the GPU)."""
     global _ENGINE
-    from .models import resolve
 
     # prefix caching on or off is part of the key: the uncached condition is vLLM with it off
     key = (resolve(model), dtype, lora_rank_slot(max_lora_rank), bool(kwargs.get("enable_prefix_caching", True)))
@@ -434,11 +430,4 @@ def clear_engine() -> None:
     if _ENGINE is None:
         return
     _ENGINE = None
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:
-        pass
+    release_memory()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from promptintern.errors import PromptInternError
 from promptintern.tasks.catalog import SHADOW_ENV, TASK_PATHS_ENV
 
 
-def experiment(args):
+def experiment(args) -> dict:
+    """The experiment the command names, resolved and validated, with its command-line settings applied."""
     from promptintern.harness.config import load_experiment
 
     cfg = load_experiment(args.experiment, args.overrides, include_paths=getattr(args, "include_path", None),
@@ -22,13 +22,6 @@ def experiment(args):
     if getattr(args, "address", None):
         cfg["ray"]["address"] = args.address
     return cfg
-
-
-def warn(cfg) -> None:
-    from promptintern.harness.config import WARNINGS_KEY
-
-    for w in cfg.get(WARNINGS_KEY) or []:
-        print(f"warning: {w}", file=sys.stderr)
 
 
 def task_folder_args(sp) -> None:

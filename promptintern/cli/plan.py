@@ -5,7 +5,13 @@ from __future__ import annotations
 import sys
 
 from promptintern.errors import PromptInternError
-from promptintern.harness.runner import check_local_feasibility, data_dir_of, results_store, selection_lines
+from promptintern.harness.runner import (
+    check_local_feasibility,
+    data_dir_of,
+    print_warnings,
+    results_store,
+    selection_lines,
+)
 
 from . import common
 
@@ -15,7 +21,7 @@ def cmd(args) -> int:
     from promptintern.harness.preflight import preflight
 
     cfg = common.experiment(args)
-    common.warn(cfg)
+    print_warnings(cfg)
     preflight(cfg, data_dir_of(cfg), write=False)
     prep = prepare_tasks(cfg)
     units = build_plan(cfg, prep)

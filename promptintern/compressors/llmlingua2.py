@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..tokens import tiktoken_encoding
 from .base import CompressionResult, CompressorUnavailableError, LazyCounter, UnitCompressor, check_rate
 from .units import ProtectSpec, compile_protect, protected_spans, segment
 
@@ -80,8 +81,6 @@ def check_available(model_name: str = DEFAULT_MODEL) -> None:
 def _offline_tiktoken():
     """Let ``tiktoken.encoding_for_model`` answer from the bundled ranks while llmlingua's constructor runs."""
     import tiktoken
-
-    from ..tokens import tiktoken_encoding
 
     original = tiktoken.encoding_for_model
 

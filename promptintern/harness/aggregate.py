@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -20,6 +21,7 @@ import pandas as pd
 
 from promptintern.methods import METHODS
 
+from .claims import holder
 from .cost import PriceTable, mean_or_nan, record_costs, training_usd
 from .efficiency import (
     Timings,
@@ -30,9 +32,10 @@ from .efficiency import (
     price_per_second,
     priced,
 )
+from .env_info import describe_hardware
 from .plan import CACHED_SUFFIX
 from .stats import score_interval
-from .store import ResultStore
+from .store import PLAN_FILE, ResultStore
 
 BASELINE_METHOD = "full_prompt_ft"
 BASE_MODEL_METHODS = ("few_shot",)  # the untrained base model, prompted with the full prompt
@@ -133,8 +136,6 @@ def _efficiency(rec: dict, cached: bool, source, price_table, hardware_key) -> t
 
 
 def _row(rec: dict, cached: bool, source, chains: dict, price_table, hardware_key) -> dict:
-    from .env_info import describe_hardware
-
     c = rec["config"]
     m = c["method"]
     primary = rec["task"]["primary_metric"]
@@ -233,10 +234,6 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
 def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
     """Rows for the plan's evaluations without a valid result (``plan.json``, written by ``promptintern run``):
     status "failed" (with the error of its failure record) or "missing" (never ran, or still running)."""
-    import json
-
-    from .claims import holder
-    from .store import PLAN_FILE
 
     path = store.root / PLAN_FILE
     if not path.is_file():

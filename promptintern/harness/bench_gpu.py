@@ -22,13 +22,28 @@ JSON; nothing is asserted: the targets are shown beside the ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import math
 import statistics
 import time
 from pathlib import Path
 
-from promptintern.generation import sync_device
+from promptintern import tasks
+from promptintern.compressors import get_compressor
+from promptintern.flops import accelerator_peaks
+from promptintern.generation import generate_fixed, static_cache_len, sync_device, warm_up
+from promptintern.methods import PromptRule
+from promptintern.models import load_model
+from promptintern.prompt_builder import PromptBuilder
+from promptintern.prompts import encode_for_training, render
+from promptintern.retrievers import build_index
+from promptintern.trainer import LoraSpec, TrainConfig, attach_adapter, collate, train_stage
+
+from .env_info import describe_hardware, git_commit, hardware, versions
+from .measure import measure_throughput
+from .store import ResultStore
 
 # A Llama-2-7B-shaped decoder (random weights; timing only).
 SHAPES = {
@@ -45,10 +60,6 @@ QUICK = {"train_batch": 4, "train_seq": 256, "train_steps": 3, "n_prompts": 4, "
 
 def training_records(tok, task, n: int, seq: int, chat: bool = True) -> list[dict]:
     """Real full-prompt SFT records: the task's template, 2 retrieved examples, query and reference answer."""
-    from promptintern.methods import PromptRule
-    from promptintern.prompt_builder import PromptBuilder
-    from promptintern.prompts import encode_for_training
-    from promptintern.retrievers import build_index
 
     train = task.load(task.train_split)
     test = task.load(task.test_split)
@@ -61,12 +72,9 @@ def training_records(tok, task, n: int, seq: int, chat: bool = True) -> list[dic
 def plain_peft_tokens_per_s(model, tok, records: list[dict], batch: int, lora, warmup_steps: int = 2) -> dict:
     """The baseline: a plain HF/PEFT loop (right padding to the batch's longest row, full-vocabulary loss through
     `model(labels=...)`, torch AdamW with its default foreach kernels, bf16 autocast on CUDA)."""
-    import contextlib
 
     import torch
     from peft import get_peft_model
-
-    from promptintern.trainer import collate
 
     peft_model = get_peft_model(model, lora.to_peft())
     device = next(peft_model.parameters()).device
@@ -94,7 +102,6 @@ def plain_peft_tokens_per_s(model, tok, records: list[dict], batch: int, lora, w
 def ours_tokens_per_s(model, tok, records: list[dict], batch: int, train_cfg: dict, out_dir: Path,
                       warmup_steps: int = 2) -> dict:
     """The project's trainer on the same records (a short untimed run first, so kernel set-up is not counted)."""
-    from promptintern.trainer import TrainConfig, attach_adapter, train_stage
 
     cfg = TrainConfig.from_dict({**train_cfg, "batch_size": batch, "epochs": 1, "progress": False,
                                  "group_by_length": True, "packing": True})
@@ -106,9 +113,6 @@ def ours_tokens_per_s(model, tok, records: list[dict], batch: int, train_cfg: di
 
 
 def bench_training(model_name: str, task, *, batch: int, seq: int, steps: int, rank: int, out_dir: Path) -> dict:
-    from promptintern.models import load_model
-    from promptintern.trainer import LoraSpec
-
     warm = 2
     model, tok = load_model(model_name)
     records = training_records(tok, task, batch * (steps + warm), seq)
@@ -164,7 +168,6 @@ def decode_bytes(model, context: int) -> int:
 
 def _timed_generate(model, tok, ids: list[list[int]], new_tokens: int, engine: str) -> float:
     """Seconds for one batch decoding exactly ``new_tokens`` tokens per row with ``engine`` (warmed up)."""
-    from promptintern.generation import generate_fixed, static_cache_len, warm_up
 
     device = next(model.parameters()).device
     cache_len = static_cache_len([len(x) for x in ids], max(new_tokens, 4))
@@ -202,10 +205,6 @@ def bench_decode(model, tok, *, engines: list[str], new_tokens: int, bandwidth: 
 def prompt_variants(tok, task, n: int, rate: float, compressor) -> dict[str, list[str]]:
     """Rendered prompts of the first ``n`` test queries: full (template + 2 examples), compressed template at
     ``rate`` (no examples: PromptIntern's last stage keeps none), and query only."""
-    from promptintern.methods import PromptRule
-    from promptintern.prompt_builder import PromptBuilder
-    from promptintern.prompts import render
-    from promptintern.retrievers import build_index
 
     train, test = task.load(task.train_split), task.load(task.test_split)[:n]
     builder = PromptBuilder(task, train, k=2, retriever=build_index("bm25", train, test, on_overlap="drop"),
@@ -218,7 +217,6 @@ def prompt_variants(tok, task, n: int, rate: float, compressor) -> dict[str, lis
 def bench_prompts(model, tok, variants: dict[str, list[str]], *, batch_sizes: list[int], new_tokens: int,
                   engine: str) -> dict:
     """Per variant: mean prompt tokens, batch-1 p50 latency and the saturated throughput; ratios vs full."""
-    from .measure import measure_throughput
 
     out: dict = {"engine": engine, "new_tokens": new_tokens, "variants": {}}
     for name, prompts in variants.items():
@@ -260,7 +258,6 @@ def grid_ratios(results_dir: str | Path, task: str = "mbpp") -> list[dict]:
     """PromptIntern rows vs full-prompt FT on ``task`` from a results folder: token reduction, saturated-throughput
     speedup, latency speedup, score gap (points)."""
     from . import aggregate
-    from .store import ResultStore
 
     df = aggregate.eval_frame(ResultStore(results_dir))
     if df.empty:
@@ -284,8 +281,6 @@ def grid_ratios(results_dir: str | Path, task: str = "mbpp") -> list[dict]:
 # -- driver ------------------------------------------------------------------------------------------------------
 
 def _free() -> None:
-    import gc
-
     import torch
 
     gc.collect()
@@ -295,13 +290,6 @@ def _free() -> None:
 
 def run(args) -> dict:
     import torch
-
-    from promptintern import tasks
-    from promptintern.compressors import get_compressor
-    from promptintern.flops import accelerator_peaks
-    from promptintern.models import load_model
-
-    from .env_info import git_commit, hardware, versions
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task = tasks.get_task(args.task, data_dir=args.data_dir)
@@ -392,8 +380,6 @@ def _met(ok) -> str:
 def print_summary(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from .env_info import describe_hardware
 
     table = Table(title=f"bench-gpu on {describe_hardware(report['hardware'])}")
     for col in ("figure", "measured", "target", "met"):

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 
 import yaml
 
+from promptintern import schedules, tasks
+from promptintern.compressors import COMPRESSORS
 from promptintern.errors import ConfigError
 from promptintern.fields import Spec, _got, _is_int, boolean, integer, list_of, number, rules, text
+from promptintern.methods import (
+    METHODS,
+    MIN_STAGES,
+    coinciding_schedules,
+    ineffective_rates,
+    plan_method,
+)
 
+from .plan import method_specs
 from .settings import ExperimentSettings, experiment_defaults
 
 # Every key's default, from the section dataclasses (promptintern/harness/settings.py): the one place they are set.
@@ -222,7 +233,6 @@ def _get(cfg: dict, dotted: str):
 
 def compressor_factory(name: str):
     """The registered factory of a compressor name (aliases allowed), or None."""
-    from promptintern.compressors import COMPRESSORS
 
     try:
         return COMPRESSORS.lookup(name)
@@ -233,7 +243,6 @@ def compressor_factory(name: str):
 def check_kwargs(factory, kwargs: dict, where: str, what: str, source: str) -> None:
     """``kwargs`` against ``factory``'s signature: an unknown keyword is an error naming ``where.<key>``; a value
     whose parameter has a plain default (int, float, bool, str) must have that default's type. Nothing is built."""
-    import inspect
 
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -268,17 +277,6 @@ def _method_error(e: ConfigError, where: str, name: str, source: str) -> ConfigE
 
 
 def _check_methods(cfg: dict, source: str, warnings: list) -> None:
-    from promptintern import schedules
-    from promptintern.methods import (
-        METHODS,
-        MIN_STAGES,
-        coinciding_schedules,
-        ineffective_rates,
-        plan_method,
-    )
-
-    from .plan import method_specs
-
     _require(isinstance(cfg["methods"], list) and cfg["methods"], "methods",
              f"must be a non-empty list of methods ({{name: ...}} entries), {_got(cfg['methods'])}", source)
     first_stage = cfg["prompt"]["first_stage"]
@@ -356,7 +354,6 @@ def _check_methods(cfg: dict, source: str, warnings: list) -> None:
 
 def _check_tasks(cfg: dict, source: str) -> set:
     """``tasks.*``: names known, limits and strata per task; returns the known task names."""
-    from promptintern import tasks
     t = cfg["tasks"]
     known = set(tasks.list_tasks(include=cfg["task_paths"], allow_shadowing=cfg["allow_task_shadowing"]))
     names = list_of(text(), nonempty=False)

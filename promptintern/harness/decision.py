@@ -20,6 +20,7 @@ every other row, on the same test items and the same timed requests (every figur
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +65,6 @@ def decision_rows(main: pd.DataFrame) -> list[dict]:
 
 def json_rows(rows: list[dict]) -> list[dict]:
     """JSON-safe rows: an infinite break-even becomes "never", NaN becomes null."""
-    import math
 
     def clean(v):
         if isinstance(v, float):

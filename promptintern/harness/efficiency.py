@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .measure import percentile
+
 NAN = float("nan")
 
 
@@ -82,7 +84,6 @@ def within(ttft: float, tpot: float, slo: dict) -> bool:
 def condition_figures(cond: dict, settings: dict, correct: dict[str, bool]) -> tuple[dict, Timings]:
     """The engine and as-answered figures of one condition of an engine record (seconds; no prices), and the
     per-cluster timings comparisons pair on."""
-    from .measure import percentile
 
     L = int(settings["max_new_tokens"])
     slo = settings["slo"]

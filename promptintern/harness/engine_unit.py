@@ -37,8 +37,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from promptintern.generation import pad_batch, static_cache_len, timed_fixed, warm_up
+from promptintern.prefix_cache import prefix_for
 from promptintern.progress import track
+from promptintern.prompts import render
 
+from .artifacts import adapter_problem
+from .measure import exclusive_timing, model_info
+from .plan import CACHED_SUFFIX
+from .records import engine_record
 from .settings import TimingSettings
 from .store import ResultStore
 from .unit_common import adapter_host, run_meta, set_threads, task_data, test_prompts
@@ -65,10 +72,6 @@ class Condition:
 def load_conditions(unit: dict, store: ResultStore, tok, data_dir: str | None, n: int) -> list[Condition]:
     """The unit's conditions with everything timing needs, checked: each evaluation's record is valid, its adapter
     is the one it evaluated (weights hash), and the rebuilt prompts have the token counts it recorded."""
-    from promptintern.prompts import render
-
-    from .artifacts import adapter_problem
-    from .plan import CACHED_SUFFIX
 
     out, built_of = [], {}
     chat = unit["config"]["chat"]
@@ -131,8 +134,6 @@ class _Work:
 
 
 def _work(tok, cond: Condition, s: TimingSettings) -> _Work:
-    from promptintern.generation import static_cache_len
-
     encoded = [tok(r, add_special_tokens=False)["input_ids"] for r in cond.rendered]
     cap = s.answered_max_tokens
     decode = [max(s.max_new_tokens, min(cond.answer_tokens[i], cap) if cap else cond.answer_tokens[i])
@@ -146,7 +147,6 @@ def time_share(model, tok, cond: Condition, w: _Work, s: TimingSettings, engine:
     """Time a share of one condition's work: the batch-1 requests of ``queries`` (indices of its timed queries),
     then the sweep batches ``batches`` (indices into ``w.batches``); ``warm``: one untimed request first (the
     condition's first share of a repeat). What each request and batch took."""
-    from promptintern.generation import pad_batch, timed_fixed, warm_up
 
     device = next(model.parameters()).device
     tok.padding_side = "left"
@@ -207,10 +207,6 @@ def time_interleaved(conds: list[Condition], tok, s: TimingSettings, engine: str
 
 def run_engine(unit: dict, store_root: str, data_dir: str | None) -> dict:
     """Time every condition of the unit (see the module docstring); write and return the engine record."""
-    from promptintern.prefix_cache import prefix_for
-
-    from .measure import exclusive_timing, model_info
-    from .records import engine_record
 
     cfg, uid = unit["config"], unit["id"]
     s = TimingSettings.from_dict(cfg["timing"])

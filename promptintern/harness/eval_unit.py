@@ -5,7 +5,11 @@ from __future__ import annotations
 import statistics
 import time
 
+from promptintern.generation import batch_seconds, generate
+from promptintern.prefix_cache import prefix_for
+from promptintern.prompts import render
 from promptintern.tasks import infra
+from promptintern.tokens import counters_for
 
 from .artifacts import weights_sha256
 from .measure import model_info, run_measurements
@@ -17,10 +21,6 @@ from .unit_common import adapter_host, max_new_tokens, run_meta, set_threads, ta
 
 def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | None) -> dict:
     """Generate, score and measure one (artefact, eval task) pair; write the record with every sample."""
-    from promptintern.generation import batch_seconds, generate
-    from promptintern.prefix_cache import prefix_for
-    from promptintern.prompts import render
-    from promptintern.tokens import counters_for
 
     cfg, uid = unit["config"], unit["id"]
     set_threads(unit["resources"].get("num_cpus"))

@@ -21,23 +21,31 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
+import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptintern import progress
 from promptintern.errors import ConfigError
+from promptintern.models import release_memory
 
 from .artifacts import adapter_problem, remove_partials
 from .claims import UnitClaims
+from .engine_unit import run_engine
 from .env_info import ALLOCATOR_ENV
+from .eval_unit import run_eval
+from .metatuner_unit import run_metatuner
 from .plan import Unit
 from .progress_view import ProgressView
+from .records import failure_record
+from .stage_unit import run_stage
 from .store import ResultStore, atomic_write_json
 
 LOGS_DIR = "logs"  # <experiment>/logs/<unit id>.log: each unit's worker output, one header per attempt
@@ -106,17 +114,6 @@ class Summary:
         return text
 
 
-def _release_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
-
-
 def _marker(store: ResultStore, unit_id: str) -> Path:
     return store.runs / f"{unit_id}.running"
 
@@ -130,7 +127,6 @@ def _running_marker(store: ResultStore, unit_id: str):
     """`runs/<id>.running` names the worker process on a unit while it runs (its run's claim says whether it is
     live: ``promptintern status``) and carries the unit's progress inside it (:mod:`promptintern.progress`),
     which also goes, as lines, to the unit's log (its stdout while it runs)."""
-    from promptintern import progress
 
     marker = _marker(store, unit_id)
     head = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
@@ -155,7 +151,7 @@ def _running_marker(store: ResultStore, unit_id: str):
             yield
     finally:
         marker.unlink(missing_ok=True)
-        _release_memory()
+        release_memory()
 
 
 def unit_progress(store: ResultStore, unit_id: str) -> dict | None:
@@ -195,7 +191,6 @@ def attempts(log: Path, run_id: str | None = None) -> int:
 def _output_to(log: Path):
     """The worker's stdout and stderr (file descriptors 1 and 2: Python, C libraries, progress bars, warnings)
     go to the unit's log while the unit runs, not to the run's console."""
-    import sys
 
     for s in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -232,14 +227,10 @@ def _upstream_adapter(store: ResultStore, prev: dict | None) -> str | None:
 
 
 def _run_stage(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
-    from .stage_unit import run_stage
-
     return run_stage(unit, str(store.root), _upstream_adapter(store, prev), data_dir)
 
 
 def _run_eval(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
-    from .eval_unit import run_eval
-
     adapter = _upstream_adapter(store, prev)
     method = unit["config"]["method"]
     if method["name"] == "adapter":  # an existing adapter, by path: its weights must be those the plan hashed
@@ -252,14 +243,10 @@ def _run_eval(unit: dict, store: ResultStore, data_dir: str | None, prev: dict |
 
 
 def _run_metatuner(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
-    from .metatuner_unit import run_metatuner
-
     return run_metatuner(unit, str(store.root), prev, data_dir)
 
 
 def _run_engine(unit: dict, store: ResultStore, data_dir: str | None, prev: dict | None) -> dict:
-    from .engine_unit import run_engine
-
     return run_engine(unit, str(store.root), data_dir)
 
 
@@ -290,7 +277,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
 
     if ray.is_initialized():
         return
-    import logging
 
     # Ray 2.60 announces on every local start that its token authentication is on (docs/cluster.md says what it
     # means for a cluster); the run log keeps its own lines
@@ -560,8 +546,6 @@ class _GridRun:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -584,7 +568,6 @@ def _error_text(e: Exception) -> str:
 def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception | None, *, attempts: int = 0,
                    log: Path | None = None, run_id: str | None = None) -> None:  # fmt: skip
     """A failed unit leaves a record with status 'failed' (never valid, so a later run retries it)."""
-    from .records import failure_record
 
     atomic_write_json(store.path(u.id), failure_record(u.id, u.kind, u.config, msg, e, attempts=attempts,
                                                        run_id=run_id, log=store.relative(log) if log else None))

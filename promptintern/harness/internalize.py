@@ -25,6 +25,11 @@ from pathlib import Path
 import yaml
 
 from promptintern.errors import ConfigError
+from promptintern.models import load_tokenizer
+from promptintern.prompts import Prompt, render
+from promptintern.tasks.check import check_task_file
+from promptintern.tasks.registry import metric_names
+from promptintern.tasks.yaml_task import TEMPLATE_ROLES, YamlTask, load_config
 
 
 def _name(text: str) -> str:
@@ -78,8 +83,6 @@ PRIMARY = {"normalized_exact_match": "exact_match", "exact_match": "exact_match"
 
 
 def _primary_metric(metric: str) -> str:
-    from promptintern.tasks.registry import metric_names
-
     if metric not in metric_names():
         raise ConfigError("--metric", f"unknown metric {metric!r}; registered: {', '.join(metric_names())}")
     if metric not in PRIMARY:
@@ -113,8 +116,6 @@ def experiment(args, name: str, task_dir: Path) -> dict:
 
 def prepare(args) -> tuple[Path, list[str]]:
     """Write the task folder and the experiment file; check the task. Returns (experiment file, overrides)."""
-    from promptintern.tasks.check import check_task_file
-    from promptintern.tasks.yaml_task import TEMPLATE_ROLES
 
     for flag, path in (("--template", args.template), ("--data", args.data), ("--test-data", args.test_data)):
         if path and not Path(path).expanduser().is_file():
@@ -157,9 +158,6 @@ def prepare(args) -> tuple[Path, list[str]]:
 def training_length(task_file: Path, model: str, k_examples: int, floor: int = 1024) -> int:
     """Tokens the longest full-prompt training sequence needs (template + K of the longest demonstrations + the
     longest query + the longest target, through the model's chat template), rounded up to 64."""
-    from promptintern.models import load_tokenizer
-    from promptintern.prompts import Prompt, render
-    from promptintern.tasks.yaml_task import YamlTask, load_config
 
     tok = load_tokenizer(model)
     task = YamlTask(load_config(task_file))

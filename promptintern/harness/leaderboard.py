@@ -16,6 +16,7 @@ from pathlib import Path
 from . import format as F
 from .aggregate import display_score
 from .cost import load_price_table
+from .env_info import describe_hardware
 from .submission import load_submission, validate_submission
 
 # -- leaderboard -------------------------------------------------------------------------------------------------
@@ -62,8 +63,6 @@ def leaderboard_rows(subs: list[tuple[str, dict]]) -> list[dict]:
 
 
 def _hw(hw: dict) -> str:
-    from .env_info import describe_hardware
-
     return describe_hardware(hw or {})
 
 

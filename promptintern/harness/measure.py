@@ -40,7 +40,16 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from promptintern.generation import generate_fixed, pad_batch, static_cache_len, sync_device, warm_up
+from promptintern.generation import (
+    generate,
+    generate_fixed,
+    pad_batch,
+    static_cache_len,
+    sync_device,
+    warm_up,
+)
+
+from .stats import mean_interval
 
 MEASURE_DEFAULTS = {
     "measure": True,
@@ -169,8 +178,6 @@ def measure_throughput(model, tokenizer, prompts: Sequence[str], batch_sizes: Se
     ``prefix`` (promptintern.prefix_cache.PrefixKV) every batch copies its KV cache and prefills the rest only."""
     import torch
 
-    from .stats import mean_interval
-
     if not prompts or not batch_sizes:
         return {"max_new_tokens": max_new_tokens, "points": [], **{"saturating": saturating([])}}
     device = next(model.parameters()).device
@@ -224,7 +231,6 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str]
     """Batch-1 generation of each prompt, ``repeats`` times over: one latency sample per (query, repeat), with TTFT
     and end-to-end seconds. ``compressor_s`` (per prompt) is the test-time compressor's time, counted in the
     query's latency. ``prefix``: its KV cache is reused (copied per query) and only the rest prefilled."""
-    from promptintern.generation import generate
 
     comp = list(compressor_s) if compressor_s is not None else [0.0] * len(prompts)
     out = []

@@ -34,7 +34,9 @@ import statistics
 import time
 from pathlib import Path
 
+from promptintern.hashing import content_id
 from promptintern.tasks import infra
+from promptintern.tokens import counters_for
 
 from .artifacts import weights_sha256
 from .measure import (
@@ -51,8 +53,6 @@ from .unit_common import max_new_tokens, release_hosts, run_meta, set_threads, t
 
 
 def train_key(cfg: dict, options: dict) -> str:
-    from promptintern.hashing import content_id
-
     train_task = cfg.get("train_task") or cfg.get("eval_task")
     return content_id({
         "model": cfg["model"],
@@ -142,7 +142,6 @@ def run_metatuner(unit: dict, store_root: str, prev: dict | None, data_dir: str 
     from promptintern.metatuner.config import MetaTunerConfig, method_label, seed_prompt_text
     from promptintern.metatuner.infer import run_inference
     from promptintern.metatuner.train import artefacts_complete, load_metatuner, train_metatuner
-    from promptintern.tokens import counters_for
 
     cfg, uid = unit["config"], unit["id"]
     set_threads((unit.get("resources") or {}).get("num_cpus"))

@@ -25,13 +25,24 @@ selection re-runs exactly the units affected.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from promptintern import tasks
+from promptintern.errors import ConfigError
 from promptintern.hashing import content_id as _content_id
 from promptintern.methods import (
     METHODS,
     MethodSpec,
     plan_method,
 )
+from promptintern.paths import data_dir as resolve_data_dir
+from promptintern.tasks.check import check_splits
+from promptintern.trainer import TrainConfig, planned_steps
+
+from .artifacts import adapter_problem, weights_sha256
+from .selection import select
+from .settings import TimingSettings
+from .store import PLAN_FILE, atomic_write_json
 
 # Keys added to the experiment schema after results were first published: at these values they are left out
 # of unit ids, so adding a key does not orphan every stored result (a non-default value still changes the id).
@@ -206,11 +217,6 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     """For every task of the grid: ``data`` (fingerprint of its files), ``scoring`` (its scoring identity) and
     ``selection`` (:mod:`promptintern.harness.selection`: the items every method trains and tests on). Loads the tasks' data,
     so missing or malformed data fails here, before any unit runs."""
-    from promptintern import tasks
-    from promptintern.paths import data_dir as resolve_data_dir
-    from promptintern.tasks.check import check_splits
-
-    from .selection import select
 
     root = resolve_data_dir(data_dir if data_dir is not None else cfg.get("data_dir"))
     names = list(cfg["tasks"]["train"])
@@ -239,11 +245,6 @@ def external_adapter(spec: MethodSpec) -> dict | None:
     """Method ``adapter``: the PEFT folder it evaluates and the sha256 of its files (checked here, before Ray)."""
     if spec.name != "adapter":
         return None
-    from pathlib import Path
-
-    from promptintern.errors import ConfigError
-
-    from .artifacts import adapter_problem, weights_sha256
 
     path = Path(spec.options["path"]).expanduser().resolve()
     if not (path / "adapter_config.json").is_file():
@@ -258,7 +259,6 @@ def external_adapter(spec: MethodSpec) -> dict | None:
 def chain_budget(cfg: dict, specs: list[MethodSpec], n_train: int) -> int:
     """Total optimizer steps of the longest fine-tuning chain of the grid on ``n_train`` items (``train.budget:
     matched`` gives every chain this many)."""
-    from promptintern.trainer import TrainConfig, planned_steps
 
     per_stage = planned_steps(n_train, TrainConfig.from_dict({**cfg["train"], "max_steps": None}))
     stages = [len(plan_method(s).train) for s in specs if METHODS[s.name].unit_kind == "stage"]
@@ -367,7 +367,6 @@ def engine_units(cfg: dict, units: list[Unit], prep: dict) -> list[Unit]:
     """One engine unit per (model, eval task, seed) with evaluations to time (``timing.measure``; not on vLLM,
     whose evaluations time themselves): every evaluation served uncached, and cached where it generated with its
     prefix cache. It depends on the evaluations and on the stages whose adapters it serves."""
-    from .settings import TimingSettings
 
     timing = TimingSettings.from_dict(cfg.get("timing"))
     if not timing.measure or cfg["generation"].get("engine") == "vllm":
@@ -410,8 +409,6 @@ def write_plan(root, units: list[Unit], prepared: dict[str, dict]) -> None:
     """``plan.json`` (every unit of the grid, so tables can show the ones without a result) and
     ``selection.json`` (every item id used and every near-duplicate removed) beside the results."""
     from pathlib import Path
-
-    from .store import PLAN_FILE, atomic_write_json
 
     root = Path(root)
     atomic_write_json(root / PLAN_FILE, {"units": [unit_summary(u) for u in units]})

@@ -15,11 +15,24 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import uuid
 from pathlib import Path
 
-from promptintern.errors import ConfigError, DatasetNotFoundError, PromptInternError
+from promptintern import models, tasks
+from promptintern.errors import ConfigError, DatasetNotFoundError, PromptInternError, UnknownModelError
+from promptintern.methods import plan_method
+from promptintern.paths import DATA_DIR_ENV
+from promptintern.paths import data_dir as resolve
+from promptintern.paths import data_dir as resolve_data_dir
+from promptintern.tasks.infra import InfraError, sandbox_self_test
+from promptintern.tasks.loaders.common import read_json, read_jsonl
+from promptintern.tasks.metrics.code_exec import _limits
+from promptintern.tasks.registry import METRICS
+
+from .config import compressor_factory
+from .plan import method_specs
 
 GIB = 2**30
 # A local Ray offers about this share of the available memory as the ``memory`` resource (the rest is its object
@@ -46,11 +59,6 @@ def check_sandbox(cfg: dict, data_dir=None) -> None:
     """Before a grid whose evaluations execute code: the sandbox self-test (:func:`promptintern.tasks.infra.sandbox_self_test`)
     with each such task's limits, so a sandbox that cannot start fails the run with its cause instead of scoring
     every sample as wrong."""
-    from promptintern import tasks
-    from promptintern.paths import data_dir as resolve_data_dir
-    from promptintern.tasks.infra import InfraError, sandbox_self_test
-    from promptintern.tasks.metrics.code_exec import _limits
-    from promptintern.tasks.registry import METRICS
 
     root = resolve_data_dir(_data_setting(cfg, data_dir)[1])
     tested = set()
@@ -88,8 +96,6 @@ def check_model(name: str, field: str) -> None:
     """:func:`promptintern.models.resolve`'s rules without exporting or loading anything (``export=False``): a
     registered name needs its source, a path needs a ``config.json``, a hub id must be in the local cache when
     ``HF_HUB_OFFLINE`` is set."""
-    from promptintern import models
-    from promptintern.errors import UnknownModelError
 
     try:
         models.resolve(name, export=False)
@@ -105,9 +111,6 @@ def check_models(cfg: dict) -> None:
 def uses_compressor(cfg: dict) -> bool:
     """Whether any grid point compresses a prompt (a rule keeping a fraction of the template strictly between 0
     and 1, or compression at inference); only then is the compressor's model needed."""
-    from promptintern.methods import plan_method
-
-    from .plan import method_specs
 
     for spec in method_specs(cfg):
         plan = plan_method(spec)
@@ -119,9 +122,6 @@ def uses_compressor(cfg: dict) -> bool:
 def check_compressor(cfg: dict) -> None:
     """The models a compressor names (or defaults to) are resolvable; LLMLingua-2's package and weights are
     present. Only when the grid compresses."""
-    import inspect
-
-    from .config import compressor_factory
 
     if not uses_compressor(cfg):
         return
@@ -149,8 +149,6 @@ def check_compressor(cfg: dict) -> None:
 def _data_setting(cfg: dict, data_dir) -> tuple[str, str | None]:
     """(the setting that chose the data directory, its value): ``data_dir`` (the experiment's, which ``--data-dir``
     overrides), ``$PROMPTINTERN_DATA_DIR``, or ``--data-dir`` when only the argument names it."""
-    from promptintern.paths import DATA_DIR_ENV
-    from promptintern.paths import data_dir as resolve
 
     env = os.environ.get(DATA_DIR_ENV) or None
     given = resolve(data_dir) if data_dir not in (None, "") else None
@@ -171,7 +169,6 @@ def grid_tasks(cfg: dict) -> list[str]:
 
 def _parse_file(path: Path) -> None:
     """Every record of a local JSON / JSON Lines file parses (a loader may skip records outside its split)."""
-    from promptintern.tasks.loaders.common import read_json, read_jsonl
 
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".jsonl"):
@@ -196,8 +193,6 @@ def check_data(cfg: dict, data_dir=None) -> None:
     """The data directory exists when a task reads from it, and the train and test splits of every task of the
     grid load (their files present, every record parses: :class:`DataFormatError` names file:line). A data
     directory that is set but missing is an error naming the setting when a task needs it."""
-    from promptintern import tasks
-    from promptintern.paths import data_dir as resolve_data_dir
 
     setting, value = _data_setting(cfg, data_dir)
     root = resolve_data_dir(value)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from promptintern.progress import clock
+
 if TYPE_CHECKING:
     from .executor import Summary
 
@@ -77,8 +79,6 @@ def _EtaColumn():
     """'eta 0:46': the unit's own estimate where it reports one, rich's from the rate of the bar elsewhere."""
     from rich.progress import ProgressColumn
     from rich.text import Text
-
-    from promptintern.progress import clock
 
     class EtaColumn(ProgressColumn):
         def render(self, task):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from . import tables as T
 from .aggregate import BASELINE_METHOD, display_score
 from .cost import PriceTable, caching_rule_text, load_price_table
 from .decision import READING_NOTE, columns, decision_rows, decision_tables, render_decision
+from .env_info import describe_hardware
+from .plan import SELECTION_FILE
 from .report_metatuner import (
     METATUNER_NOTE,
     VERSUS_NOTE,
@@ -169,9 +173,6 @@ def unfinished_lines(main: pd.DataFrame, store: ResultStore | None = None) -> li
 
 def selection_lines(store: ResultStore) -> list[str]:
     """Items and contamination, from ``selection.json``."""
-    import json
-
-    from .plan import SELECTION_FILE
 
     path = store.root / SELECTION_FILE
     if not path.is_file():
@@ -209,8 +210,6 @@ def budget_lines(main: pd.DataFrame) -> list[str]:
 
 
 def _meta(store: ResultStore) -> dict:
-    from .env_info import describe_hardware
-
     recs = store.records()
     commits = sorted({str(r.get("git_commit")) for r in recs})
     hws = sorted({describe_hardware(r.get("hardware") or {}) for r in recs})
@@ -517,7 +516,6 @@ def summarize(store: ResultStore | str | Path, price_table: PriceTable | str | N
     store = store if isinstance(store, ResultStore) else ResultStore(store)
     out = build_all(store, price_table, hardware_key)
     main = out["main"]
-    import textwrap
 
     lines = [console_table(main), textwrap.fill(T.method_notes(main), 160), ""]
     tp = out["tables"]

@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from promptintern import tasks as tasks_mod
+from promptintern.hashing import content_id
+
 from .measure import mean_se
+from .selection import draw
 from .submission import close as _close
 from .submission import json_number as _nn
 
@@ -64,10 +68,6 @@ def rescore_submission(sub: dict, data_dir: str | None = None, *, include: list 
     how the test items were drawn, or their hash) a test item the grid should have but the submission lacks; a
     sample whose re-score crashed; a per-sample score that differs from the re-score; results (score, se, n) that
     differ from the re-scored samples'."""
-    from promptintern import tasks as tasks_mod
-    from promptintern.hashing import content_id
-
-    from .selection import draw
 
     errors: list[str] = []
     folders = _task_folders(sub, include, base_dir)

@@ -27,13 +27,15 @@ def results_store(cfg: dict) -> ResultStore:
 
 
 def data_dir_of(cfg: dict) -> str | None:
-    """The data folder: the experiment's ``data_dir``, else the environment's (read at the entry point)."""
+    """The data folder: the experiment's ``data_dir``, else ``$PROMPTINTERN_DATA_DIR`` (:mod:`promptintern.paths`)."""
     d = resolve_data_dir(cfg.get("data_dir"))
     return str(d) if d else None
 
 
-def warnings_of(cfg: dict) -> list[str]:
-    return list(cfg.get(WARNINGS_KEY) or [])
+def print_warnings(cfg: dict) -> None:
+    """The validation warnings the resolved experiment carries, on stderr."""
+    for w in cfg.get(WARNINGS_KEY) or []:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def selection_lines(prep) -> list[str]:
@@ -49,8 +51,7 @@ def selection_lines(prep) -> list[str]:
 def run_experiment(cfg: dict, quiet: bool = False):
     """Plan and run a resolved experiment (resume: units with a valid result are skipped); (store, summary).
     Everything checkable is checked before Ray starts (:mod:`promptintern.harness.preflight`)."""
-    for w in warnings_of(cfg):
-        print(f"warning: {w}", file=sys.stderr)
+    print_warnings(cfg)
     store = results_store(cfg)
     data_dir = data_dir_of(cfg)
     preflight(cfg, data_dir)  # models, data, options, results folder: before anything starts

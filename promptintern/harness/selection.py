@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from promptintern.hashing import content_id
+from promptintern.tasks.contamination import near_duplicates
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -96,7 +97,6 @@ def limit_for(value, task: str) -> int | None:
 
 def select(cfg: dict, tasks_by_name: dict) -> dict[str, TaskSelection]:
     """The grid's selection for every task in ``tasks_by_name`` (name -> YamlTask); see the module docstring."""
-    from promptintern.tasks.contamination import near_duplicates
 
     t = cfg["tasks"]
     seed = int(t.get("sample_seed", 0))

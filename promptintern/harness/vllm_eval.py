@@ -11,17 +11,19 @@ tokens by the call's wall time (rows end at their end of turn: not a fixed-lengt
 
 from __future__ import annotations
 
-from .measure import latency_samples, latency_summary, measure_settings
+import time
+
+from promptintern.generation import eos_token_ids
+from promptintern.models import load_tokenizer
+from promptintern.prompts import render
+from promptintern.vllm_engine import get_engine
+
+from .measure import latency_samples, latency_summary, measure_settings, saturating
 
 
 def run_on_vllm(cfg: dict, built: list, adapter: str | None, *, max_new_tokens: int, stop, ids: list[str]):
     """The main generation and the timings of one evaluation on vLLM: (tokenizer, rendered prompts, generations,
     the main run's wall seconds, measurements, model info, model load)."""
-    import time
-
-    from promptintern.generation import eos_token_ids
-    from promptintern.models import load_tokenizer
-    from promptintern.prompts import render
 
     chat = cfg["prompt"]["chat"]
     tok = load_tokenizer(cfg["model"])
@@ -40,8 +42,6 @@ def run_on_vllm(cfg: dict, built: list, adapter: str | None, *, max_new_tokens: 
 
 
 def vllm_engine_for(cfg: dict):
-    from promptintern.vllm_engine import get_engine
-
     lora = (cfg.get("train") or {}).get("lora") or {}
     return get_engine(cfg["model"], max_lora_rank=int(lora.get("r") or 16),
                       enable_prefix_caching=bool(cfg.get("prefix_cache")))
@@ -70,7 +70,6 @@ def vllm_measurements(engine, encoded: list[list[int]], ids: list[str], adapter:
                        "prompt_tokens": sum(map(len, rows)), "tokens_per_s": toks / wall if wall else float("nan"),
                        "tokens_per_s_ci": [float("nan"), float("nan")],
                        "samples_per_s": b / wall if wall else float("nan")})
-    from .measure import saturating
 
     out["throughput"] = {"max_new_tokens": s["throughput_max_new_tokens"], "engine": "vllm", "points": points,
                          "saturating": saturating(points)}

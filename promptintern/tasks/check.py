@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from promptintern.errors import ConfigError, PromptInternError
+from promptintern.methods import PromptRule
+from promptintern.prompt_builder import PromptBuilder
+from promptintern.prompts import DEFAULT_ANSWER_CUE, render, resolve_template_role
 
 from .catalog import _builtin_files, _is_task_yaml, yaml_files
 from .yaml_task import YamlTask, load_config
@@ -73,9 +76,6 @@ def preview_prompt(task, tokenizer=None, *, k: int = 2, fewshot_layout: str = "m
                    template_role: str = "auto", answer_cue: str | None = None) -> tuple[str, str]:
     """(the rendered prompt of the first test item with ``k`` demonstrations, the first items of the train split,
     in ``fewshot_layout``; a line saying what it is). ``template_role`` auto: the task's, else system for chat."""
-    from promptintern.methods import PromptRule
-    from promptintern.prompt_builder import PromptBuilder
-    from promptintern.prompts import DEFAULT_ANSWER_CUE, render, resolve_template_role
 
     test = task.load(task.test_split, limit=1)
     if not test:

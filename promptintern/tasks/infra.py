@@ -21,6 +21,8 @@ it before a grid whose evaluations execute code.
 
 from __future__ import annotations
 
+import sys
+
 from promptintern.errors import PromptInternError
 
 INFRA_STATUSES = ("sandbox_error",)  # sandbox statuses that say nothing about the answer
@@ -96,7 +98,6 @@ def unaccounted(record: dict) -> str | None:
 def sandbox_self_test(limits=None, mode: str | None = None) -> str:
     """Run a known-good and a known-bad program in the code sandbox; raise :class:`InfraError` naming the cause
     when the good one does not pass or the bad one is not caught. Returns the mode it ran in."""
-    import sys
 
     from .sandbox import Limits, Program, run_python, sandbox_mode
 

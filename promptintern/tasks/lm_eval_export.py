@@ -39,7 +39,11 @@ from pathlib import Path
 
 import yaml
 
+from promptintern.errors import PromptInternError
+from promptintern.prompts import Prompt
+
 from . import get_task, list_tasks
+from .catalog import BUILTIN, catalog
 from .yaml_task import YamlTask
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -116,9 +120,6 @@ def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = No
                 include=None, allow_shadowing: bool | None = None) -> list[Path]:  # fmt: skip
     """Write the lm-eval task folder for one task (``include``: the user's task folders); returns the YAML paths
     written."""
-    from promptintern.prompts import Prompt
-
-    from .catalog import BUILTIN, catalog
 
     task = get_task(name, data_dir, include=include, allow_shadowing=allow_shadowing)
     # the generated utils.py finds a built-in by name, a folder task by the path of its YAML
@@ -195,7 +196,6 @@ def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = No
 def export_all(out_dir: str | Path, data_dir: str | Path | None = None, names: list[str] | None = None,
                limit: int | None = None) -> dict[str, list[Path] | str]:  # fmt: skip
     """Export several tasks; a task whose data is missing is reported (error message) instead of written."""
-    from promptintern.errors import PromptInternError
 
     out: dict[str, list[Path] | str] = {}
     for name in names or list_tasks():

@@ -3,15 +3,18 @@ a metric and generation settings. See ``tasks/README.md`` for the schema and ``t
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import string
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from promptintern.errors import ConfigError
+from promptintern.hashing import content_id, file_sha256
 from promptintern.paths import data_dir as resolve_data_dir
+from promptintern.stopping import STOP_RULE_VERSION, cut_at_stop
 
 from ..task_types import Example
 from .metrics.common import mean_aggregate
@@ -86,6 +89,22 @@ def _type_name(t) -> str:
     return t.__name__
 
 
+def _named_section(section: dict, key: str, kind: str, registry, source: str) -> dict:
+    """A ``{name, args}`` section naming a registered entry: its ``args`` (a mapping), or a ConfigError naming
+    ``key.<field>``."""
+    if not isinstance(section.get("name"), str):
+        raise ConfigError(f"{key}.name", "missing or not a string", source)
+    if section["name"] not in registry:
+        raise ConfigError(f"{key}.name", f"unknown {kind} {section['name']!r}; registered: {sorted(registry)}", source)
+    args = section.get("args") or {}
+    if not isinstance(args, dict):
+        raise ConfigError(f"{key}.args", "should be a mapping", source)
+    if set(section) - {"name", "args"}:
+        raise ConfigError(f"{key}.{sorted(set(section) - {'name', 'args'})[0]}", "unknown key; allowed: name, args",
+                          source)
+    return args
+
+
 def _check_format(fmt: str, key: str, src: str) -> None:
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(fmt) if f is not None}
@@ -128,16 +147,7 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
             raise ConfigError(key, f"should be {_type_name(typ)}, got {type(raw[key]).__name__}", source)
 
     loader = raw["loader"]
-    if not isinstance(loader.get("name"), str):
-        raise ConfigError("loader.name", "missing or not a string", source)
-    if loader["name"] not in LOADERS:
-        raise ConfigError("loader.name", f"unknown loader {loader['name']!r}; registered: {sorted(LOADERS)}", source)
-    loader_args = loader.get("args") or {}
-    if not isinstance(loader_args, dict):
-        raise ConfigError("loader.args", "should be a mapping", source)
-    if set(loader) - {"name", "args"}:
-        raise ConfigError(f"loader.{sorted(set(loader) - {'name', 'args'})[0]}", "unknown key; allowed: name, args",
-                          source)
+    loader_args = _named_section(loader, "loader", "loader", LOADERS, source)
 
     splits = raw["splits"]
     if not splits or not all(isinstance(s, str) for s in splits):
@@ -195,17 +205,7 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
         raise ConfigError("metric.args", "should be a mapping", source)
     _check_metric_args(METRICS[metric["name"]].score, metric_args, source)
     extract = raw.get("extract") or {"name": "raw"}
-    if not isinstance(extract.get("name"), str):
-        raise ConfigError("extract.name", "missing or not a string", source)
-    if extract["name"] not in EXTRACTORS:
-        raise ConfigError("extract.name", f"unknown extractor {extract['name']!r}; registered: {sorted(EXTRACTORS)}",
-                          source)
-    extract_args = extract.get("args") or {}
-    if not isinstance(extract_args, dict):
-        raise ConfigError("extract.args", "should be a mapping", source)
-    if set(extract) - {"name", "args"}:
-        raise ConfigError(f"extract.{sorted(set(extract) - {'name', 'args'})[0]}", "unknown key; allowed: name, args",
-                          source)
+    extract_args = _named_section(extract, "extract", "extractor", EXTRACTORS, source)
 
     gen = raw["generation"]
     mnt = gen.get("max_new_tokens")
@@ -281,7 +281,6 @@ def parse_config(raw: dict, source: str) -> TaskConfig:
 def register_metric_file(task_name: str, metric: dict, source: str) -> str:
     """Load ``metric: {file: metric.py, function: score, aggregate: null}`` from the task's folder and register it
     as ``file:<task>/<file>:<function>`` with the file's content hash as its version (an edited file re-scores)."""
-    import hashlib
     import importlib.util
 
     from .registry import MetricSpec
@@ -384,7 +383,6 @@ class YamlTask:
         """What this task's training and test data are, by content: sha256 of every file the loader read for the
         train and test splits (named relative to the data dir, or by file name for a package's copy), and the
         hub datasets used. Part of every unit's id, so a changed data file re-runs exactly the units reading it."""
-        from promptintern.hashing import file_sha256
 
         files: dict[str, str] = {}
         for split in (self.train_split, self.test_split):
@@ -435,7 +433,6 @@ class YamlTask:
     def extract(self, generation: str, ex: Example):
         """The answer in a generation (:mod:`promptintern.tasks.extract`): cut at the task's first stop string that counts
         (idempotent, so text that generation already cut is unchanged), then the task's extractor."""
-        from promptintern.stopping import cut_at_stop
 
         spec = EXTRACTORS[self.config.extract]
         return spec.extract(cut_at_stop(generation, self.stop), ex, **self.config.extract_args)
@@ -460,10 +457,6 @@ class YamlTask:
         """A hash of everything the YAML defines (template, formats, loader and its arguments, metric, extraction,
         generation settings, contamination fields) and of the stop rule's version: part of every unit's id, so an
         edited task re-runs the units that use it. The file's location is not part of it."""
-        from dataclasses import asdict
-
-        from promptintern.hashing import content_id
-        from promptintern.stopping import STOP_RULE_VERSION
 
         d = {k: v for k, v in asdict(self.config).items() if k != "source"}
         # keys added later are left out at the value every earlier run had, so stored results keep their ids
@@ -474,7 +467,6 @@ class YamlTask:
 
     def scoring_identity(self) -> dict:
         """What a score depends on besides the generation: a change here re-runs the evaluations of this task."""
-        from promptintern.stopping import STOP_RULE_VERSION
 
         c = self.config
         return {

@@ -33,11 +33,15 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
+import json
+import os
 import random
 import re
 from pathlib import Path
 
 from promptintern.errors import ConfigError, DataFormatError
+from promptintern.paths import cache_dir
 
 from ...task_types import Example
 from ..registry import register_loader
@@ -393,11 +397,6 @@ SPLIT_CODE_VERSION = 1  # bump when the filter or split procedure changes (inval
 def _splits_cached(nl_file: str, cm_file: str, seed: int, num_utilities: int) -> dict[str, list]:
     """Split once per process; the line indices are also cached on disk (keyed by the files' sha256) so that
     every worker process does not redo the ~4 s of canonicalization."""
-    import hashlib
-    import json
-    import os
-
-    from promptintern.paths import cache_dir
 
     digest = hashlib.sha256()
     for f in (nl_file, cm_file):

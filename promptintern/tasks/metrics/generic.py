@@ -125,19 +125,21 @@ def _bleu_metric(tokenize: str, lowercase: bool):
                           f"choose one of {sorted(BLEU.TOKENIZERS)}") from None  # fmt: skip
 
 
+def _corpus_aggregate(per_sample: list[dict], key: str, corpus_score) -> dict[str, float]:
+    """The per-sample means, and ``key``: ``corpus_score(predictions, references)`` over every sample."""
+    out = mean_aggregate(_strip_texts(per_sample))
+    if per_sample:
+        out[key] = corpus_score([r["prediction"] for r in per_sample], [r["reference"] for r in per_sample])
+    return out
+
+
 def generic_bleu_aggregate(per_sample: list[dict], tokenize: str = "13a", lowercase: bool = False,
                            **_) -> dict[str, float]:  # fmt: skip
     import sacrebleu
 
-    out = mean_aggregate(_strip_texts(per_sample))
-    if per_sample:
-        _bleu_metric(tokenize, lowercase)
-        hyps = [r["prediction"] for r in per_sample]
-        refs = [r["reference"] for r in per_sample]
-        out["corpus_bleu"] = sacrebleu.corpus_bleu(
-            hyps, [refs], tokenize=tokenize, lowercase=bool(lowercase)
-        ).score
-    return out
+    _bleu_metric(tokenize, lowercase)
+    return _corpus_aggregate(per_sample, "corpus_bleu", lambda hyps, refs: sacrebleu.corpus_bleu(
+        hyps, [refs], tokenize=tokenize, lowercase=bool(lowercase)).score)
 
 
 @register_metric("bleu", aggregate=generic_bleu_aggregate)
@@ -171,15 +173,9 @@ def generic_chrf_aggregate(per_sample: list[dict], char_order: int = 6, word_ord
                            **_) -> dict[str, float]:  # fmt: skip
     import sacrebleu
 
-    out = mean_aggregate(_strip_texts(per_sample))
-    if per_sample:
-        _check_chrf_args(char_order, word_order)
-        hyps = [r["prediction"] for r in per_sample]
-        refs = [r["reference"] for r in per_sample]
-        out["corpus_chrf"] = sacrebleu.corpus_chrf(
-            hyps, [refs], char_order=char_order, word_order=word_order
-        ).score
-    return out
+    _check_chrf_args(char_order, word_order)
+    return _corpus_aggregate(per_sample, "corpus_chrf", lambda hyps, refs: sacrebleu.corpus_chrf(
+        hyps, [refs], char_order=char_order, word_order=word_order).score)
 
 
 @register_metric("chrf", aggregate=generic_chrf_aggregate)
