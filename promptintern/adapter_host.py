@@ -116,7 +116,6 @@ class AdapterHost:
     def load(cls, name_or_path: str, *, device: str | None = None, dtype: str | None = None,
              snapshot_device: str | None = None) -> AdapterHost:
         """Load a base model (registered name, folder or hub id) with ``models.load_model`` and host it."""
-
         t0 = time.perf_counter()
         model, tok = load_model(name_or_path, device=device, dtype=dtype)
         return cls(model, tok, name=str(name_or_path), snapshot_device=snapshot_device,

@@ -83,7 +83,6 @@ def internalize(
     Stage t trains on prompts whose template is compressed to rate·S_t and that carry ⌊k·S_t⌋ retrieved
     examples; the last stage is query-only. Returns the final adapter folder (each stage's is kept beside it).
     """
-
     examples = _examples(data)
     task = PromptTask(template=template, protect=protect)
     spec = MethodSpec(name="promptintern", schedule=schedule, rate=rate, stages=stages, k_examples=k_examples)
@@ -130,6 +129,5 @@ def load_internalized(model: str, adapter_dir: str | Path, *, merge: bool = True
 
 def answer(model, tokenizer, queries: Sequence[str], *, max_new_tokens: int = 128, batch_size: int = 8) -> list[str]:
     """Answer from the query alone: no template, no examples."""
-
     rendered = [render(Prompt(query=q), tokenizer) for q in queries]
     return [g.text for g in generate(model, tokenizer, rendered, max_new_tokens=max_new_tokens, batch_size=batch_size)]

@@ -27,7 +27,6 @@ from .stopping import match_stop
 def cut_keep_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
     """``text`` up to and including its first stop string that counts (:mod:`promptintern.stopping`: found in
     the continuation only, never opening or inside a code fence); and whether one was found."""
-
     m = match_stop(text, stop)
     if m is None:
         return text, False
@@ -86,7 +85,6 @@ def teacher_answers(
 ) -> TeacherAnswers:
     """Greedy answers of ``model`` as it is: pass the base model (or call inside a PEFT model's
     ``disable_adapter()``) for the un-adapted teacher. ``rendered_prompts`` are already chat-formatted."""
-
     gens = generate(
         model,
         tokenizer,

@@ -8,7 +8,7 @@ import dataclasses
 from promptintern.errors import ConfigError
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -16,7 +16,7 @@ def _is_num(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v  # not NaN
 
 
-def _got(v) -> str:
+def got(v) -> str:
     text = repr(v)
     text = text if len(text) <= 60 else text[:57] + "..."
     kind = {bool: "a boolean", str: "a string", list: "a list", dict: "a mapping", type(None): "null"}.get(type(v))
@@ -31,7 +31,7 @@ class Spec:
 
     def check(self, value, field: str, source: str) -> None:
         if not self.test(value):
-            raise ConfigError(field, f"must be {self.what}, {_got(value)}", source)
+            raise ConfigError(field, f"must be {self.what}, {got(value)}", source)
 
 
 def _range(lo, hi, lo_open, hi_open) -> tuple[str, object]:
@@ -52,7 +52,7 @@ def _range(lo, hi, lo_open, hi_open) -> tuple[str, object]:
 def integer(lo=None, hi=None, *, null: bool = False) -> Spec:
     text, ok = _range(lo, hi, False, False)
     return Spec(f"an integer{text}" + (" or null" if null else ""),
-                lambda v: (null and v is None) or (_is_int(v) and ok(v)))
+                lambda v: (null and v is None) or (is_int(v) and ok(v)))
 
 
 def number(lo=None, hi=None, *, lo_open=False, hi_open=False, null: bool = False, whole_above_1=False) -> Spec:

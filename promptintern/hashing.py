@@ -17,7 +17,6 @@ _FILE_HASHES: dict[tuple, str] = {}
 
 def file_sha256(path) -> str:
     """sha256 of a file's bytes, memoised per (path, size, modification time) within the process."""
-
     p = Path(path).resolve()
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)

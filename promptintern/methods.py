@@ -223,7 +223,6 @@ def _check_stages(spec: MethodSpec) -> None:
 def _stage_plans(spec: MethodSpec, **kw):
     """The schedule's stage plans; with ``first_stage: full`` stage 0 keeps the whole template (the later stages
     follow rate·S_t), with ``rate`` it starts compressed to ``rate``."""
-
     _needs_schedule(spec)
     _check_stages(spec)
     if spec.first_stage not in FIRST_STAGES:
@@ -310,8 +309,6 @@ def promptintern_no_progression(spec: MethodSpec) -> MethodPlan:
         "step", T, spec.k_examples, template_ceiling=spec.rate, steps=[(0, 1.0), (T - 1, 0.0)]
     )
     if spec.first_stage == "full":  # the same first prompt as PromptIntern's
-        from dataclasses import replace
-
         plans = [replace(p, template_rate=1.0) if p.template_rate > 0 else p for p in plans]
     return MethodPlan(train=[PromptRule(p.template_rate, p.n_examples) for p in plans], test=QUERY_ONLY)
 

@@ -306,7 +306,6 @@ def _attn_break_even(model) -> float | None:
     """Row width at which masked attention costs as much as the linear layers, for attention implementations
     that compute the whole row (eager, sdpa with an explicit mask); None for varlen kernels (flash attention),
     which skip other records, or for a config the FLOPs formula does not know."""
-
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(lm.config, "_attn_implementation", None) not in ("eager", "sdpa"):
         return None

@@ -3,6 +3,8 @@ your prompt and data, then the decision (accuracy, tokens, speed, cost, break-ev
 
 from __future__ import annotations
 
+from promptintern.trainer import BUDGETS
+
 
 def cmd(args) -> int:
     from promptintern.harness.config import load_experiment
@@ -45,7 +47,7 @@ def register(sub) -> None:
     sp.add_argument("--max-new-tokens", type=int, default=64)
     sp.add_argument("--stop", action="append", help="a stop string (repeatable), e.g. --stop $'\\n'")
     sp.add_argument("--model", default="smollm2-135m", help="model name, HF id or local path")
-    sp.add_argument("--budget", choices=("matched", "per_stage"), default="matched",
+    sp.add_argument("--budget", choices=BUDGETS, default="matched",
                     help="matched: every fine-tuning chain gets the same optimizer steps")
     sp.add_argument("--epochs", type=int, default=1)
     sp.add_argument("--schedule", default="linear")

@@ -234,7 +234,6 @@ def eval_frame(store: ResultStore, price_table: PriceTable | None = None, hardwa
 def unfinished_rows(store: ResultStore, done: set[str]) -> list[dict]:
     """Rows for the plan's evaluations without a valid result (``plan.json``, written by ``promptintern run``):
     status "failed" (with the error of its failure record) or "missing" (never ran, or still running)."""
-
     path = store.root / PLAN_FILE
     if not path.is_file():
         return []

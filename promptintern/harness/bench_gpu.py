@@ -60,7 +60,6 @@ QUICK = {"train_batch": 4, "train_seq": 256, "train_steps": 3, "n_prompts": 4, "
 
 def training_records(tok, task, n: int, seq: int, chat: bool = True) -> list[dict]:
     """Real full-prompt SFT records: the task's template, 2 retrieved examples, query and reference answer."""
-
     train = task.load(task.train_split)
     test = task.load(task.test_split)
     builder = PromptBuilder(task, train, k=2, retriever=build_index("bm25", train, test, on_overlap="drop"))
@@ -102,7 +101,6 @@ def plain_peft_tokens_per_s(model, tok, records: list[dict], batch: int, lora, w
 def ours_tokens_per_s(model, tok, records: list[dict], batch: int, train_cfg: dict, out_dir: Path,
                       warmup_steps: int = 2) -> dict:
     """The project's trainer on the same records (a short untimed run first, so kernel set-up is not counted)."""
-
     cfg = TrainConfig.from_dict({**train_cfg, "batch_size": batch, "epochs": 1, "progress": False,
                                  "group_by_length": True, "packing": True})
     peft_model = attach_adapter(model, cfg, None)
@@ -168,7 +166,6 @@ def decode_bytes(model, context: int) -> int:
 
 def _timed_generate(model, tok, ids: list[list[int]], new_tokens: int, engine: str) -> float:
     """Seconds for one batch decoding exactly ``new_tokens`` tokens per row with ``engine`` (warmed up)."""
-
     device = next(model.parameters()).device
     cache_len = static_cache_len([len(x) for x in ids], max(new_tokens, 4))
     warm_up(model, tok, ids, engine, cache_len)
@@ -205,7 +202,6 @@ def bench_decode(model, tok, *, engines: list[str], new_tokens: int, bandwidth: 
 def prompt_variants(tok, task, n: int, rate: float, compressor) -> dict[str, list[str]]:
     """Rendered prompts of the first ``n`` test queries: full (template + 2 examples), compressed template at
     ``rate`` (no examples: PromptIntern's last stage keeps none), and query only."""
-
     train, test = task.load(task.train_split), task.load(task.test_split)[:n]
     builder = PromptBuilder(task, train, k=2, retriever=build_index("bm25", train, test, on_overlap="drop"),
                             compressor=compressor)
@@ -217,7 +213,6 @@ def prompt_variants(tok, task, n: int, rate: float, compressor) -> dict[str, lis
 def bench_prompts(model, tok, variants: dict[str, list[str]], *, batch_sizes: list[int], new_tokens: int,
                   engine: str) -> dict:
     """Per variant: mean prompt tokens, batch-1 p50 latency and the saturated throughput; ratios vs full."""
-
     out: dict = {"engine": engine, "new_tokens": new_tokens, "variants": {}}
     for name, prompts in variants.items():
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 
 from promptintern import schedules, tasks
-from promptintern.compressors import COMPRESSORS
+from promptintern.compressors import ALIASES, COMPRESSORS
 from promptintern.errors import ConfigError
-from promptintern.fields import Spec, _got, _is_int, boolean, integer, list_of, number, rules, text
+from promptintern.fields import Spec, boolean, got, integer, is_int, list_of, number, rules, text
 from promptintern.methods import (
     METHODS,
     MIN_STAGES,
@@ -202,10 +202,9 @@ def _require(cond: bool, field: str, msg: str, source: str) -> None:
         raise ConfigError(field, msg, source)
 
 
-def _field_table() -> dict[str, Spec]:
-    """Dotted field -> rule, for every field of a fixed type (the rest: tasks, methods, compressor, below): the
-    rules the settings dataclasses carry beside their defaults (promptintern/harness/settings.py)."""
-    return rules(ExperimentSettings)
+# Dotted field -> rule, for every field of a fixed type (the rest: tasks, methods, compressor, below): the rules
+# the settings dataclasses carry beside their defaults (promptintern/harness/settings.py).
+FIELD_RULES: dict[str, Spec] = rules(ExperimentSettings)
 
 
 # Per-method fields (``methods[i].<key>``); ``stages`` and ``schedules`` have their own checks below.
@@ -233,7 +232,6 @@ def _get(cfg: dict, dotted: str):
 
 def compressor_factory(name: str):
     """The registered factory of a compressor name (aliases allowed), or None."""
-
     try:
         return COMPRESSORS.lookup(name)
     except ConfigError:
@@ -243,7 +241,6 @@ def compressor_factory(name: str):
 def check_kwargs(factory, kwargs: dict, where: str, what: str, source: str) -> None:
     """``kwargs`` against ``factory``'s signature: an unknown keyword is an error naming ``where.<key>``; a value
     whose parameter has a plain default (int, float, bool, str) must have that default's type. Nothing is built."""
-
     params = inspect.signature(factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -278,11 +275,11 @@ def _method_error(e: ConfigError, where: str, name: str, source: str) -> ConfigE
 
 def _check_methods(cfg: dict, source: str, warnings: list) -> None:
     _require(isinstance(cfg["methods"], list) and cfg["methods"], "methods",
-             f"must be a non-empty list of methods ({{name: ...}} entries), {_got(cfg['methods'])}", source)
+             f"must be a non-empty list of methods ({{name: ...}} entries), {got(cfg['methods'])}", source)
     first_stage = cfg["prompt"]["first_stage"]
     for i, m in enumerate(cfg["methods"]):
         where = f"methods[{i}]"
-        _require(isinstance(m, dict) and "name" in m, where, f"each method needs a name, {_got(m)}", source)
+        _require(isinstance(m, dict) and "name" in m, where, f"each method needs a name, {got(m)}", source)
         _check_keys(m, METHOD_KEYS, f"{where}.", source)
         name = m["name"]
         _require(isinstance(name, str) and name in METHODS, f"{where}.name",
@@ -302,7 +299,7 @@ def _check_methods(cfg: dict, source: str, warnings: list) -> None:
             sch = m.get("schedules")
             _require(isinstance(sch, list) and bool(sch) and all(isinstance(s, str) for s in sch),
                      f"{where}.schedules", f"{name} needs a non-empty list of schedule names (write [linear] for "
-                     f"one), {_got(sch)}", source)
+                     f"one), {got(sch)}", source)
             _require(len(set(sch)) == len(sch), f"{where}.schedules", f"lists a schedule twice: {sch}", source)
             for s in sch:
                 try:
@@ -314,9 +311,9 @@ def _check_methods(cfg: dict, source: str, warnings: list) -> None:
                      source)
         if info.scheduled or info.staged:
             st = m.get("stages")
-            _require(_is_int(st) and st >= MIN_STAGES, f"{where}.stages",
+            _require(is_int(st) and st >= MIN_STAGES, f"{where}.stages",
                      f"{name} needs an integer stages >= {MIN_STAGES} (with one stage it is query_only_ft), "
-                     f"{_got(st)}", source)
+                     f"{got(st)}", source)
         opts = m.get("options")
         if isinstance(opts, dict):
             allowed = info.option_keys()
@@ -359,9 +356,9 @@ def _check_tasks(cfg: dict, source: str) -> set:
     names = list_of(text(), nonempty=False)
     train_tasks, ev = t["train"], t["eval"]
     _require(names.test(train_tasks), "tasks.train", "must be a list of task names ([] for an evaluation-only "
-             f"experiment), {_got(train_tasks)}", source)
+             f"experiment), {got(train_tasks)}", source)
     _require(ev == "same" or (names.test(ev) and bool(ev)), "tasks.eval",
-             f"must be 'same' or a non-empty list of task names, {_got(ev)}", source)
+             f"must be 'same' or a non-empty list of task names, {got(ev)}", source)
     if not train_tasks:
         _require(isinstance(ev, list), "tasks.eval", "an evaluation-only experiment (tasks.train: []) needs a list "
                  "of eval tasks", source)
@@ -373,7 +370,7 @@ def _check_tasks(cfg: dict, source: str) -> set:
         _require(not dup, key, f"lists {', '.join(dup)} twice", source)
 
     def _count(v) -> bool:
-        return v is None or (_is_int(v) and v > 0)
+        return v is None or (is_int(v) and v > 0)
 
     grid_tasks = list(train_tasks) + ([] if ev == "same" else [x for x in ev if x not in train_tasks])
     for key in ("train_limit", "test_limit"):
@@ -381,13 +378,13 @@ def _check_tasks(cfg: dict, source: str) -> set:
         if isinstance(v, dict):
             for k, x in v.items():
                 _require(k in known, f"tasks.{key}.{k}", f"unknown task {k!r}", source)
-                _require(_count(x), f"tasks.{key}.{k}", f"must be a positive integer or null, {_got(x)}", source)
+                _require(_count(x), f"tasks.{key}.{k}", f"must be a positive integer or null, {got(x)}", source)
             missing = [x for x in grid_tasks if x not in v]
             _require(not missing, f"tasks.{key}", f"a mapping must name every task of the grid (missing: "
                      f"{', '.join(missing)}; null means all items)", source)
         else:
             _require(_count(v), f"tasks.{key}", f"must be a positive integer, null, or a mapping task -> either, "
-                     f"{_got(v)}", source)
+                     f"{got(v)}", source)
     strat = t["stratify"]
     _require(isinstance(strat, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in strat.items()),
              "tasks.stratify", "must map task names to a meta field, e.g. {nl2bash: utilities}", source)
@@ -397,12 +394,10 @@ def _check_tasks(cfg: dict, source: str) -> set:
 
 
 def _check_compressor(cfg: dict, source: str) -> None:
-    from promptintern.compressors import ALIASES, COMPRESSORS
-
     comp = cfg["prompt"]["compressor"]
     allowed = ", ".join(sorted(COMPRESSORS))
     _require(isinstance(comp, dict), "prompt.compressor", f"must be a mapping {{name: ..., <options>}} "
-             f"(compressors: {allowed}), {_got(comp)}", source)
+             f"(compressors: {allowed}), {got(comp)}", source)
     name = comp.get("name")
     factory = compressor_factory(name) if isinstance(name, str) else None
     _require(factory is not None, "prompt.compressor.name",
@@ -419,29 +414,29 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     warnings: list[str] = []
     _check_keys(cfg, set(DEFAULTS), "", source)
     for sec in ("tasks", "prompt", "train", "generation", "timing", "scoring", "resources", "ray"):
-        _require(isinstance(cfg[sec], dict), sec, f"must be a mapping, {_got(cfg[sec])}", source)
+        _require(isinstance(cfg[sec], dict), sec, f"must be a mapping, {got(cfg[sec])}", source)
         _check_keys(cfg[sec], set(DEFAULTS[sec]), f"{sec}.", source)
     _require(isinstance(cfg["timing"]["slo"], dict), "timing.slo", "must be a mapping {ttft_s: seconds, tpot_s: "
-             f"seconds}}, {_got(cfg['timing']['slo'])}", source)
+             f"seconds}}, {got(cfg['timing']['slo'])}", source)
     _check_keys(cfg["timing"]["slo"], set(DEFAULTS["timing"]["slo"]), "timing.slo.", source)
-    _require(isinstance(cfg["train"]["lora"], dict), "train.lora", f"must be a mapping, {_got(cfg['train']['lora'])}",
+    _require(isinstance(cfg["train"]["lora"], dict), "train.lora", f"must be a mapping, {got(cfg['train']['lora'])}",
              source)
     _check_keys(cfg["train"]["lora"], set(DEFAULTS["train"]["lora"]), "train.lora.", source)
     _require(isinstance(cfg["name"], str) and bool(cfg["name"]) and
              cfg["name"].replace("-", "").replace("_", "").isalnum(),
              "name", "must be a simple identifier (letters, digits, - and _)", source)
-    for field, spec in _field_table().items():
+    for field, spec in FIELD_RULES.items():
         spec.check(_get(cfg, field), field, source)
     _require(isinstance(cfg["models"], list) and bool(cfg["models"]), "models",
-             f"must be a non-empty list of model names or paths (write [tiny] for one), {_got(cfg['models'])}",
+             f"must be a non-empty list of model names or paths (write [tiny] for one), {got(cfg['models'])}",
              source)
     for i, m in enumerate(cfg["models"]):
         text().check(m, f"models[{i}]", source)
     _require(len(set(cfg["models"])) == len(cfg["models"]), "models", "lists a model twice", source)
     _require(isinstance(cfg["seeds"], list) and bool(cfg["seeds"]), "seeds",
-             f"must be a non-empty list of integers (write [0] for one), {_got(cfg['seeds'])}", source)
+             f"must be a non-empty list of integers (write [0] for one), {got(cfg['seeds'])}", source)
     for s in cfg["seeds"]:
-        _require(_is_int(s), "seeds", f"seeds must be integers, {_got(s)}", source)
+        _require(is_int(s), "seeds", f"seeds must be integers, {got(s)}", source)
     _require(len(set(cfg["seeds"])) == len(cfg["seeds"]), "seeds", "lists a seed twice", source)
     _require(isinstance(cfg["task_paths"], list) and all(isinstance(x, str) for x in cfg["task_paths"]),
              "task_paths", "must be a list of folders holding task YAMLs", source)
@@ -450,8 +445,8 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     for k, v in (mnt.items() if isinstance(mnt, dict) else [(None, mnt)]):
         where = "generation.max_new_tokens" + (f".{k}" if k is not None else "")
         _require(k is None or k in known, where, f"unknown task {k!r}", source)
-        _require(v is None or (_is_int(v) and v > 0), where,
-                 f"must be null (the task's own), a positive integer, or a mapping task -> either, {_got(v)}",
+        _require(v is None or (is_int(v) and v > 0), where,
+                 f"must be null (the task's own), a positive integer, or a mapping task -> either, {got(v)}",
                  source)
     _check_compressor(cfg, source)
     _check_methods(cfg, source, warnings)

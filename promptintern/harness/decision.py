@@ -65,7 +65,6 @@ def decision_rows(main: pd.DataFrame) -> list[dict]:
 
 def json_rows(rows: list[dict]) -> list[dict]:
     """JSON-safe rows: an infinite break-even becomes "never", NaN becomes null."""
-
     def clean(v):
         if isinstance(v, float):
             return "never" if math.isinf(v) and v > 0 else None if math.isnan(v) or math.isinf(v) else v

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .measure import percentile
+from .measure import percentile, query_latency
 
 NAN = float("nan")
 
@@ -84,7 +84,6 @@ def within(ttft: float, tpot: float, slo: dict) -> bool:
 def condition_figures(cond: dict, settings: dict, correct: dict[str, bool]) -> tuple[dict, Timings]:
     """The engine and as-answered figures of one condition of an engine record (seconds; no prices), and the
     per-cluster timings comparisons pair on."""
-
     L = int(settings["max_new_tokens"])
     slo = settings["slo"]
     per = [(r, request_times(r, L, cond["answer_tokens"][r["id"]], cond["compressor_s"].get(r["id"], 0.0)))
@@ -151,8 +150,6 @@ def condition_figures(cond: dict, settings: dict, correct: dict[str, bool]) -> t
 def legacy_figures(rec: dict) -> tuple[dict, Timings]:
     """The as-answered view of an evaluation record that timed itself (schema 1, ``generation.measure``, MetaTuner):
     its batch-1 latencies (measurement samples, or main-run samples that ran at batch 1); no engine view."""
-    from .measure import percentile, query_latency
-
     lat = ((rec.get("measurements") or {}).get("latency") or {}).get("samples") or \
         [s for s in rec.get("samples") or [] if s.get("batch_size") == 1]
     tm = Timings()

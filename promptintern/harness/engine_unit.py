@@ -72,7 +72,6 @@ class Condition:
 def load_conditions(unit: dict, store: ResultStore, tok, data_dir: str | None, n: int) -> list[Condition]:
     """The unit's conditions with everything timing needs, checked: each evaluation's record is valid, its adapter
     is the one it evaluated (weights hash), and the rebuilt prompts have the token counts it recorded."""
-
     out, built_of = [], {}
     chat = unit["config"]["chat"]
     for c in unit["config"]["conditions"]:
@@ -147,7 +146,6 @@ def time_share(model, tok, cond: Condition, w: _Work, s: TimingSettings, engine:
     """Time a share of one condition's work: the batch-1 requests of ``queries`` (indices of its timed queries),
     then the sweep batches ``batches`` (indices into ``w.batches``); ``warm``: one untimed request first (the
     condition's first share of a repeat). What each request and batch took."""
-
     device = next(model.parameters()).device
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -207,7 +205,6 @@ def time_interleaved(conds: list[Condition], tok, s: TimingSettings, engine: str
 
 def run_engine(unit: dict, store_root: str, data_dir: str | None) -> dict:
     """Time every condition of the unit (see the module docstring); write and return the engine record."""
-
     cfg, uid = unit["config"], unit["id"]
     s = TimingSettings.from_dict(cfg["timing"])
     set_threads(unit["resources"].get("num_cpus"))

@@ -21,7 +21,6 @@ from .unit_common import adapter_host, max_new_tokens, run_meta, set_threads, ta
 
 def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | None) -> dict:
     """Generate, score and measure one (artefact, eval task) pair; write the record with every sample."""
-
     cfg, uid = unit["config"], unit["id"]
     set_threads(unit["resources"].get("num_cpus"))
     store = ResultStore(store_root)

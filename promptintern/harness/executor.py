@@ -127,7 +127,6 @@ def _running_marker(store: ResultStore, unit_id: str):
     """`runs/<id>.running` names the worker process on a unit while it runs (its run's claim says whether it is
     live: ``promptintern status``) and carries the unit's progress inside it (:mod:`promptintern.progress`),
     which also goes, as lines, to the unit's log (its stdout while it runs)."""
-
     marker = _marker(store, unit_id)
     head = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     atomic_write_json(marker, head)
@@ -191,7 +190,6 @@ def attempts(log: Path, run_id: str | None = None) -> int:
 def _output_to(log: Path):
     """The worker's stdout and stderr (file descriptors 1 and 2: Python, C libraries, progress bars, warnings)
     go to the unit's log while the unit runs, not to the run's console."""
-
     for s in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             s.flush()
@@ -568,6 +566,5 @@ def _error_text(e: Exception) -> str:
 def _write_failure(store: ResultStore, u: Unit, msg: str, e: Exception | None, *, attempts: int = 0,
                    log: Path | None = None, run_id: str | None = None) -> None:  # fmt: skip
     """A failed unit leaves a record with status 'failed' (never valid, so a later run retries it)."""
-
     atomic_write_json(store.path(u.id), failure_record(u.id, u.kind, u.config, msg, e, attempts=attempts,
                                                        run_id=run_id, log=store.relative(log) if log else None))

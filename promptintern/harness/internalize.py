@@ -116,7 +116,6 @@ def experiment(args, name: str, task_dir: Path) -> dict:
 
 def prepare(args) -> tuple[Path, list[str]]:
     """Write the task folder and the experiment file; check the task. Returns (experiment file, overrides)."""
-
     for flag, path in (("--template", args.template), ("--data", args.data), ("--test-data", args.test_data)):
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(flag, f"file not found: {path}")
@@ -158,7 +157,6 @@ def prepare(args) -> tuple[Path, list[str]]:
 def training_length(task_file: Path, model: str, k_examples: int, floor: int = 1024) -> int:
     """Tokens the longest full-prompt training sequence needs (template + K of the longest demonstrations + the
     longest query + the longest target, through the model's chat template), rounded up to 64."""
-
     tok = load_tokenizer(model)
     task = YamlTask(load_config(task_file))
     train = task.load(task.train_split)

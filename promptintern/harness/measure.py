@@ -231,7 +231,6 @@ def measure_latency(model, tokenizer, prompts: Sequence[str], ids: Sequence[str]
     """Batch-1 generation of each prompt, ``repeats`` times over: one latency sample per (query, repeat), with TTFT
     and end-to-end seconds. ``compressor_s`` (per prompt) is the test-time compressor's time, counted in the
     query's latency. ``prefix``: its KV cache is reused (copied per query) and only the rest prefilled."""
-
     comp = list(compressor_s) if compressor_s is not None else [0.0] * len(prompts)
     out = []
     for r in range(repeats):

@@ -217,7 +217,6 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     """For every task of the grid: ``data`` (fingerprint of its files), ``scoring`` (its scoring identity) and
     ``selection`` (:mod:`promptintern.harness.selection`: the items every method trains and tests on). Loads the tasks' data,
     so missing or malformed data fails here, before any unit runs."""
-
     root = resolve_data_dir(data_dir if data_dir is not None else cfg.get("data_dir"))
     names = list(cfg["tasks"]["train"])
     ev = cfg["tasks"]["eval"]
@@ -229,8 +228,6 @@ def prepare_tasks(cfg: dict, data_dir=None) -> dict[str, dict]:
     selection = select(cfg, loaded)
     for name in cfg["tasks"]["train"]:
         if not selection[name].train_ids:
-            from promptintern.errors import ConfigError
-
             task = loaded[name]
             why = ("it has no training split (evaluation only: put it in tasks.eval)" if not task.train_split else
                    f"its training split has {selection[name].pool_size} items left after removing "
@@ -259,7 +256,6 @@ def external_adapter(spec: MethodSpec) -> dict | None:
 def chain_budget(cfg: dict, specs: list[MethodSpec], n_train: int) -> int:
     """Total optimizer steps of the longest fine-tuning chain of the grid on ``n_train`` items (``train.budget:
     matched`` gives every chain this many)."""
-
     per_stage = planned_steps(n_train, TrainConfig.from_dict({**cfg["train"], "max_steps": None}))
     stages = [len(plan_method(s).train) for s in specs if METHODS[s.name].unit_kind == "stage"]
     return per_stage * max([n for n in stages if n] or [0])
@@ -367,7 +363,6 @@ def engine_units(cfg: dict, units: list[Unit], prep: dict) -> list[Unit]:
     """One engine unit per (model, eval task, seed) with evaluations to time (``timing.measure``; not on vLLM,
     whose evaluations time themselves): every evaluation served uncached, and cached where it generated with its
     prefix cache. It depends on the evaluations and on the stages whose adapters it serves."""
-
     timing = TimingSettings.from_dict(cfg.get("timing"))
     if not timing.measure or cfg["generation"].get("engine") == "vllm":
         return []
@@ -408,8 +403,6 @@ def unit_summary(u: Unit) -> dict:
 def write_plan(root, units: list[Unit], prepared: dict[str, dict]) -> None:
     """``plan.json`` (every unit of the grid, so tables can show the ones without a result) and
     ``selection.json`` (every item id used and every near-duplicate removed) beside the results."""
-    from pathlib import Path
-
     root = Path(root)
     atomic_write_json(root / PLAN_FILE, {"units": [unit_summary(u) for u in units]})
     atomic_write_json(root / SELECTION_FILE, {name: p["selection"].to_dict() for name, p in prepared.items()})

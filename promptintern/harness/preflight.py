@@ -24,7 +24,6 @@ from promptintern import models, tasks
 from promptintern.errors import ConfigError, DatasetNotFoundError, PromptInternError, UnknownModelError
 from promptintern.methods import plan_method
 from promptintern.paths import DATA_DIR_ENV
-from promptintern.paths import data_dir as resolve
 from promptintern.paths import data_dir as resolve_data_dir
 from promptintern.tasks.infra import InfraError, sandbox_self_test
 from promptintern.tasks.loaders.common import read_json, read_jsonl
@@ -59,7 +58,6 @@ def check_sandbox(cfg: dict, data_dir=None) -> None:
     """Before a grid whose evaluations execute code: the sandbox self-test (:func:`promptintern.tasks.infra.sandbox_self_test`)
     with each such task's limits, so a sandbox that cannot start fails the run with its cause instead of scoring
     every sample as wrong."""
-
     root = resolve_data_dir(_data_setting(cfg, data_dir)[1])
     tested = set()
     ev = cfg["tasks"]["eval"]
@@ -96,7 +94,6 @@ def check_model(name: str, field: str) -> None:
     """:func:`promptintern.models.resolve`'s rules without exporting or loading anything (``export=False``): a
     registered name needs its source, a path needs a ``config.json``, a hub id must be in the local cache when
     ``HF_HUB_OFFLINE`` is set."""
-
     try:
         models.resolve(name, export=False)
     except UnknownModelError as e:
@@ -111,7 +108,6 @@ def check_models(cfg: dict) -> None:
 def uses_compressor(cfg: dict) -> bool:
     """Whether any grid point compresses a prompt (a rule keeping a fraction of the template strictly between 0
     and 1, or compression at inference); only then is the compressor's model needed."""
-
     for spec in method_specs(cfg):
         plan = plan_method(spec)
         if plan.test_compressed or any(0 < r.template_rate < 1 for r in [*plan.train, plan.test]):
@@ -122,7 +118,6 @@ def uses_compressor(cfg: dict) -> bool:
 def check_compressor(cfg: dict) -> None:
     """The models a compressor names (or defaults to) are resolvable; LLMLingua-2's package and weights are
     present. Only when the grid compresses."""
-
     if not uses_compressor(cfg):
         return
     comp = dict(cfg["prompt"]["compressor"])
@@ -149,13 +144,12 @@ def check_compressor(cfg: dict) -> None:
 def _data_setting(cfg: dict, data_dir) -> tuple[str, str | None]:
     """(the setting that chose the data directory, its value): ``data_dir`` (the experiment's, which ``--data-dir``
     overrides), ``$PROMPTINTERN_DATA_DIR``, or ``--data-dir`` when only the argument names it."""
-
     env = os.environ.get(DATA_DIR_ENV) or None
-    given = resolve(data_dir) if data_dir not in (None, "") else None
-    if cfg.get("data_dir") not in (None, "") and (given is None or resolve(cfg["data_dir"]) == given):
+    given = resolve_data_dir(data_dir) if data_dir not in (None, "") else None
+    if cfg.get("data_dir") not in (None, "") and (given is None or resolve_data_dir(cfg["data_dir"]) == given):
         return "data_dir", str(cfg["data_dir"])
     if given is not None:
-        return ("$" + DATA_DIR_ENV if env and resolve(env) == given else "--data-dir"), str(given)
+        return ("$" + DATA_DIR_ENV if env and resolve_data_dir(env) == given else "--data-dir"), str(given)
     if env:
         return "$" + DATA_DIR_ENV, env
     return f"data_dir (or ${DATA_DIR_ENV}, --data-dir)", None
@@ -169,7 +163,6 @@ def grid_tasks(cfg: dict) -> list[str]:
 
 def _parse_file(path: Path) -> None:
     """Every record of a local JSON / JSON Lines file parses (a loader may skip records outside its split)."""
-
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".jsonl"):
         for _ in read_jsonl(path):
@@ -193,7 +186,6 @@ def check_data(cfg: dict, data_dir=None) -> None:
     """The data directory exists when a task reads from it, and the train and test splits of every task of the
     grid load (their files present, every record parses: :class:`DataFormatError` names file:line). A data
     directory that is set but missing is an error naming the setting when a task needs it."""
-
     setting, value = _data_setting(cfg, data_dir)
     root = resolve_data_dir(value)
     missing_root = root is None or not root.is_dir()

@@ -33,7 +33,6 @@ RECORD_KIND = {"stage": "stage", "eval": "eval", "metatuner": "eval", "engine": 
 
 def generations_sha256(pairs) -> str:
     """sha256 of the (sample id, generation) pairs in order, as compact UTF-8 JSON."""
-
     blob = json.dumps([[str(i), str(g)] for i, g in pairs], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -86,7 +85,6 @@ def efficiency_summary(samples: list[dict], *, generation_seconds: float, batch_
     """An evaluation record's ``efficiency`` section: the mean input and output tokens of its samples, the main
     run's wall time (what generating the answers took, batched: no per-query figure is derived from it), the
     compressor's seconds, and whatever the unit adds (``more``)."""
-
     n = len(samples)
     return {"n": n,
             "mean_input_tokens": statistics.fmean(s["tokens"]["model"] for s in samples) if n else 0.0,

@@ -173,7 +173,6 @@ def unfinished_lines(main: pd.DataFrame, store: ResultStore | None = None) -> li
 
 def selection_lines(store: ResultStore) -> list[str]:
     """Items and contamination, from ``selection.json``."""
-
     path = store.root / SELECTION_FILE
     if not path.is_file():
         return ["No selection.json (results written before item selection was recorded)."]

@@ -68,7 +68,6 @@ def rescore_submission(sub: dict, data_dir: str | None = None, *, include: list 
     how the test items were drawn, or their hash) a test item the grid should have but the submission lacks; a
     sample whose re-score crashed; a per-sample score that differs from the re-score; results (score, se, n) that
     differ from the re-scored samples'."""
-
     errors: list[str] = []
     folders = _task_folders(sub, include, base_dir)
     if allow_shadowing is None and (sub.get("task_folders") or {}).get("allow_shadowing"):

@@ -97,7 +97,6 @@ def limit_for(value, task: str) -> int | None:
 
 def select(cfg: dict, tasks_by_name: dict) -> dict[str, TaskSelection]:
     """The grid's selection for every task in ``tasks_by_name`` (name -> YamlTask); see the module docstring."""
-
     t = cfg["tasks"]
     seed = int(t.get("sample_seed", 0))
     threshold = t.get("near_duplicate_threshold", DEFAULT_THRESHOLD)

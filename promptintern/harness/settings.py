@@ -22,11 +22,6 @@ BATCH_SIZES = "a non-empty list of integers >= 1 (write [8] for one)"
 PER_STAGE_TRAIN_FIELDS = ("seed", "progress", "max_steps")
 
 
-def _from_dict(cls, d: dict | None):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in (d or {}).items() if k in names})
-
-
 @dataclass
 class TaskSelection:
     """``tasks``: which tasks train and evaluate, and how many items of each."""
@@ -97,7 +92,8 @@ class TimingSettings:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TimingSettings:
-        return _from_dict(cls, d)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
     def to_dict(self) -> dict:
         return asdict(self)

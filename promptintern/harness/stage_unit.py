@@ -44,7 +44,6 @@ def _mean_tokens(tok, prompts, chat: bool) -> float:
 
 def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, teacher_built, rule, chat: bool):
     """The base model's greedy answers to the teacher prompts (cached across units with the same teacher)."""
-
     opts = cfg["method"].get("options") or {}
     max_new = rule.max_new_tokens or task.max_new_tokens
     batch_size = int(opts.get("teacher_batch_size") or DISTILL_OPTIONS["teacher_batch_size"])
@@ -74,13 +73,11 @@ def _teacher_answers(cfg: dict, store: ResultStore, model, tok, task, items, tea
 def stage_train_config(cfg: dict):
     """The :class:`~promptintern.trainer.TrainConfig` a stage unit trains with: the experiment's ``train`` section
     (its defaults are TrainConfig's own), seeded per stage."""
-
     return TrainConfig.from_dict({**cfg["train"], "seed": cfg["seed"] + cfg["stage"], "progress": False})
 
 
 def run_stage(unit: dict, store_root: str, prev_adapter: str | None, data_dir: str | None) -> dict:
     """Train one stage from the previous stage's adapter; save the adapter and the record."""
-
     cfg, uid = unit["config"], unit["id"]
     set_threads(unit["resources"].get("num_cpus"))
     release_hosts()  # a base model an earlier eval unit left in this worker would train beside us, uncounted

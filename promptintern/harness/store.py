@@ -47,7 +47,6 @@ class ResultStore:
     def task_folders(self, include=None, allow_shadowing: bool = False) -> dict:
         """The experiment's task folders (``experiment.json``: task_paths, allow_task_shadowing) and ``include``, as
         keyword arguments of ``tasks.get_task``."""
-
         try:
             cfg = json.loads((self.root / "experiment.json").read_text())
         except (OSError, ValueError):

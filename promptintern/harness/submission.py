@@ -251,7 +251,6 @@ def _experiment_record(store: ResultStore, task_names: set[str]) -> tuple[dict |
     """From the results folder's ``experiment.json`` (absent: (None, None)): the experiment's task folders
     (relative to the results folder) and, per evaluated task, how its test items were drawn
     (:func:`promptintern.harness.selection.draw`), so a re-score can tell which test items the grid should have."""
-
     try:
         cfg = json.loads((store.root / "experiment.json").read_text())
         t = cfg.get("tasks") or {}

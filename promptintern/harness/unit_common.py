@@ -32,7 +32,6 @@ def set_threads(num_cpus: float | None) -> None:
 def task_data(unit: dict, task_name: str, data_dir: str | None):
     """The unit's items of one task (:func:`promptintern.harness.selection.unit_items`: pool, training items, test items and
     the whole test split) from the ids the plan chose (``unit["inputs"]``)."""
-
     task = tasks.get_task(task_name, data_dir=data_dir, include=unit.get("task_paths") or [],
                           allow_shadowing=unit.get("allow_task_shadowing", False))
     return unit_items(task, (unit.get("inputs") or {}).get(task_name))
@@ -63,7 +62,6 @@ def prompt_builder(cfg: dict, task, pool, test):
 def test_prompts(cfg: dict, items, n: int | None = None) -> list:
     """An evaluation's built prompts (:class:`promptintern.prompt_builder.BuiltPrompt`) for its test items (the
     first ``n``), as its config prescribes: the same code for the evaluation and for the engine unit that times it."""
-
     builder = prompt_builder(cfg, items.task, items.pool, items.test_split)
     rule = PromptRule(**cfg["rule"])
     return [builder.build(ex, rule, with_answer=False, compress_context=cfg["test_compressed"])
@@ -106,7 +104,6 @@ def adapter_host(model: str, *, device: str | None = None, dtype: str | None = N
                  max_models: int | None = None):
     """The worker's AdapterHost for ``model`` (loaded now, or reused) and what loading it cost:
     ``{"reused": bool, "seconds": load seconds spent by this call, "base_load_seconds": what the load cost}``."""
-
     key = ("adapter_host", str(model), device, dtype)
     host = _HOSTS.get(key)
     if host is not None:

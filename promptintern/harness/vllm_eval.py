@@ -24,7 +24,6 @@ from .measure import latency_samples, latency_summary, measure_settings, saturat
 def run_on_vllm(cfg: dict, built: list, adapter: str | None, *, max_new_tokens: int, stop, ids: list[str]):
     """The main generation and the timings of one evaluation on vLLM: (tokenizer, rendered prompts, generations,
     the main run's wall seconds, measurements, model info, model load)."""
-
     chat = cfg["prompt"]["chat"]
     tok = load_tokenizer(cfg["model"])
     rendered = [render(b.prompt, tok, chat) for b in built]

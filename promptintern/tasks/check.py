@@ -76,7 +76,6 @@ def preview_prompt(task, tokenizer=None, *, k: int = 2, fewshot_layout: str = "m
                    template_role: str = "auto", answer_cue: str | None = None) -> tuple[str, str]:
     """(the rendered prompt of the first test item with ``k`` demonstrations, the first items of the train split,
     in ``fewshot_layout``; a line saying what it is). ``template_role`` auto: the task's, else system for chat."""
-
     test = task.load(task.test_split, limit=1)
     if not test:
         raise ConfigError("test_split", f"split {task.test_split!r} of task {task.name!r} is empty")

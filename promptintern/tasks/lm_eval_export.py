@@ -120,7 +120,6 @@ def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = No
                 include=None, allow_shadowing: bool | None = None) -> list[Path]:  # fmt: skip
     """Write the lm-eval task folder for one task (``include``: the user's task folders); returns the YAML paths
     written."""
-
     task = get_task(name, data_dir, include=include, allow_shadowing=allow_shadowing)
     # the generated utils.py finds a built-in by name, a folder task by the path of its YAML
     origin = catalog(include, allow_shadowing).origins.get(name, BUILTIN)
@@ -196,7 +195,6 @@ def export_task(name: str, out_dir: str | Path, data_dir: str | Path | None = No
 def export_all(out_dir: str | Path, data_dir: str | Path | None = None, names: list[str] | None = None,
                limit: int | None = None) -> dict[str, list[Path] | str]:  # fmt: skip
     """Export several tasks; a task whose data is missing is reported (error message) instead of written."""
-
     out: dict[str, list[Path] | str] = {}
     for name in names or list_tasks():
         try:

@@ -383,7 +383,6 @@ class YamlTask:
         """What this task's training and test data are, by content: sha256 of every file the loader read for the
         train and test splits (named relative to the data dir, or by file name for a package's copy), and the
         hub datasets used. Part of every unit's id, so a changed data file re-runs exactly the units reading it."""
-
         files: dict[str, str] = {}
         for split in (self.train_split, self.test_split):
             if not split:
@@ -433,7 +432,6 @@ class YamlTask:
     def extract(self, generation: str, ex: Example):
         """The answer in a generation (:mod:`promptintern.tasks.extract`): cut at the task's first stop string that counts
         (idempotent, so text that generation already cut is unchanged), then the task's extractor."""
-
         spec = EXTRACTORS[self.config.extract]
         return spec.extract(cut_at_stop(generation, self.stop), ex, **self.config.extract_args)
 
@@ -457,7 +455,6 @@ class YamlTask:
         """A hash of everything the YAML defines (template, formats, loader and its arguments, metric, extraction,
         generation settings, contamination fields) and of the stop rule's version: part of every unit's id, so an
         edited task re-runs the units that use it. The file's location is not part of it."""
-
         d = {k: v for k, v in asdict(self.config).items() if k != "source"}
         # keys added later are left out at the value every earlier run had, so stored results keep their ids
         for key, old in (("template_role", "user"), ("metric_file", None)):
@@ -467,7 +464,6 @@ class YamlTask:
 
     def scoring_identity(self) -> dict:
         """What a score depends on besides the generation: a change here re-runs the evaluations of this task."""
-
         c = self.config
         return {
             "metric": c.metric,

@@ -397,7 +397,6 @@ SPLIT_CODE_VERSION = 1  # bump when the filter or split procedure changes (inval
 def _splits_cached(nl_file: str, cm_file: str, seed: int, num_utilities: int) -> dict[str, list]:
     """Split once per process; the line indices are also cached on disk (keyed by the files' sha256) so that
     every worker process does not redo the ~4 s of canonicalization."""
-
     digest = hashlib.sha256()
     for f in (nl_file, cm_file):
         digest.update(Path(f).read_bytes())

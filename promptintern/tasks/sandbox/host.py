@@ -39,12 +39,13 @@ _HERE = Path(__file__).resolve().parent
 _CODEC_IMPORT = re.compile(r"^from \.codec import .*$", re.M)
 
 
+_CODEC = (_HERE / "codec.py").read_text()
+
+
 def _program(name: str) -> str:
     """A sandbox program's source as it is shipped (``python -c``: the sample's uid may not read the package's
     folder): the module's text, with codec.py's text in place of its ``from .codec import`` line."""
-    text = (_HERE / f"{name}.py").read_text()
-    codec = (_HERE / "codec.py").read_text()
-    return _CODEC_IMPORT.sub(lambda _: codec, text, count=1)
+    return _CODEC_IMPORT.sub(lambda _: _CODEC, (_HERE / f"{name}.py").read_text(), count=1)
 
 
 RUNNER = _program("runner")
