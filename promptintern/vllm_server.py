@@ -31,7 +31,8 @@ from pathlib import Path
 
 from .errors import ConfigError, PromptInternError
 
-VLLM_ENV = ".venv-vllm"  # where `make setup-vllm` puts vLLM, beside the project's .venv
+# where `make setup-vllm` puts vLLM: beside the project's .venv, in the checkout's root
+VLLM_ENV = Path(__file__).resolve().parent.parent / ".venv-vllm"
 BASE_NAME = "base"  # the served name of the base model (adapters are served under their own names)
 SETUP_HINT = "run `make setup-vllm` (vLLM in its own environment, .venv-vllm)"
 
@@ -41,7 +42,7 @@ class VllmServerError(PromptInternError):
 
 
 def vllm_python(env_dir: str | Path | None = None) -> Path:
-    """The interpreter of the vLLM environment (``env_dir``, default ``.venv-vllm`` in the working directory);
+    """The interpreter of the vLLM environment (``env_dir``, default ``.venv-vllm`` in the checkout's root);
     a :class:`ConfigError` naming how to install it when it is missing or has no vLLM."""
     python = Path(env_dir or VLLM_ENV) / "bin" / "python"
     if not python.is_file():
@@ -59,24 +60,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The server runs under this watchdog, in a process group of its own: when the process that started it is gone (a
+# Ray worker killed at shutdown runs no atexit), the watchdog takes the whole group down: the API server and the
+# engine core and worker processes it spawned, which outlive their parent otherwise (and an idle CPU worker keeps
+# polling a core).
+WATCHDOG = """
+import os, signal, subprocess, sys, time
+parent = int(sys.argv[1])
+child = subprocess.Popen(sys.argv[2:])
+while child.poll() is None and os.getppid() == parent:
+    time.sleep(1)
+if child.poll() is None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    for _ in range(30):
+        if child.poll() is not None:
+            break
+        time.sleep(1)
+    os.killpg(0, signal.SIGKILL)
+sys.exit(child.returncode or 0)
+"""
+
+
 @dataclass
 class Completion:
     """One streamed completion, timed at the client: ``ttft_s`` (request sent to first token), ``itl_s`` (between
-    later tokens, one per streamed chunk), ``e2el_s`` (request sent to last token)."""
+    later tokens: a streamed chunk's gap, split evenly over the tokens it carries), ``e2el_s`` (request sent to
+    last token). ``token_ids``: the generated ids; ``cached_tokens``: prompt tokens read from the prefix cache;
+    ``stop_reason``: the stop string or token id that ended it (None: the budget or an end-of-sequence)."""
 
     text: str
     ttft_s: float
     e2el_s: float
     itl_s: list[float] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None
     finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first (vLLM's TPOT): ``(e2el - ttft) / (n - 1)``; None for one token."""
+        n = self.completion_tokens or len(self.token_ids)
+        return (self.e2el_s - self.ttft_s) / (n - 1) if n > 1 else None
 
 
 class VllmServer:
     def __init__(self, model_dir: str | Path, *, python: str | Path | None = None, prefix_caching: bool = True,
-                 dtype: str = "bfloat16", max_lora_rank: int = 8, max_loras: int = 4, max_model_len: int = 4096,
-                 port: int | None = None, log_path: str | Path | None = None, startup_timeout_s: float = 900):  # fmt: skip
+                 dtype: str = "bfloat16", max_lora_rank: int = 8, max_loras: int = 4, max_model_len: int | None = None,
+                 kv_cache_gib: float = 2.0, lora: bool = True, dev_mode: bool = False, port: int | None = None,
+                 log_path: str | Path | None = None, startup_timeout_s: float = 900):  # fmt: skip
         self.model_dir = str(model_dir)
         self.python = str(python) if python else str(vllm_python())
         self.prefix_caching = prefix_caching
@@ -84,22 +119,29 @@ class VllmServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"vllm-server-{self.port}.log"
         self.startup_timeout_s = startup_timeout_s
-        self.args = [
+        self.dev_mode = dev_mode  # vLLM's development endpoints (/reset_prefix_cache)
+        self.args = [  # what runs (under the watchdog)
             self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
             "--served-model-name", BASE_NAME, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", dtype,
-            "--max-model-len", str(max_model_len), "--enable-lora", "--max-lora-rank", str(max_lora_rank),
-            "--max-loras", str(max_loras),
+            # the longest prompt + answer (None: the model's own context length)
+            *(["--max-model-len", str(max_model_len)] if max_model_len else []),
+            # the KV cache's size, set (on the CPU build the default reserves 92 % of the machine's memory)
+            "--kv-cache-memory-bytes", str(int(kv_cache_gib * 2**30)),
             "--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching",
+            "--enable-prompt-tokens-details",  # each answer's usage counts its prompt tokens read from the cache
+            *(["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(max_loras)] if lora else []),
         ]
         self.proc: subprocess.Popen | None = None
         self.adapters: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> VllmServer:
-        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "TOKENIZERS_PARALLELISM": "false",
+               **({"VLLM_SERVER_DEV_MODE": "1"} if self.dev_mode else {})}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")  # the server writes it for its whole life
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen([self.python, "-c", WATCHDOG, str(os.getpid()), *self.args], stdout=log,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -118,14 +160,25 @@ class VllmServer:
                               f"{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """Stop the server and every process of its group (SIGTERM, then SIGKILL after a minute)."""
+        if self.proc is None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        for sig, wait_s in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
+            if not self._group_alive():
+                break
+            os.killpg(self.proc.pid, sig)
+            deadline = time.monotonic() + wait_s
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        self.proc.wait()
+
+    def _group_alive(self) -> bool:
+        self.proc.poll()  # reap the watchdog, this process's child
         try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def __enter__(self) -> VllmServer:
         return self.start()
@@ -155,14 +208,19 @@ class VllmServer:
         self.adapters[name] = str(path)
 
     def complete(self, model: str, prompt_ids: list[int], max_tokens: int, *, ignore_eos: bool = True,
-                 stop_token_ids: list[int] | None = None) -> Completion:  # fmt: skip
-        """A greedy completion of ``prompt_ids`` by ``model`` (``base`` or a loaded adapter's name), streamed."""
+                 stop: list[str] | None = None, stop_token_ids: list[int] | None = None,
+                 cache_salt: str | None = None) -> Completion:  # fmt: skip
+        """A greedy completion of ``prompt_ids`` by ``model`` (``base`` or a loaded adapter's name), streamed.
+        ``stop`` strings end it (the string kept in the text); ``cache_salt``: a prefix cached under another salt
+        (or none) is never read, so a fresh salt per request serves it uncached on a caching server."""
         body = {"model": model, "prompt": list(prompt_ids), "max_tokens": max_tokens, "temperature": 0,
-                "ignore_eos": ignore_eos, "stream": True, "stream_options": {"include_usage": True}}
-        if stop_token_ids:
-            body["stop_token_ids"] = list(stop_token_ids)
+                "ignore_eos": ignore_eos, "stream": True, "stream_options": {"include_usage": True},
+                "logprobs": 0, "return_tokens_as_token_ids": True, "include_stop_str_in_output": True}
+        for key, value in (("stop", stop), ("stop_token_ids", stop_token_ids), ("cache_salt", cache_salt)):
+            if value:
+                body[key] = list(value) if isinstance(value, list | tuple) else value
         t0 = time.perf_counter()
-        times, parts, usage, finish = [], [], {}, None
+        times, parts, ids, itl, usage, finish, reason = [], [], [], [], {}, None, None
         with self._post("/v1/completions", body) as resp:
             for raw in resp:
                 line = raw.decode().strip()
@@ -174,15 +232,33 @@ class VllmServer:
                 chunk = json.loads(data)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
-                    if choice.get("text"):
-                        times.append(time.perf_counter())
-                        parts.append(choice["text"])
+                    new = [int(t.rpartition(":")[2]) for t in (choice.get("logprobs") or {}).get("tokens") or []]
+                    if new or choice.get("text"):
+                        now = time.perf_counter()
+                        if times:  # the chunk's gap, split over the tokens it carries
+                            itl += [(now - times[-1]) / max(len(new), 1)] * max(len(new), 1)
+                        elif len(new) > 1:
+                            itl += [0.0] * (len(new) - 1)
+                        times.append(now)
+                        parts.append(choice.get("text") or "")
+                        ids += new
                     finish = choice.get("finish_reason") or finish
+                    reason = choice.get("stop_reason", reason) if choice.get("finish_reason") else reason
         end = times[-1] if times else time.perf_counter()
+        details = usage.get("prompt_tokens_details") or {}
         return Completion(text="".join(parts), ttft_s=(times[0] if times else end) - t0, e2el_s=end - t0,
-                          itl_s=[b - a for a, b in zip(times, times[1:], strict=False)],
-                          prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
-                          finish_reason=finish)
+                          itl_s=itl, token_ids=ids, prompt_tokens=usage.get("prompt_tokens"),
+                          completion_tokens=usage.get("completion_tokens"), cached_tokens=details.get("cached_tokens"),
+                          finish_reason=finish, stop_reason=reason)
+
+    def reset_prefix_cache(self) -> None:
+        """Empty the prefix cache (a server started with ``dev_mode``)."""
+        with self._post("/reset_prefix_cache", {}):
+            pass
+
+    def version(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/version", timeout=30) as r:
+            return json.loads(r.read().decode()).get("version", "")
 
     def metrics(self) -> dict[str, float]:
         """The server's Prometheus counters, summed over label sets (``vllm:prefix_cache_hits_total``, ...)."""

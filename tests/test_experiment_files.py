@@ -1,16 +1,30 @@
-"""Every experiment file in experiments/ validates and plans; the reference grid holds what issue 9 asks for."""
+"""Every experiment file in experiments/ validates and plans (and every serving-benchmark settings file there
+validates as one); the reference grid holds what issue 9 asks for."""
 
 from pathlib import Path
 
 import pytest
+import yaml
 
 from promptintern.harness.config import load_experiment
 from promptintern.harness.plan import build_plan, method_specs
 
 REPO = Path(__file__).resolve().parent.parent
-EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
+FILES = sorted((REPO / "experiments").glob("*.yaml"))
+# serving-benchmark settings (`promptintern serve-bench`): a list of served conditions, no grid
+SERVING = [p for p in FILES if "conditions" in (yaml.safe_load(p.read_text()) or {})]
+EXPERIMENTS = [p for p in FILES if p not in SERVING]
 # grids written by `promptintern internalize` live beside their results
 COMMITTED = EXPERIMENTS + sorted((REPO / "results").glob("*/internalize.yaml"))
+
+
+@pytest.mark.parametrize("path", SERVING, ids=[p.name for p in SERVING])
+def test_serving_settings_file_validates(path):
+    from promptintern.cli.serve_bench import settings_from
+
+    s = settings_from(str(path), [])
+    assert len(s.concurrency) >= 3 and s.ratio == ["promptintern", "full_prompt_ft_cached"]
+    assert s.warmup + s.requests <= 50  # the benchmark's test items: no request repeated
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])

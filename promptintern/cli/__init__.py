@@ -26,6 +26,7 @@ from . import (
     report,
     run,
     schedule,
+    serve_bench,
     status,
     submit,
     tasks,
@@ -33,7 +34,7 @@ from . import (
 )
 
 SUBCOMMANDS = (run, benchmark, plan, status, verify, tasks, schedule, bench_gpu, report, submit, leaderboard, prices,
-               internalize)
+               internalize, serve_bench)
 OVERRIDE_RE = r"^[A-Za-z_][\w\-]*(\.[\w\-]+)*="
 
 

@@ -32,31 +32,18 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
     gen_cfg = cfg["generation"]
     max_new = max_new_tokens(gen_cfg, task)
     ids = [b.example.id for b in built]
-    prefix = None
-    if gen_cfg.get("engine") == "vllm":  # optional, GPU: the adapter served unmerged, vLLM's own prefix cache
+    extra = {}
+    if gen_cfg.get("engine") == "vllm":  # vLLM's server: the adapter served unmerged, its own prefix cache
         from .vllm_eval import run_on_vllm
 
-        tok, rendered, gens, wall, measurements, info, model_load = run_on_vllm(
-            cfg, built, adapter, max_new_tokens=max_new, stop=task.stop, ids=ids)
+        tok, rendered, gens, wall, measurements, info, model_load, extra = run_on_vllm(
+            cfg, built, adapter, max_new_tokens=max_new, stop=task.stop, ids=ids,
+            reference=lambda: transformers_generation(cfg, built, adapter, max_new_tokens=max_new, stop=task.stop,
+                                                      ids=ids, measure=False)[2])
+        prefix = None
     else:
-        # The worker's base model is reused across units; the adapter is merged into it (previous one undone).
-        host, model_load = adapter_host(cfg["model"])
-        t_adapter = time.perf_counter()
-        model, tok = host.activate(adapter), host.tokenizer
-        model_load["adapter_seconds"] = time.perf_counter() - t_adapter
-        model_load["adapters_served"] = host.switches
-        rendered = [render(b.prompt, tok, chat) for b in built]
-        # The cached-prefix condition: the recurring part (system turn + template) encoded once with this adapter
-        # active, its KV cache reused by every generation below (the main run and the timed measurements).
-        prefix = prefix_for(model, tok, [b.prompt for b in built], rendered, chat) if cfg.get("prefix_cache") \
-            else None
-        gens = generate(model, tok, rendered, max_new_tokens=max_new, stop=task.stop,
-                        batch_size=gen_cfg["batch_size"], engine=gen_cfg.get("engine", "hf"), prefix=prefix)
-        # per-evaluation timings only when asked (generation.measure); the engine unit times every condition
-        measurements = run_measurements(model, tok, rendered, ids, gen_cfg, max_new_tokens=max_new, stop=task.stop,
-                                        compressor_s=[b.compressor_seconds for b in built], prefix=prefix) \
-            if gen_cfg.get("measure") else None
-        info = model_info(model)
+        tok, rendered, gens, measurements, info, model_load, prefix = transformers_generation(
+            cfg, built, adapter, max_new_tokens=max_new, stop=task.stop, ids=ids, measure=gen_cfg.get("measure"))
     # infrastructure failures (sandbox_error, a metric raising) fail the unit or are left out and counted: tasks/infra.py
     scores = infra.score(task, [g.text for g in gens], test)
     counters = counters_for(tok)
@@ -85,6 +72,31 @@ def run_eval(unit: dict, store_root: str, adapter: str | None, data_dir: str | N
             # reused: the worker already held this base model (seconds: the load this unit paid; base_load_seconds:
             # what loading it cost; adapter_seconds: undoing the last adapter and merging this one).
             model_load=model_load, **({"prefix_cache": prefix_info} if prefix_info else {})),
-        extra={"infra": infra_block} if infra_block else {}, seconds_total=time.perf_counter() - t0)
+        extra={**extra, **({"infra": infra_block} if infra_block else {})}, seconds_total=time.perf_counter() - t0)
     store.write(uid, record)
     return record
+
+
+def transformers_generation(cfg: dict, built: list, adapter: str | None, *, max_new_tokens: int, stop, ids: list[str],
+                            measure: bool):  # fmt: skip
+    """Generate (and, with ``measure``, time) one evaluation on transformers: (tokenizer, rendered prompts,
+    generations, measurements, model info, model load, the cached prefix or None)."""
+    gen_cfg, chat = cfg["generation"], cfg["prompt"]["chat"]
+    # The worker's base model is reused across units; the adapter is merged into it (previous one undone).
+    host, model_load = adapter_host(cfg["model"])
+    t_adapter = time.perf_counter()
+    model, tok = host.activate(adapter), host.tokenizer
+    model_load["adapter_seconds"] = time.perf_counter() - t_adapter
+    model_load["adapters_served"] = host.switches
+    rendered = [render(b.prompt, tok, chat) for b in built]
+    # The cached-prefix condition: the recurring part (system turn + template) encoded once with this adapter
+    # active, its KV cache reused by every generation below (the main run and the timed measurements).
+    prefix = prefix_for(model, tok, [b.prompt for b in built], rendered, chat) if cfg.get("prefix_cache") else None
+    engine = "hf" if gen_cfg.get("engine") == "vllm" else gen_cfg.get("engine", "hf")  # vLLM's reference: generate
+    gens = generate(model, tok, rendered, max_new_tokens=max_new_tokens, stop=stop, batch_size=gen_cfg["batch_size"],
+                    engine=engine, prefix=prefix)
+    # per-evaluation timings only when asked (generation.measure); the engine unit times every condition
+    measurements = run_measurements(model, tok, rendered, ids, gen_cfg, max_new_tokens=max_new_tokens, stop=stop,
+                                    compressor_s=[b.compressor_seconds for b in built], prefix=prefix) \
+        if measure else None
+    return tok, rendered, gens, measurements, model_info(model), model_load, prefix

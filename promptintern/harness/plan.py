@@ -60,10 +60,15 @@ EXECUTION_KEYS: tuple[tuple[str, str], ...] = (("train", "gradient_checkpointing
 CACHED_SUFFIX = "+prefix-cache"  # the label of an evaluation under the cached-prefix condition
 
 
+VLLM_KEYS = ("vllm_dtype", "vllm_agreement_threshold")  # read by the vllm engine only: in its units' ids only
+
+
 def unit_generation(cfg: dict) -> dict:
     """A unit's generation settings: the experiment's, without its grid switch ``prefix_cache`` (an evaluation in
-    the cached-prefix condition says so itself, in its config's ``prefix_cache``)."""
-    return {k: v for k, v in cfg["generation"].items() if k != "prefix_cache"}
+    the cached-prefix condition says so itself, in its config's ``prefix_cache``) and, on another engine, without
+    the vllm engine's own keys."""
+    g = cfg["generation"]
+    return {k: v for k, v in g.items() if k != "prefix_cache" and (g.get("engine") == "vllm" or k not in VLLM_KEYS)}
 
 
 def eval_label(c: dict) -> str:
@@ -317,8 +322,8 @@ def build_plan(cfg: dict, prepared: dict[str, dict] | None = None) -> list[Unit]
                     eval_tasks = [train_task] if ev == "same" else list(ev)
                     adapter = external_adapter(spec)
                     # the cached-prefix condition: the recurring prefix's KV cache reused. The evaluation generates
-                    # with it (identical tokens) and the engine unit times both conditions; on vLLM, whose engine
-                    # unit does not exist yet, each condition is its own evaluation
+                    # with it (identical tokens) and the engine unit times both conditions; on vLLM each condition
+                    # is its own evaluation (cached, and uncached: a fresh cache salt per request)
                     fixed = cfg["generation"].get("prefix_cache") and has_fixed_prefix(plan)
                     conditions = [False] if not fixed else [False, True] if cfg["generation"].get("engine") == \
                         "vllm" else [True]

@@ -82,11 +82,12 @@ def check_sandbox(cfg: dict, data_dir=None) -> None:
 
 # -- generation engine -------------------------------------------------------------------------------------------
 def check_engine(cfg: dict) -> None:
-    """``generation.engine: vllm`` needs vLLM and a CUDA GPU on this machine (it is not a dependency): say so now."""
+    """``generation.engine: vllm`` needs vLLM's own environment (``make setup-vllm``; vLLM is not a dependency of
+    the project's): say so now, naming what is missing."""
     if (cfg.get("generation") or {}).get("engine") == "vllm":
-        from promptintern.vllm_engine import require_vllm
+        from promptintern.vllm_engine import check_vllm
 
-        require_vllm()
+        check_vllm()
 
 
 # -- models -----------------------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from .report_metatuner import (
     metatuner_diagnostics_frame,
     versus_columns,
 )
+from .serving_report import COLUMNS as SERVING_COLUMNS
+from .serving_report import serving_for, serving_section
 from .store import ResultStore
 
 CSS = """
@@ -281,6 +283,23 @@ METHOD_NOTES = [
 ]
 
 
+def vllm_agreement_lines(store: ResultStore) -> list[str]:
+    """One line per evaluation served by vLLM: how many of its answers equal transformers' on the same items."""
+    out = []
+    for r in store.records(kind="eval"):
+        a = (r.get("vllm") or {}).get("agreement")
+        if not a or not a.get("n"):
+            continue
+        label = r["config"]["method"]["label"] + (" (prefix cached)" if r["config"].get("prefix_cache") else "")
+        verdict = "at or above" if a["meets_threshold"] else "below"
+        out.append(f"vLLM ({r['config']['generation'].get('vllm_dtype', 'bfloat16')}) against {a['reference']}: "
+                   f"{a['identical']} of {a['n']} answers identical for {label} on {r['config']['eval_task']}, "
+                   f"{verdict} the {a['threshold']:.0%} threshold" + (f"; the {a['n'] - a['identical']} that differ are "
+                   f"listed in `{store.relative(store.runs)}/{r['unit_id']}.json` (vllm.agreement)"
+                   if a["identical"] < a["n"] else "") + ".")
+    return out
+
+
 def measurement_caveats(ev: pd.DataFrame) -> list[str]:
     """Facts about how this experiment's timings were made that a reader must know."""
     out = []
@@ -322,7 +341,7 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
                  extra_paths: dict[str, Path] | None = None, decision: list[dict] | None = None) -> dict[str, Path]:
     """Write report.html and report.md from the tables and plots; returns their paths."""
     main, cross = t["main"], t["cross_domain"]
-    notes = METHOD_NOTES + measurement_caveats(t["eval"])
+    notes = METHOD_NOTES + measurement_caveats(t["eval"]) + vllm_agreement_lines(store)
     meta = _meta(store)
     name = store.root.name
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -368,8 +387,12 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
         md += ["## MetaTuner diagnostics", "", METATUNER_NOTE, "",
                T.render_markdown(mt_diag, metatuner_diagnostics_columns()), ""]
     md += ["## Training stages", "", T.render_markdown(t["stages"], T.stage_columns()), "",
-           "## Engine measurement by batch size", "", T.render_markdown(t["sweep"], T.sweep_columns()), "",
-           "## How the numbers are measured", "", *[f"- {x}" for x in notes], "",
+           "## Engine measurement by batch size", "", T.render_markdown(t["sweep"], T.sweep_columns()), ""]
+    served = {f: serving_section(f) for f in serving_for(store.root)}
+    for folder, (table_sv, ratio) in served.items():
+        md += [f"## Served with vLLM ({folder.name})", "", ratio, "", T.render_markdown(table_sv, SERVING_COLUMNS), "",
+               f"Method, n, machine and definitions: `../{folder.name}/report.md`.", ""]
+    md += ["## How the numbers are measured", "", *[f"- {x}" for x in notes], "",
            "## Provenance", "", f"- hardware: {'; '.join(meta['hardware']) or 'n/a'}",
            f"- git commit(s): {', '.join(meta['commits']) or 'n/a'}",
            "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()), ""]
@@ -425,8 +448,13 @@ def build_report(store: ResultStore, t: dict, plots: dict[str, Path], table: Pri
         h += ["<h2>MetaTuner diagnostics</h2>", f"<p class='note'>{html.escape(METATUNER_NOTE)}</p>",
               render_html_table(mt_diag, metatuner_diagnostics_columns())]
     h += ["<h2>Training stages</h2>", render_html_table(t["stages"], T.stage_columns()),
-          "<h2>Engine measurement by batch size</h2>", render_html_table(t["sweep"], T.sweep_columns()),
-          "<h2>How the numbers are measured</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes]
+          "<h2>Engine measurement by batch size</h2>", render_html_table(t["sweep"], T.sweep_columns())]
+    for folder, (table_sv, ratio) in served.items():
+        h += [f"<h2>Served with vLLM ({html.escape(folder.name)})</h2>",
+              f"<p>{html.escape(ratio.replace('**', ''))}</p>", render_html_table(table_sv, SERVING_COLUMNS),
+              f"<p class='note'>Method, n, machine and definitions: <code>../{html.escape(folder.name)}/report.md"
+              "</code>.</p>"]
+    h += ["<h2>How the numbers are measured</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in notes]
     h += ["</ul><h2>Provenance</h2><ul>",
           f"<li>hardware: {html.escape('; '.join(meta['hardware']) or 'n/a')}</li>",
           f"<li>git commit(s): {html.escape(', '.join(meta['commits']) or 'n/a')}</li>",

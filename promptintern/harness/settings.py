@@ -40,8 +40,12 @@ class TaskSelection:
 class GenerationSettings:
     """``generation``: how evaluations generate and time their own answers."""
 
-    # vllm: optional, a GPU (promptintern.vllm_engine)
+    # vllm: vLLM's server from its own environment (`make setup-vllm`; promptintern/vllm_engine.py)
     engine: str = setting("hf", spec=text(sorted((*ENGINES, "vllm"))))
+    vllm_dtype: str = setting("bfloat16", spec=text(["bfloat16", "float16", "float32"]))
+    # engine vllm: the share of items whose answer must equal transformers' generate to call them in agreement
+    # (every disagreement is listed in the record whatever the rate)
+    vllm_agreement_threshold: float = setting(0.8, spec=number(0, 1))
     batch_size: int = setting(8, spec=integer(1))
     max_new_tokens: int | None = None
     # per-evaluation timings (throughput and batch-1 latency of its own answers, below). With the engine
